@@ -1,0 +1,284 @@
+"""Assembly of node reports into global snapshots. Pure: no I/O, no clock, no threads.
+
+Theory of operation
+-------------------
+The collector learns about a snapshot id either from `begin` (the initiator
+announces it, naming the initiating nodes) or from the first node report that
+carries it, whichever comes first. That moment starts the snapshot's clock:
+if not every node of the cluster has reported `timeout` seconds later, the
+snapshot is finished as "aborted" and its document lists the missing nodes.
+When the last node reports, the snapshot is finished as "complete" and the
+document (built and verified by `collector.document.build_document`) is final.
+
+Every snapshot id is in exactly one of three states:
+
+    unknown --(begin | first report)--> pending --(all reported)--> finished (complete)
+                                         pending --(deadline)-------> finished (aborted)
+
+A finished snapshot never changes again: a report arriving later (a node that
+was slow, or retried after the timeout) is acknowledged and ignored, so the
+stored file is never rewritten. A report for a pending snapshot that was
+already received (a node retrying after a lost reply) is a no-op when it says
+the same thing; one that says something different is a conflict and refused.
+
+The caller supplies the time (`now`, seconds since the epoch) with every
+event, so the same event sequence always gives the same documents; the
+gRPC servicer passes `time.time()` and the tests pass whatever they like.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from collector.document import NodeReport, build_document
+from common.config import ClusterConfig
+from node.core import InvalidSnapshotId, validate_snapshot_id
+
+# Names that the snapshot directory uses for itself.
+RESERVED_IDS = frozenset({"latest"})
+
+
+class InvalidReport(ValueError):
+    """A report or request the collector refuses (the sender's fault); never applied."""
+
+
+class ReportOutcome(enum.Enum):
+    ACCEPTED = "accepted"  # new information; the caller persists it
+    DUPLICATE = "duplicate"  # the same report again (a retry): nothing to do
+    CONFLICT = "conflict"  # the same node reported something else before: refused
+    ALREADY_FINISHED = "already_finished"  # too late: acknowledged and ignored
+
+
+@dataclass
+class PendingSnapshot:
+    """A snapshot that is not finished yet (also what is persisted across restarts)."""
+
+    snapshot_id: str
+    started: float  # seconds since the epoch, when the collector first heard of it
+    initiators: set[str] = field(default_factory=set)
+    reports: dict[str, NodeReport] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    snapshot_id: str
+    status: str  # "pending", "complete" or "aborted"
+    reported: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+def iso(seconds: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds (like utc_now_iso)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def check_snapshot_id(snapshot_id: str) -> str:
+    """`snapshot_id` if safe as a file name in the snapshot directory, else InvalidReport."""
+    try:
+        validate_snapshot_id(snapshot_id)
+    except InvalidSnapshotId as error:
+        raise InvalidReport(str(error)) from error
+    if snapshot_id.lower() in RESERVED_IDS:
+        raise InvalidReport(f"invalid snapshot id {snapshot_id!r}: the name is reserved")
+    return snapshot_id
+
+
+def validate_report(config: ClusterConfig, report: NodeReport) -> None:
+    """Raise InvalidReport unless `report` fits the cluster's nodes and channels.
+
+    The recorded numbers themselves are not judged here (that is verification,
+    which keeps a wrong cut visible in the document); only what cannot be a
+    well-formed report of this cluster is refused.
+    """
+    snap = report.snapshot
+    check_snapshot_id(snap.snapshot_id)
+    node = snap.node_id
+    if node not in config.node_ids:
+        raise InvalidReport(f"unknown node {node!r} (known: {', '.join(config.node_ids)})")
+    if snap.balance < 0:
+        raise InvalidReport(f"{node}: negative balance {snap.balance}")
+    outgoing, incoming = set(config.outgoing(node)), set(config.incoming(node))
+    for peer, count in snap.sent.items():
+        if peer not in outgoing:
+            raise InvalidReport(
+                f"{node}: 'sent' names {peer!r}, but there is no channel {node} -> {peer}"
+            )
+        if count < 0:
+            raise InvalidReport(f"{node}: negative sent count {count} for {peer}")
+    for peer, count in snap.received.items():
+        if peer not in incoming:
+            raise InvalidReport(
+                f"{node}: 'received' names {peer!r}, but there is no channel {peer} -> {node}"
+            )
+        if count < 0:
+            raise InvalidReport(f"{node}: negative received count {count} for {peer}")
+    senders = set(snap.channels)
+    if senders != incoming:
+        extra, absent = sorted(senders - incoming), sorted(incoming - senders)
+        problems = []
+        if extra:
+            problems.append(f"no such incoming channel from {', '.join(extra)}")
+        if absent:
+            problems.append(f"missing the state of the channel from {', '.join(absent)}")
+        raise InvalidReport(
+            f"{node}: channel states do not match the topology: {'; '.join(problems)}"
+        )
+    for sender, messages in sorted(snap.channels.items()):
+        previous = 0
+        for message in messages:
+            if message.amount <= 0:
+                raise InvalidReport(
+                    f"{node}: non-positive amount {message.amount} recorded on {sender} -> {node}"
+                )
+            if message.transfer_seq <= previous:
+                raise InvalidReport(
+                    f"{node}: recorded transfer numbers on {sender} -> {node} are not increasing"
+                )
+            previous = message.transfer_seq
+
+
+def _same_state(a: NodeReport, b: NodeReport) -> bool:
+    """Equal recorded state; the wall-clock fields may differ between retries."""
+    x, y = a.snapshot, b.snapshot
+    return (
+        x.balance == y.balance
+        and dict(x.sent) == dict(y.sent)
+        and dict(x.received) == dict(y.received)
+        and {k: tuple(v) for k, v in x.channels.items()}
+        == {k: tuple(v) for k, v in y.channels.items()}
+        and x.initiated == y.initiated
+    )
+
+
+class Assembly:
+    """The collector's state: pending snapshots and the ids of finished ones."""
+
+    def __init__(self, config: ClusterConfig, finished: Mapping[str, str] | None = None) -> None:
+        """`finished` maps the ids already stored (after a restart) to their status."""
+        self.config = config
+        self.timeout = config.snapshot_timeout
+        self._pending: dict[str, PendingSnapshot] = {}
+        self._finished: dict[str, str] = dict(finished or {})
+
+    # ------------------------------------------------------------ queries
+
+    def is_finished(self, snapshot_id: str) -> bool:
+        return snapshot_id in self._finished
+
+    def pending(self, snapshot_id: str) -> PendingSnapshot | None:
+        return self._pending.get(snapshot_id)
+
+    @property
+    def pending_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self._pending, key=lambda sid: (self._pending[sid].started, sid)))
+
+    def deadline(self, snapshot_id: str) -> float | None:
+        pending = self._pending.get(snapshot_id)
+        return None if pending is None else pending.started + self.timeout
+
+    def progress(self, snapshot_id: str) -> Progress | None:
+        """Where `snapshot_id` stands; None if never heard of."""
+        pending = self._pending.get(snapshot_id)
+        if pending is None:
+            if snapshot_id in self._finished:
+                return Progress(snapshot_id, self._finished[snapshot_id], (), ())
+            return None
+        reported = tuple(n for n in self.config.node_ids if n in pending.reports)
+        missing = tuple(n for n in self.config.node_ids if n not in pending.reports)
+        return Progress(snapshot_id, "pending", reported, missing)
+
+    # ------------------------------------------------------------- events
+
+    def restore(self, pending: PendingSnapshot) -> None:
+        """Reload a pending snapshot saved before a restart (already validated)."""
+        if pending.snapshot_id not in self._finished:
+            self._pending[pending.snapshot_id] = pending
+
+    def begin(self, snapshot_id: str, initiators: Iterable[str], now: float) -> bool:
+        """Announce a snapshot. Returns True if the pending state changed (persist it).
+
+        Raises InvalidReport for a bad id or an unknown initiator.
+        """
+        check_snapshot_id(snapshot_id)
+        initiators = set(initiators)
+        unknown = sorted(initiators - set(self.config.node_ids))
+        if unknown:
+            raise InvalidReport(
+                f"unknown initiator node {', '.join(unknown)} "
+                f"(known: {', '.join(self.config.node_ids)})"
+            )
+        if snapshot_id in self._finished:
+            return False
+        pending = self._pending.get(snapshot_id)
+        if pending is None:
+            self._pending[snapshot_id] = PendingSnapshot(snapshot_id, now, initiators)
+            return True
+        if initiators <= pending.initiators:
+            return False
+        pending.initiators |= initiators
+        return True
+
+    def classify(self, report: NodeReport) -> ReportOutcome:
+        """What `add_report` would do with `report`, without changing anything."""
+        snapshot_id, node = report.snapshot.snapshot_id, report.snapshot.node_id
+        if snapshot_id in self._finished:
+            return ReportOutcome.ALREADY_FINISHED
+        pending = self._pending.get(snapshot_id)
+        if pending is None or node not in pending.reports:
+            return ReportOutcome.ACCEPTED
+        if _same_state(pending.reports[node], report):
+            return ReportOutcome.DUPLICATE
+        return ReportOutcome.CONFLICT
+
+    def add_report(
+        self, report: NodeReport, now: float
+    ) -> tuple[ReportOutcome, dict[str, Any] | None]:
+        """Apply a validated report; returns the outcome and the document if it finished."""
+        outcome = self.classify(report)
+        if outcome is not ReportOutcome.ACCEPTED:
+            return outcome, None
+        snapshot_id = report.snapshot.snapshot_id
+        pending = self._pending.setdefault(snapshot_id, PendingSnapshot(snapshot_id, now))
+        pending.reports[report.snapshot.node_id] = report
+        if report.snapshot.initiated:
+            pending.initiators.add(report.snapshot.node_id)
+        if all(node in pending.reports for node in self.config.node_ids):
+            return outcome, self._finish(pending, now, timed_out=False)
+        return outcome, None
+
+    def complete_ready(self, now: float) -> list[dict[str, Any]]:
+        """Finish every pending snapshot that already has all reports (after `restore`)."""
+        return [
+            self._finish(self._pending[sid], now, timed_out=False)
+            for sid in self.pending_ids
+            if all(node in self._pending[sid].reports for node in self.config.node_ids)
+        ]
+
+    def expire(self, now: float) -> list[dict[str, Any]]:
+        """Finish, as aborted, every pending snapshot whose deadline has passed."""
+        documents = []
+        for snapshot_id in self.pending_ids:
+            pending = self._pending[snapshot_id]
+            if now >= pending.started + self.timeout:
+                documents.append(self._finish(pending, now, timed_out=True))
+        return documents
+
+    def _finish(self, pending: PendingSnapshot, now: float, timed_out: bool) -> dict[str, Any]:
+        del self._pending[pending.snapshot_id]
+        document = build_document(
+            snapshot_id=pending.snapshot_id,
+            initiators=sorted(pending.initiators),
+            started_at=iso(pending.started),
+            completed_at=iso(now),
+            expected_total=self.config.expected_total,
+            node_ids=self.config.node_ids,
+            channels=self.config.channels,
+            reports=dict(pending.reports),
+            timed_out=timed_out,
+        )
+        self._finished[pending.snapshot_id] = document["status"]
+        return document

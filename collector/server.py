@@ -1,0 +1,360 @@
+"""The Collector gRPC service: a thin adapter around `Assembly` and `SnapshotStore`.
+
+Threads: gRPC runs the handlers on a pool; one lock (a Condition) guards the
+assembly and the store, and is notified whenever a snapshot changes so that
+`WaitSnapshot` streams can report progress. A ticker thread finishes the
+snapshots whose deadline has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from collector.assembly import (
+    Assembly,
+    InvalidReport,
+    PendingSnapshot,
+    Progress,
+    ReportOutcome,
+    check_snapshot_id,
+    validate_report,
+)
+from collector.document import NodeReport
+from collector.store import SnapshotStore
+from common.config import ClusterConfig
+from node.core import LocalSnapshot, RecordedMessage
+from protos import chandy_lamport_pb2 as pb
+from protos import chandy_lamport_pb2_grpc as pb_grpc
+
+log = structlog.get_logger("collector")
+
+SERVICE_NAME = "chandy_lamport.Collector"
+TICK_SECONDS = 0.2
+# How often a WaitSnapshot stream repeats its progress when nothing changes.
+HEARTBEAT_SECONDS = 2.0
+
+
+def report_from_pb(message: pb.LocalSnapshot) -> NodeReport:
+    """Convert the wire form; fields are checked later by `validate_report`."""
+    channels: dict[str, tuple[RecordedMessage, ...]] = {}
+    for state in message.channels:
+        if state.sender in channels:
+            raise InvalidReport(
+                f"{message.node_id}: the channel from {state.sender!r} is reported twice"
+            )
+        channels[state.sender] = tuple(
+            RecordedMessage(int(m.transfer_seq), int(m.amount)) for m in state.messages
+        )
+    snapshot = LocalSnapshot(
+        snapshot_id=message.snapshot_id,
+        node_id=message.node_id,
+        balance=int(message.balance),
+        sent={peer: int(count) for peer, count in message.sent.items()},
+        received={peer: int(count) for peer, count in message.received.items()},
+        channels=channels,
+        initiated=message.initiated,
+    )
+    return NodeReport(snapshot, message.recorded_at, message.completed_at)
+
+
+def fill_zero_counters(config: ClusterConfig, report: NodeReport) -> NodeReport:
+    """Proto3 may omit a zero counter; the document lists every channel's counter."""
+    snap = report.snapshot
+    sent = {peer: int(snap.sent.get(peer, 0)) for peer in config.outgoing(snap.node_id)}
+    received = {peer: int(snap.received.get(peer, 0)) for peer in config.incoming(snap.node_id)}
+    snapshot = LocalSnapshot(
+        snap.snapshot_id, snap.node_id, snap.balance, sent, received, snap.channels, snap.initiated
+    )
+    return NodeReport(snapshot, report.recorded_at, report.completed_at)
+
+
+class CollectorService(pb_grpc.CollectorServicer):
+    def __init__(
+        self,
+        config: ClusterConfig,
+        store: SnapshotStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._index: dict[str, tuple[str, str]] = {}  # id -> (status, completed_at)
+        for stored in store.finished():
+            self._index[stored.snapshot_id] = (stored.status, stored.completed_at)
+        self.assembly = Assembly(config, {sid: st for sid, (st, _) in self._index.items()})
+        self._reload_pending()
+        self._stopping = threading.Event()
+        self._ticker = threading.Thread(
+            target=self._tick_loop, name="collector-ticker", daemon=True
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _reload_pending(self) -> None:
+        for pending in self.store.load_pending():
+            bound = log.bind(snapshot_id=pending.snapshot_id)
+            if self.assembly.is_finished(pending.snapshot_id):
+                bound.info("pending reports of a finished snapshot dropped")
+                self.store.drop_pending(pending.snapshot_id)
+                continue
+            for node_id, report in list(pending.reports.items()):
+                try:
+                    validate_report(self.config, report)
+                except InvalidReport as error:
+                    bound.error(
+                        "stored report no longer valid, ignored", node_id=node_id, error=str(error)
+                    )
+                    del pending.reports[node_id]
+            pending.initiators &= set(self.config.node_ids)
+            self.assembly.restore(pending)
+            bound.info(
+                "pending snapshot reloaded",
+                reported=sorted(pending.reports),
+                initiators=sorted(pending.initiators),
+            )
+        # Everything may already be there (a crash just before writing the file),
+        # or the deadline may have passed while the collector was down.
+        with self._cond:
+            for document in self.assembly.complete_ready(self.clock()):
+                self._store_document(document)
+            self._expire()
+
+    def start(self) -> None:
+        self._ticker.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _tick_loop(self) -> None:
+        while not self._stopping.wait(TICK_SECONDS):
+            with self._cond:
+                self._expire()
+
+    def _expire(self) -> None:
+        for document in self.assembly.expire(self.clock()):
+            self._store_document(document)
+
+    def _store_document(self, document: dict[str, Any]) -> None:
+        """Called with the lock held, for every snapshot that just finished."""
+        path = self.store.write_document(document)
+        self._index[document["snapshot_id"]] = (document["status"], document["completed_at"])
+        log.bind(snapshot_id=document["snapshot_id"]).info(
+            "snapshot finished",
+            status=document["status"],
+            missing=document["missing"],
+            verified=document["verification"].get("ok"),
+            duration_seconds=document["duration_seconds"],
+            path=str(path),
+        )
+        self._cond.notify_all()
+
+    # ------------------------------------------------------------- handlers
+
+    def BeginSnapshot(
+        self, request: pb.BeginSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.BeginSnapshotReply:
+        bound = log.bind(snapshot_id=request.snapshot_id)
+        try:
+            with self._cond:
+                changed = self.assembly.begin(request.snapshot_id, request.initiators, self.clock())
+                if changed:
+                    pending = self.assembly.pending(request.snapshot_id)
+                    assert pending is not None
+                    self.store.save_pending(pending)
+                    self._cond.notify_all()
+        except InvalidReport as error:
+            bound.warning("begin refused", error=str(error))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        bound.info(
+            "snapshot begun" if changed else "begin for a known snapshot",
+            initiators=list(request.initiators),
+            finished=self.assembly.is_finished(request.snapshot_id),
+        )
+        return pb.BeginSnapshotReply()
+
+    def ReportLocalSnapshot(
+        self, request: pb.LocalSnapshot, context: grpc.ServicerContext
+    ) -> pb.ReportReply:
+        bound = log.bind(snapshot_id=request.snapshot_id, node_id=request.node_id)
+        try:
+            # The id goes into file names: check it before anything else uses it.
+            check_snapshot_id(request.snapshot_id)
+            report = report_from_pb(request)
+            validate_report(self.config, report)
+        except InvalidReport as error:
+            bound.warning("report refused", error=str(error))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid report: {error}")
+        report = fill_zero_counters(self.config, report)
+        with self._cond:
+            outcome = self.assembly.classify(report)
+            if outcome is ReportOutcome.ACCEPTED:
+                # Durable before it is applied and acknowledged: a restart keeps it.
+                now = self.clock()
+                pending = self.assembly.pending(request.snapshot_id)
+                if pending is None:
+                    pending = PendingSnapshot(request.snapshot_id, now)
+                self.store.save_report(pending, report)
+                outcome, document = self.assembly.add_report(report, now)
+                if document is not None:
+                    self._store_document(document)
+                self._cond.notify_all()
+        if outcome is ReportOutcome.ACCEPTED:
+            bound.info("report accepted", balance=report.snapshot.balance)
+        elif outcome is ReportOutcome.DUPLICATE:
+            bound.info("duplicate report acknowledged")
+        elif outcome is ReportOutcome.ALREADY_FINISHED:
+            bound.warning("report for a finished snapshot acknowledged and ignored")
+        else:
+            bound.error("conflicting report refused: this node reported a different state before")
+            context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"{request.node_id} already reported a different state for {request.snapshot_id}",
+            )
+        return pb.ReportReply()
+
+    def GetSnapshot(
+        self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.SnapshotDocument:
+        snapshot_id = request.snapshot_id or "latest"
+        if snapshot_id != "latest":
+            try:
+                check_snapshot_id(snapshot_id)
+            except InvalidReport as error:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        with self._cond:
+            if snapshot_id != "latest" and self.assembly.pending(snapshot_id) is not None:
+                return pb.SnapshotDocument(snapshot_id=snapshot_id, status="pending")
+            text = self.store.read_text(snapshot_id)
+        if text is None:
+            what = (
+                "no snapshot has finished yet"
+                if snapshot_id == "latest"
+                else f"unknown snapshot {snapshot_id}"
+            )
+            context.abort(grpc.StatusCode.NOT_FOUND, what)
+        document = json.loads(text)
+        return pb.SnapshotDocument(
+            snapshot_id=document["snapshot_id"], status=document["status"], json=text
+        )
+
+    def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
+    ) -> pb.SnapshotList:
+        with self._cond:
+            finished = sorted(self._index.items(), key=lambda item: (item[1][1], item[0]))
+            pending = self.assembly.pending_ids
+        snapshots = [
+            pb.SnapshotDocument(snapshot_id=sid, status=status) for sid, (status, _) in finished
+        ]
+        snapshots += [pb.SnapshotDocument(snapshot_id=sid, status="pending") for sid in pending]
+        return pb.SnapshotList(snapshots=snapshots)
+
+    def WaitSnapshot(
+        self, request: pb.WaitSnapshotRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.SnapshotProgress]:
+        snapshot_id = request.snapshot_id
+        try:
+            check_snapshot_id(snapshot_id)
+        except InvalidReport as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        give_up = (
+            time.monotonic() + request.timeout_seconds if request.timeout_seconds > 0 else None
+        )
+        last: Progress | None = None
+        last_sent = 0.0
+        while context.is_active() and not self._stopping.is_set():
+            with self._cond:
+                progress = self.assembly.progress(snapshot_id)
+                if progress is None:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"unknown snapshot {snapshot_id}")
+                if progress.status != "pending":
+                    text = self.store.read_text(snapshot_id) or ""
+                    reported, missing = _reported_missing(text)
+                    yield pb.SnapshotProgress(
+                        snapshot_id=snapshot_id,
+                        status=progress.status,
+                        reported=reported,
+                        missing=missing,
+                        json=text,
+                    )
+                    return
+                if progress != last or time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
+                    last, last_sent = progress, time.monotonic()
+                    message = pb.SnapshotProgress(
+                        snapshot_id=snapshot_id,
+                        status="pending",
+                        reported=progress.reported,
+                        missing=progress.missing,
+                    )
+                else:
+                    message = None
+                    self._cond.wait(0.5)
+            if message is not None:
+                yield message
+            if give_up is not None and time.monotonic() >= give_up:
+                context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"snapshot {snapshot_id} still pending after {request.timeout_seconds:g}s",
+                )
+        if self._stopping.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "collector is shutting down")
+
+
+def _reported_missing(text: str) -> tuple[list[str], list[str]]:
+    try:
+        document = json.loads(text)
+        return sorted(document["nodes"]), list(document["missing"])
+    except (ValueError, KeyError, TypeError):
+        return [], []
+
+
+class CollectorServer:
+    """The running collector: gRPC server, health service and ticker."""
+
+    def __init__(self, config: ClusterConfig, snapshot_dir: str, host: str, port: int) -> None:
+        self.service = CollectorService(config, SnapshotStore(snapshot_dir))
+        self.health = health.HealthServicer()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="collector"),
+            options=[
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        pb_grpc.add_CollectorServicer_to_server(self.service, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {host}:{port}")
+        self.address = f"{host}:{self.port}"
+
+    def start(self) -> None:
+        self.service.start()
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "collector listening",
+            address=self.address,
+            snapshot_dir=str(self.service.store.directory),
+        )
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.service.stop()
+        self.server.stop(grace).wait()
+        log.info("collector stopped")

@@ -1,0 +1,126 @@
+"""Helpers for tests: a small cluster and consistent (or broken) node reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from collector.document import NodeReport
+from common.config import ClusterConfig, parse_cluster
+from node.core import LocalSnapshot, RecordedMessage
+from protos import chandy_lamport_pb2 as pb
+
+
+def small_cluster(
+    ids: Sequence[str] = ("n1", "n2", "n3"),
+    topology: str = "complete",
+    balance: int = 100,
+    timeout: float = 5.0,
+) -> ClusterConfig:
+    raw = {
+        "nodes": [
+            {"id": node, "address": f"127.0.0.1:{7001 + i}", "balance": balance}
+            for i, node in enumerate(ids)
+        ],
+        "topology": topology,
+        "collector": "127.0.0.1:7000",
+        "snapshot_timeout": timeout,
+    }
+    return parse_cluster(raw, "<test>", {})
+
+
+def consistent_reports(
+    config: ClusterConfig, snapshot_id: str, initiator: str | None = None
+) -> dict[str, NodeReport]:
+    """A correct cut of `config` in which the first channel has one transfer in flight.
+
+    On the first channel a -> b, a has sent two transfers (5 and 10) and b has
+    received only the first; the second (10) is recorded on the channel.
+    """
+    initiator = initiator or config.node_ids[0]
+    src, dst = sorted(config.channels)[0]
+    balances = {node.id: node.balance for node in config.nodes}
+    balances[src] -= 15
+    balances[dst] += 5
+    reports = {}
+    for node in config.node_ids:
+        sent = {peer: 2 if (node, peer) == (src, dst) else 0 for peer in config.outgoing(node)}
+        received = {peer: 1 if (peer, node) == (src, dst) else 0 for peer in config.incoming(node)}
+        channels: dict[str, tuple[RecordedMessage, ...]] = {
+            peer: (RecordedMessage(2, 10),) if (peer, node) == (src, dst) else ()
+            for peer in config.incoming(node)
+        }
+        snapshot = LocalSnapshot(
+            snapshot_id=snapshot_id,
+            node_id=node,
+            balance=balances[node],
+            sent=sent,
+            received=received,
+            channels=channels,
+            initiated=node == initiator,
+        )
+        reports[node] = NodeReport(
+            snapshot, "2026-01-01T00:00:00.000+00:00", "2026-01-01T00:00:00.100+00:00"
+        )
+    return reports
+
+
+def report_to_pb(report: NodeReport) -> pb.LocalSnapshot:
+    snap = report.snapshot
+    return pb.LocalSnapshot(
+        snapshot_id=snap.snapshot_id,
+        node_id=snap.node_id,
+        balance=snap.balance,
+        sent=dict(snap.sent),
+        received=dict(snap.received),
+        channels=[
+            pb.ChannelState(
+                sender=sender,
+                messages=[
+                    pb.RecordedMessage(transfer_seq=m.transfer_seq, amount=m.amount)
+                    for m in messages
+                ],
+            )
+            for sender, messages in sorted(snap.channels.items())
+        ],
+        initiated=snap.initiated,
+        recorded_at=report.recorded_at,
+        completed_at=report.completed_at,
+    )
+
+
+def with_balance(report: NodeReport, balance: int) -> NodeReport:
+    snap = report.snapshot
+    changed = LocalSnapshot(
+        snap.snapshot_id,
+        snap.node_id,
+        balance,
+        snap.sent,
+        snap.received,
+        snap.channels,
+        snap.initiated,
+    )
+    return NodeReport(changed, report.recorded_at, report.completed_at)
+
+
+def check_cut(document: Mapping[str, object]) -> list[str]:
+    """Independent check of a complete document: problems found (empty when sound).
+
+    Conservation and the per-channel rule, recomputed from the raw numbers
+    without looking at the document's own "verification" field.
+    """
+    problems = []
+    nodes: Mapping[str, Mapping[str, object]] = document["nodes"]  # type: ignore[assignment]
+    channels: Sequence[Mapping[str, object]] = document["channels"]  # type: ignore[assignment]
+    total = sum(int(state["balance"]) for state in nodes.values())  # type: ignore[call-overload]
+    for channel in channels:
+        src, dst = str(channel["from"]), str(channel["to"])
+        messages: Sequence[Mapping[str, int]] = channel["messages"]  # type: ignore[assignment]
+        total += sum(m["amount"] for m in messages)
+        sent = int(nodes[src]["sent"][dst])  # type: ignore[index]
+        received = int(nodes[dst]["received"][src])  # type: ignore[index]
+        seqs = [m["seq"] for m in messages]
+        if seqs != list(range(received + 1, sent + 1)):
+            problems.append(f"{src}->{dst}: recorded {seqs}, sent {sent}, received {received}")
+    if total != document["expected_total"]:
+        problems.append(f"total {total} != expected {document['expected_total']}")
+    return problems

@@ -1,0 +1,247 @@
+"""Cluster configuration: typed, frozen, validated when loaded.
+
+A cluster YAML names the nodes, the directed channels between them, the
+collector and the workload. Every value can be overridden from the
+environment (see `ENVIRONMENT` and the README), which is how compose files and
+the EC2 deploy tool point one shared file at different addresses.
+
+Anything that cannot work is refused at load time with one `ConfigError`
+whose message names the file, the field and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.topology import TOPOLOGIES, build_channels, unreachable_pairs
+
+NODE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9._\[\]:-]+:\d{1,5}$")
+
+ENVIRONMENT = {
+    "CL_CLUSTER_FILE": "path of the cluster YAML",
+    "CL_COLLECTOR_ADDRESS": "collector host:port",
+    "CL_TOPOLOGY": "complete | ring | star | random (replaces `topology`/`channels`)",
+    "CL_TRANSFER_RATE": "transfers per second sent by each node",
+    "CL_MAX_AMOUNT": "largest single transfer",
+    "CL_SNAPSHOT_TIMEOUT": "seconds before an unfinished snapshot is stored as aborted",
+    "CL_NODE_<ID>_ADDRESS": "address of node <ID> (upper case, '-' as '_')",
+    "CL_NODE_<ID>_BALANCE": "initial balance of node <ID>",
+}
+
+
+class ConfigError(Exception):
+    """The cluster configuration cannot work; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    id: str
+    address: str
+    balance: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    transfer_rate: float = 5.0
+    max_amount: int = 50
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    nodes: tuple[NodeSpec, ...]
+    channels: tuple[tuple[str, str], ...]
+    collector_address: str
+    workload: Workload = Workload()
+    snapshot_timeout: float = 30.0
+    source: str = "<memory>"
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(node.id for node in self.nodes)
+
+    @property
+    def expected_total(self) -> int:
+        return sum(node.balance for node in self.nodes)
+
+    def node(self, node_id: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise ConfigError(
+            f"{self.source}: node {node_id!r} is not in the cluster "
+            f"(known: {', '.join(self.node_ids)})"
+        )
+
+    def incoming(self, node_id: str) -> tuple[str, ...]:
+        return tuple(sorted(src for src, dst in self.channels if dst == node_id))
+
+    def outgoing(self, node_id: str) -> tuple[str, ...]:
+        return tuple(sorted(dst for src, dst in self.channels if src == node_id))
+
+
+def env_key(node_id: str, field_name: str) -> str:
+    return f"CL_NODE_{node_id.upper().replace('-', '_')}_{field_name}"
+
+
+def load_cluster(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> ClusterConfig:
+    """Read, override from the environment, and validate a cluster YAML."""
+    environ = os.environ if environ is None else environ
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"{source}: cannot read cluster file: {error.strerror}") from error
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}".replace("\n", " ")) from error
+    return parse_cluster(raw, source, environ)
+
+
+def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterConfig:
+    """Validate an already-parsed cluster document (see `load_cluster`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+
+    def fail(field_name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{source}: {field_name}: {problem}")
+
+    known = {"nodes", "topology", "channels", "collector", "workload", "snapshot_timeout", "seed"}
+    for key in raw:
+        if key not in known:
+            raise fail(str(key), f"unknown field (expected one of: {', '.join(sorted(known))})")
+
+    raw_nodes = raw.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise fail("nodes", "missing or empty: list the nodes as `- {id, address, balance}`")
+    nodes: list[NodeSpec] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw_nodes):
+        where = f"nodes[{index}]"
+        if not isinstance(entry, dict):
+            raise fail(where, "expected a mapping with id, address and balance")
+        for required in ("id", "address", "balance"):
+            if required not in entry:
+                raise fail(f"{where}.{required}", "missing")
+        extra = set(entry) - {"id", "address", "balance"}
+        if extra:
+            raise fail(f"{where}.{sorted(extra)[0]}", "unknown field")
+        node_id = entry["id"]
+        if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
+            raise fail(
+                f"{where}.id",
+                f"{node_id!r} is not a valid node id (a letter, then letters, digits, - or _)",
+            )
+        if node_id in seen:
+            raise fail(f"{where}.id", f"duplicate node id {node_id!r}")
+        seen.add(node_id)
+        address = environ.get(env_key(node_id, "ADDRESS"), entry["address"])
+        if not isinstance(address, str) or not ADDRESS_PATTERN.fullmatch(address):
+            raise fail(f"{where}.address", f"{address!r} is not host:port")
+        balance = _integer(environ.get(env_key(node_id, "BALANCE"), entry["balance"]))
+        if balance is None or balance < 0:
+            raise fail(f"{where}.balance", f"expected a non-negative integer, got {entry['balance']!r}")
+        nodes.append(NodeSpec(node_id, address, balance))
+    ids = [node.id for node in nodes]
+
+    topology = environ.get("CL_TOPOLOGY", raw.get("topology"))
+    raw_channels = raw.get("channels")
+    if "CL_TOPOLOGY" in environ:
+        raw_channels = None
+    if topology is not None and raw_channels is not None:
+        raise fail("channels", "give either `topology` or `channels`, not both")
+    if raw_channels is None:
+        topology = topology or "complete"
+        if topology not in TOPOLOGIES:
+            raise fail("topology", f"{topology!r} is not one of {', '.join(TOPOLOGIES)}")
+        seed = _integer(raw.get("seed", 0))
+        if seed is None:
+            raise fail("seed", "expected an integer")
+        channels = build_channels(topology, ids, seed=seed)
+    else:
+        channels = _parse_channels(raw_channels, ids, fail)
+    for src, dst in unreachable_pairs(ids, channels)[:1]:
+        raise fail(
+            "channels",
+            f"markers cannot reach {dst} from {src}: every node must reach every other "
+            "node along directed channels (the graph must be strongly connected)",
+        )
+
+    collector = environ.get("CL_COLLECTOR_ADDRESS", raw.get("collector"))
+    if not isinstance(collector, str) or not ADDRESS_PATTERN.fullmatch(collector):
+        raise fail("collector", f"missing or not host:port: {collector!r}")
+
+    raw_workload = raw.get("workload", {}) or {}
+    if not isinstance(raw_workload, dict):
+        raise fail("workload", "expected a mapping with transfer_rate and max_amount")
+    extra = set(raw_workload) - {"transfer_rate", "max_amount"}
+    if extra:
+        raise fail(f"workload.{sorted(extra)[0]}", "unknown field")
+    rate = _number(environ.get("CL_TRANSFER_RATE", raw_workload.get("transfer_rate", 5.0)))
+    if rate is None or rate < 0:
+        raise fail("workload.transfer_rate", "expected a non-negative number of transfers per second")
+    max_amount = _integer(environ.get("CL_MAX_AMOUNT", raw_workload.get("max_amount", 50)))
+    if max_amount is None or max_amount < 1:
+        raise fail("workload.max_amount", "expected a positive integer")
+
+    timeout = _number(environ.get("CL_SNAPSHOT_TIMEOUT", raw.get("snapshot_timeout", 30.0)))
+    if timeout is None or timeout <= 0:
+        raise fail("snapshot_timeout", "expected a positive number of seconds")
+
+    return ClusterConfig(
+        nodes=tuple(nodes),
+        channels=tuple(channels),
+        collector_address=collector,
+        workload=Workload(transfer_rate=rate, max_amount=max_amount),
+        snapshot_timeout=timeout,
+        source=source,
+    )
+
+
+def _parse_channels(raw: Any, ids: list[str], fail: Any) -> list[tuple[str, str]]:
+    if not isinstance(raw, list) or not raw:
+        raise fail("channels", "expected a non-empty list of [from, to] pairs")
+    channels: list[tuple[str, str]] = []
+    for index, pair in enumerate(raw):
+        where = f"channels[{index}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise fail(where, f"expected [from, to], got {pair!r}")
+        src, dst = pair
+        for end in (src, dst):
+            if end not in ids:
+                raise fail(where, f"unknown node {end!r} (known: {', '.join(ids)})")
+        if src == dst:
+            raise fail(where, f"channel from {src} to itself")
+        if (src, dst) in channels:
+            raise fail(where, f"duplicate channel {src} -> {dst}")
+        channels.append((src, dst))
+    return channels
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

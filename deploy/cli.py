@@ -1,0 +1,72 @@
+"""The ``cl-deploy`` command line: a parser assembled from command modules.
+
+Each module named in :data:`COMMAND_MODULES` exposes::
+
+    def register(subparsers: SubParsers) -> None
+
+which adds its subcommands with ``subparsers.add_parser(...)`` and sets
+``parser.set_defaults(handler=fn)``, ``fn(args: argparse.Namespace) -> int``
+being the exit status. Handlers raise :class:`DeployError` for failures the
+operator can fix; :func:`main` prints those as one line and exits 1.
+
+To add the ssh + compose steps (``up``, ``snapshot``, ``fetch``, ``status``,
+``down``): write ``deploy/remote.py`` with such a ``register`` (reading the
+hosts with :func:`deploy.hosts.load_hosts` from ``args.state_file``; use
+:func:`add_state_file_option` for the same option) and append
+``"deploy.remote"`` to :data:`COMMAND_MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from deploy.errors import DeployError
+from deploy.hosts import DEFAULT_STATE_FILE
+
+# argparse's type for what add_subparsers() returns.
+SubParsers = Any
+Handler = Callable[[argparse.Namespace], int]
+
+COMMAND_MODULES: tuple[str, ...] = ("deploy.aws_commands",)
+
+
+def add_state_file_option(parser: argparse.ArgumentParser) -> None:
+    """``--state-file``: the hosts file written by provision (or a terraform output dump)."""
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=DEFAULT_STATE_FILE,
+        metavar="PATH",
+        help="hosts/state JSON: written by `provision`, or `terraform output -json` "
+        f"(default: {DEFAULT_STATE_FILE})",
+    )
+
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cl-deploy",
+        description="Provision EC2 hosts for a chandy-lamport cluster and deploy it on them.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in modules:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except DeployError as exc:
+        print(f"cl-deploy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"cl-deploy {args.command}: interrupted; running it again is safe", file=sys.stderr)
+        return 130

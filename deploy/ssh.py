@@ -1,0 +1,225 @@
+"""Running commands on hosts with the system ``ssh``/``scp`` binaries.
+
+Every call is non-interactive (``BatchMode=yes``: a missing key fails at once
+instead of asking for a password) and trusts a host key on first use only
+(``StrictHostKeyChecking=accept-new``: a *changed* key is still refused).
+A failure becomes a :class:`~deploy.errors.DeployError` that names the host
+and the step, with the tail of the remote command's stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from deploy.errors import DeployError
+from deploy.hosts import Host
+
+SSH_CONNECTION_FAILED = 255  # what ssh exits with when it could not run the command
+STDERR_TAIL = 2000
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """How to log in: user, key, ports (a default and per-host overrides), known_hosts."""
+
+    user: str
+    key: Path | None = None
+    port: int = 22
+    host_ports: Mapping[str, int] = field(default_factory=dict)
+    known_hosts: Path | None = None
+    connect_timeout: int = 10
+
+    def port_for(self, host: Host) -> int:
+        return self.host_ports.get(host.name, self.port)
+
+    def common(self) -> list[str]:
+        options = [
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"ConnectTimeout={self.connect_timeout}",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+            "-o", "LogLevel=ERROR",
+        ]
+        if self.key is not None:
+            options += ["-i", str(self.key), "-o", "IdentitiesOnly=yes"]
+        if self.known_hosts is not None:
+            options += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        return options
+
+
+def parse_ports(values: Sequence[str]) -> tuple[int, dict[str, int]]:
+    """``--ssh-port 2222`` sets the default, ``--ssh-port host-1=2201`` one host's port."""
+    default, per_host = 22, {}
+    for value in values:
+        name, sep, raw = value.rpartition("=")
+        if not raw.isdigit() or not 0 < int(raw) < 65536 or (sep and not name):
+            raise DeployError(f"--ssh-port {value!r}: expected PORT or HOST=PORT")
+        if sep:
+            per_host[name] = int(raw)
+        else:
+            default = int(raw)
+    return default, per_host
+
+
+def _tail(data: bytes | str | None) -> str:
+    if not data:
+        return ""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    text = text.strip()
+    return text[-STDERR_TAIL:]
+
+
+class Remote:
+    """One host reached over ssh."""
+
+    def __init__(self, host: Host, options: SshOptions) -> None:
+        self.host = host
+        self.options = options
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def login(self) -> str:
+        return f"{self.options.user}@{self.host.public_ip}"
+
+    def describe(self) -> str:
+        return f"{self.login} port {self.options.port_for(self.host)}"
+
+    def ssh_argv(self, command: str) -> list[str]:
+        port = str(self.options.port_for(self.host))
+        return ["ssh", *self.options.common(), "-p", port, self.login, "--", command]
+
+    def _failure(self, step: str, returncode: int, stderr: bytes | str | None) -> DeployError:
+        tail = _tail(stderr)
+        if returncode == SSH_CONNECTION_FAILED:
+            return DeployError(
+                f"{self.name}: {step}: cannot reach the host over ssh ({self.describe()}): "
+                f"{tail or 'ssh exited 255'}\n(check --ssh-key/--ssh-user, that the host is up "
+                "and that port 22 is open to you)"
+            )
+        detail = f":\n{tail}" if tail else ""
+        return DeployError(f"{self.name}: {step} failed (exit {returncode}){detail}")
+
+    def run(
+        self,
+        command: str,
+        *,
+        step: str,
+        input: bytes | None = None,
+        timeout: float = 120,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a shell command on the host, capturing its output."""
+        try:
+            result = subprocess.run(
+                self.ssh_argv(command), input=input, capture_output=True, timeout=timeout,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
+        except FileNotFoundError:
+            raise DeployError("the `ssh` client is not installed on this machine") from None
+        if result.returncode == SSH_CONNECTION_FAILED or (check and result.returncode != 0):
+            raise self._failure(step, result.returncode, result.stderr)
+        return result
+
+    def run_attached(self, command: str, *, step: str, timeout: float | None = None) -> int:
+        """Run a command with its output going straight to ours; return its exit status."""
+        try:
+            result = subprocess.run(
+                self.ssh_argv(command), stdin=subprocess.DEVNULL, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
+        if result.returncode == SSH_CONNECTION_FAILED:
+            raise self._failure(step, result.returncode, None)
+        return result.returncode
+
+    def pipe_in(self, producers: Sequence[Sequence[str]], command: str, *, step: str,
+                timeout: float) -> None:
+        """``producer | producer ... | ssh host command``: stream local output to a remote command."""
+        processes: list[subprocess.Popen[bytes]] = []
+        stderr_files: list[IO[bytes]] = []
+        upstream: IO[bytes] | None = None
+        try:
+            for argv in [*producers, self.ssh_argv(command)]:
+                err = tempfile.TemporaryFile()
+                stderr_files.append(err)
+                process = subprocess.Popen(
+                    list(argv), stdin=upstream if upstream is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=err,
+                )
+                if upstream is not None:
+                    upstream.close()  # the child holds it now; lets SIGPIPE reach the producer
+                processes.append(process)
+                upstream = process.stdout
+            # The remote command's stdout is small (docker load's lines).
+            output, _ = processes[-1].communicate(timeout=timeout)
+            for process in processes[:-1]:
+                process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        codes = [process.returncode for process in processes]
+        messages = []
+        for argv, code, err in zip([*producers, ["ssh"]], codes, stderr_files, strict=True):
+            err.seek(0)
+            text = err.read()
+            err.close()
+            if code != 0:
+                messages.append((argv, code, text))
+        if not messages:
+            return
+        argv, code, text = messages[-1] if codes[-1] != 0 else messages[0]
+        if argv == ["ssh"]:
+            raise self._failure(step, code, text or output)
+        raise DeployError(
+            f"{self.name}: {step} failed: local `{shlex.join(argv)}` exited {code}:\n{_tail(text)}"
+        )
+
+    def upload(self, files: Mapping[str, bytes], remote_dir: str, *, step: str) -> None:
+        """Copy files into ``remote_dir`` with scp, each replaced atomically (upload, then mv)."""
+        incoming = f"{remote_dir.rstrip('/')}/.incoming"
+        self.run(f"mkdir -p {shlex.quote(incoming)}", step=step)
+        with tempfile.TemporaryDirectory(prefix="cl-deploy-") as local:
+            paths = []
+            for name, data in files.items():
+                path = Path(local) / name
+                path.write_bytes(data)
+                os.chmod(path, 0o644)
+                paths.append(str(path))
+            host = self.host.public_ip
+            if ":" in host:  # IPv6 in scp's host:path syntax
+                host = f"[{host}]"
+            argv = [
+                "scp", "-q", *self.options.common(), "-P", str(self.options.port_for(self.host)),
+                *paths, f"{self.options.user}@{host}:{incoming}/",
+            ]
+            try:
+                result = subprocess.run(argv, capture_output=True, timeout=300,
+                                        stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                raise DeployError(f"{self.name}: {step} timed out (scp)") from None
+            except FileNotFoundError:
+                raise DeployError("the `scp` client is not installed on this machine") from None
+            if result.returncode != 0:
+                raise self._failure(f"{step} (scp)", result.returncode, result.stderr)
+        moves = " && ".join(
+            f"mv -f {shlex.quote(f'{incoming}/{name}')} {shlex.quote(f'{remote_dir}/{name}')}"
+            for name in files
+        )
+        self.run(f"{moves} && rmdir {shlex.quote(incoming)}", step=step)

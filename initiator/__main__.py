@@ -1,0 +1,180 @@
+"""`cl-initiator`: trigger global snapshot(s) and report how they ended.
+
+    cl-initiator [--node ID]... [--snapshot-id ID] [--count N --interval S]
+                 [--no-wait] [--json] [--timeout S] [--cluster FILE] [--collector HOST:PORT]
+
+Exit status: 0 every snapshot complete and verified; 1 collector unreachable or
+gave up waiting; 2 bad option or configuration; 3 a snapshot was aborted;
+4 a snapshot failed verification; 5 no chosen node could be reached to start
+a snapshot. With --count, the highest status of all the snapshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from common.config import ConfigError, load_cluster
+from initiator.client import (
+    InitiatorError,
+    StartResult,
+    new_snapshot_id,
+    take_snapshot,
+    validated_id,
+)
+from initiator.summary import EXIT_NO_INITIATOR, EXIT_USAGE, format_progress, format_summary
+
+# A progress line is repeated at least this often while nothing changes.
+PROGRESS_REFRESH_SECONDS = 5.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="cl-initiator",
+        description="Trigger Chandy-Lamport snapshot(s) and print how they ended.",
+    )
+    parser.add_argument(
+        "--node",
+        action="append",
+        dest="nodes",
+        metavar="ID",
+        help="node that initiates (repeat for several initiators; default the first node)",
+    )
+    parser.add_argument("--snapshot-id", help="id to use (default snap-<UTC time>-<6 hex>)")
+    parser.add_argument("--count", type=int, default=1, help="number of snapshots in sequence")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between snapshots with --count"
+    )
+    parser.add_argument("--no-wait", action="store_true", help="trigger and print the id only")
+    parser.add_argument(
+        "--json", action="store_true", help="print the snapshot JSON document instead of a summary"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for each snapshot (default the cluster's snapshot_timeout + 30)",
+    )
+    parser.add_argument(
+        "--cluster",
+        default=env("CL_CLUSTER_FILE", "cluster.yaml"),
+        help="cluster YAML (env CL_CLUSTER_FILE, default cluster.yaml)",
+    )
+    parser.add_argument(
+        "--collector",
+        default=env("CL_COLLECTOR_ADDRESS"),
+        help="collector host:port (env CL_COLLECTOR_ADDRESS, default from the cluster file)",
+    )
+    return parser
+
+
+class ProgressPrinter:
+    """Writes a progress line when it changes, and again on long waits."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self._last_line = ""
+        self._last_time = 0.0
+
+    def __call__(
+        self, snapshot_id: str, reported: Sequence[str], missing: Sequence[str], elapsed: float
+    ) -> None:
+        state = format_progress(snapshot_id, reported, missing, 0.0)
+        now = time.monotonic()
+        if state == self._last_line and now - self._last_time < PROGRESS_REFRESH_SECONDS:
+            return
+        self._last_line, self._last_time = state, now
+        print(
+            format_progress(snapshot_id, reported, missing, elapsed), file=self.stream or sys.stderr, flush=True
+        )
+
+
+def print_start_error(failure: StartResult) -> None:
+    print(
+        f"cl-initiator: error: cannot start the snapshot at {failure.node_id} "
+        f"({failure.address}): {failure.error}",
+        file=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def fail(message: str, code: int = EXIT_USAGE) -> int:
+        print(f"cl-initiator: error: {message}", file=sys.stderr)
+        return code
+
+    if args.count < 1:
+        return fail("--count must be at least 1")
+    if args.interval < 0:
+        return fail("--interval must be >= 0")
+    try:
+        config = load_cluster(args.cluster)
+        nodes = args.nodes or [config.node_ids[0]]
+        for node_id in nodes:
+            config.node(node_id)
+    except ConfigError as error:
+        return fail(str(error))
+    collector = args.collector or config.collector_address
+    timeout = args.timeout if args.timeout is not None else config.snapshot_timeout + 30.0
+    try:
+        if args.snapshot_id:
+            validated_id(args.snapshot_id)
+            ids = (
+                [args.snapshot_id]
+                if args.count == 1
+                else [validated_id(f"{args.snapshot_id}-{k}") for k in range(1, args.count + 1)]
+            )
+        else:
+            ids = []
+    except InitiatorError as error:
+        return fail(str(error))
+
+    worst = 0
+    for index in range(args.count):
+        if index and args.interval:
+            time.sleep(args.interval)
+        snapshot_id = ids[index] if ids else new_snapshot_id()
+        try:
+            outcome = take_snapshot(
+                config,
+                collector,
+                nodes,
+                snapshot_id,
+                wait=not args.no_wait,
+                timeout=timeout,
+                on_progress=ProgressPrinter(),
+                on_start_error=print_start_error,
+            )
+        except InitiatorError as error:
+            worst = max(worst, fail(str(error), error.exit_code))
+            continue
+        if outcome.exit_code == EXIT_NO_INITIATOR:
+            worst = max(
+                worst,
+                fail(
+                    f"no initiator could be reached ({', '.join(nodes)}): snapshot {snapshot_id} "
+                    "was not started and will be stored as aborted after the timeout",
+                    EXIT_NO_INITIATOR,
+                ),
+            )
+            continue
+        if outcome.document is None:  # --no-wait
+            print(snapshot_id, flush=True)
+            continue
+        if args.json:
+            print(json.dumps(outcome.document, indent=2), flush=True)
+        else:
+            print(format_summary(outcome.document), flush=True)
+        worst = max(worst, outcome.exit_code)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Trigger a snapshot and wait for it: the calls the initiator CLI and the demo share.
+
+    take_snapshot(config, collector_address, ["n1"], snapshot_id) -> SnapshotOutcome
+
+First `Collector.BeginSnapshot` (so the collector times the snapshot out even
+if no node ever reports), then `Node.StartSnapshot` at every chosen node
+concurrently, then `Collector.WaitSnapshot` until the collector decides.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from collector.assembly import InvalidReport, check_snapshot_id
+from common.config import ClusterConfig
+from initiator.summary import EXIT_ERROR, EXIT_NO_INITIATOR, exit_code
+from protos import chandy_lamport_pb2 as pb
+from protos import chandy_lamport_pb2_grpc as pb_grpc
+
+# Local tools never go through an HTTP proxy taken from the environment.
+CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+RPC_TIMEOUT = 5.0
+
+ProgressCallback = Callable[[str, Sequence[str], Sequence[str], float], None]
+
+
+class InitiatorError(Exception):
+    """Something the user must know about; `exit_code` says how the CLI ends."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def new_snapshot_id(now: datetime | None = None, token: str | None = None) -> str:
+    """A fresh id like snap-20261121T050108Z-a1b2c3."""
+    now = now or datetime.now(UTC)
+    return f"snap-{now:%Y%m%dT%H%M%SZ}-{token or secrets.token_hex(3)}"
+
+
+def validated_id(snapshot_id: str) -> str:
+    try:
+        return check_snapshot_id(snapshot_id)
+    except InvalidReport as error:
+        raise InitiatorError(str(error), exit_code=2) from error
+
+
+def _describe(error: grpc.RpcError) -> str:
+    if isinstance(error, grpc.Call):
+        details = error.details() or ""
+        return f"{error.code().name}: {details}" if details else error.code().name
+    return str(error)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    node_id: str
+    address: str
+    ok: bool
+    already_recorded: bool = False
+    error: str = ""
+
+
+@dataclass
+class SnapshotOutcome:
+    snapshot_id: str
+    starts: list[StartResult] = field(default_factory=list)
+    document: dict[str, Any] | None = None
+    exit_code: int = 0
+
+    @property
+    def start_errors(self) -> list[StartResult]:
+        return [s for s in self.starts if not s.ok]
+
+
+def begin_snapshot(
+    collector_address: str,
+    snapshot_id: str,
+    initiators: Sequence[str],
+    timeout: float = RPC_TIMEOUT,
+) -> None:
+    with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
+        try:
+            pb_grpc.CollectorStub(channel).BeginSnapshot(
+                pb.BeginSnapshotRequest(snapshot_id=snapshot_id, initiators=list(initiators)),
+                timeout=timeout,
+                wait_for_ready=True,
+            )
+        except grpc.RpcError as error:
+            raise InitiatorError(
+                f"collector at {collector_address} refused or unreachable: {_describe(error)}"
+            ) from error
+
+
+def start_on_node(
+    node_id: str, address: str, snapshot_id: str, timeout: float = RPC_TIMEOUT
+) -> StartResult:
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        try:
+            reply = pb_grpc.NodeStub(channel).StartSnapshot(
+                pb.StartSnapshotRequest(snapshot_id=snapshot_id), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            return StartResult(node_id, address, ok=False, error=_describe(error))
+    return StartResult(node_id, address, ok=True, already_recorded=reply.already_recorded)
+
+
+def start_on_nodes(
+    config: ClusterConfig, node_ids: Sequence[str], snapshot_id: str, timeout: float = RPC_TIMEOUT
+) -> list[StartResult]:
+    """Node.StartSnapshot at every node at once (same id); one result per node, in order."""
+    with ThreadPoolExecutor(max_workers=max(1, len(node_ids))) as pool:
+        jobs = [
+            pool.submit(start_on_node, node_id, config.node(node_id).address, snapshot_id, timeout)
+            for node_id in node_ids
+        ]
+        return [job.result() for job in jobs]
+
+
+def wait_snapshot(
+    collector_address: str,
+    snapshot_id: str,
+    timeout: float | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Block until the collector finishes `snapshot_id`; returns its JSON document.
+
+    Progress goes to `on_progress(id, reported, missing, elapsed)` as it arrives.
+    A broken stream (collector restarting) is reopened until `timeout` runs out.
+    """
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    last_error = ""
+    while deadline is None or time.monotonic() < deadline:
+        remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+        try:
+            with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
+                stream = pb_grpc.CollectorStub(channel).WaitSnapshot(
+                    pb.WaitSnapshotRequest(snapshot_id=snapshot_id),
+                    timeout=remaining,
+                    wait_for_ready=True,
+                )
+                for progress in stream:
+                    if on_progress is not None:
+                        on_progress(
+                            snapshot_id,
+                            list(progress.reported),
+                            list(progress.missing),
+                            time.monotonic() - start,
+                        )
+                    if progress.json:
+                        document: dict[str, Any] = json.loads(progress.json)
+                        return document
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.Call) else None
+            if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise InitiatorError(f"collector: {_describe(error)}") from error
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                break
+            last_error = _describe(error)
+        time.sleep(0.5)
+    elapsed = time.monotonic() - start
+    reason = f" (last error: {last_error})" if last_error else ""
+    raise InitiatorError(f"gave up waiting for {snapshot_id} after {elapsed:.0f}s{reason}")
+
+
+def take_snapshot(
+    config: ClusterConfig,
+    collector_address: str,
+    node_ids: Sequence[str],
+    snapshot_id: str,
+    *,
+    wait: bool = True,
+    timeout: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_start_error: Callable[[StartResult], None] | None = None,
+) -> SnapshotOutcome:
+    """Begin, start at `node_ids`, and (unless `wait` is false) wait for the result."""
+    validated_id(snapshot_id)
+    for node_id in node_ids:
+        config.node(node_id)  # ConfigError names an unknown node
+    begin_snapshot(collector_address, snapshot_id, node_ids)
+    outcome = SnapshotOutcome(snapshot_id, start_on_nodes(config, node_ids, snapshot_id))
+    for failure in outcome.start_errors:
+        if on_start_error is not None:
+            on_start_error(failure)
+    if len(outcome.start_errors) == len(outcome.starts):
+        outcome.exit_code = EXIT_NO_INITIATOR
+        return outcome
+    if not wait:
+        return outcome
+    outcome.document = wait_snapshot(collector_address, snapshot_id, timeout, on_progress)
+    outcome.exit_code = exit_code(outcome.document)
+    return outcome

@@ -1,0 +1,110 @@
+"""`cl-node` / `python -m node`: run one bank node of the cluster.
+
+Every option falls back to an environment variable (see --help), so compose
+files and the EC2 deploy tool configure nodes without command lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from common.config import ConfigError, load_cluster
+from common.logging import configure_logging
+from node.server import NodeOptions, PortUnavailable, serve
+from node.storage import StorageError
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    env = environ.get
+    parser = argparse.ArgumentParser(
+        prog="cl-node", description="Run one node of a Chandy-Lamport bank cluster."
+    )
+    parser.add_argument(
+        "--cluster",
+        default=env("CL_CLUSTER_FILE", "cluster.yaml"),
+        help="cluster YAML (env CL_CLUSTER_FILE; default cluster.yaml)",
+    )
+    parser.add_argument(
+        "--id", dest="node_id", default=env("CL_NODE_ID"), help="this node's id (env CL_NODE_ID)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=env("CL_DATA_DIR"),
+        help="state directory (env CL_DATA_DIR; default data/<id>)",
+    )
+    parser.add_argument(
+        "--listen-host",
+        default=env("CL_LISTEN_HOST", "0.0.0.0"),
+        help="address to listen on (env CL_LISTEN_HOST; default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=_int_env(environ, "CL_PORT"),
+        help="port to listen on (env CL_PORT; default: the port of this node's address)",
+    )
+    parser.add_argument(
+        "--max-transfers",
+        type=int,
+        default=_int_env(environ, "CL_MAX_TRANSFERS"),
+        help="stop the workload after this many transfers (env CL_MAX_TRANSFERS; default: never)",
+    )
+    parser.add_argument(
+        "--db-synchronous",
+        choices=["full", "normal"],
+        default=env("CL_DB_SYNCHRONOUS", "full").lower(),
+        help="SQLite synchronous mode (env CL_DB_SYNCHRONOUS; full survives power loss)",
+    )
+    parser.add_argument(
+        "--log-level", default=env("CL_LOG_LEVEL", "INFO"), help="env CL_LOG_LEVEL; default INFO"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=env("CL_LOG_FORMAT"),
+        help="env CL_LOG_FORMAT; default json unless stderr is a terminal",
+    )
+    return parser
+
+
+def _int_env(environ: Mapping[str, str], key: str) -> int | None:
+    raw = environ.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"cl-node: {key}={raw!r} is not an integer") from None
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    args = build_parser(environ).parse_args(argv)
+    if not args.node_id:
+        print("cl-node: no node id: pass --id or set CL_NODE_ID", file=sys.stderr)
+        return 2
+    json_logs = None if args.log_format is None else args.log_format == "json"
+    configure_logging(args.log_level, json=json_logs)
+    try:
+        config = load_cluster(args.cluster, environ)
+        config.node(args.node_id)
+        options = NodeOptions(
+            data_dir=Path(args.data_dir or f"data/{args.node_id}"),
+            listen_host=args.listen_host,
+            port=args.port,
+            max_transfers=args.max_transfers,
+            db_synchronous=args.db_synchronous,
+        )
+        serve(config, args.node_id, options)
+    except (ConfigError, StorageError, PortUnavailable) as error:
+        print(f"cl-node: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

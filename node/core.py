@@ -1,0 +1,347 @@
+"""The Chandy-Lamport state machine of one bank node. No I/O lives here.
+
+Everything that decides what a node's state is, and what it must send, is in
+this module; nothing here touches a socket, a database, a thread or a clock.
+The gRPC transport (node/server.py) and the deterministic simulator
+(simulator/engine.py) both drive this same machine: events in, actions out.
+
+Theory of operation
+-------------------
+A node holds money (`balance`) and is connected to its peers by directed,
+FIFO, lossless channels. It counts, per outgoing channel, the transfers it has
+sent (`sent[peer]`) and, per incoming channel, the transfers it has received
+(`received[peer]`). Transfer number k on a channel carries `transfer_seq == k`.
+
+A snapshot is identified by a string id. For each id a node goes through:
+
+    not recorded --(initiate, or first marker on channel c)--> recording
+    recording    --(marker on every incoming channel)-------> done
+
+On recording, the node copies (balance, sent, received) as its local state,
+sends one marker on every outgoing channel *before* any later transfer on that
+channel, and starts recording every incoming channel except c (a marker on c
+means nothing more was in flight on c before the cut). While a channel is
+being recorded, every transfer arriving on it is appended to its recorded
+state; the marker on that channel closes it. When every incoming channel is
+closed the local snapshot is done and is emitted as a `LocalSnapshotDone`.
+
+Invariants that the collector verifies for every channel i -> j:
+    recorded messages on i -> j == transfers with
+        received_j[i] < transfer_seq <= sent_i[j]
+and for the whole snapshot:
+    sum(recorded balances) + sum(recorded in-flight amounts) == initial total.
+
+Several snapshots run at once without interfering: each has its own recording
+state, and a transfer is appended to every snapshot recording its channel.
+Several initiators may start the same id: whichever of "initiate" and "first
+marker" happens first records; the later one is a no-op.
+
+The transport guarantees exactly-once FIFO delivery per channel; a second
+marker for the same snapshot on the same channel therefore indicates a broken
+peer and is refused with `ProtocolViolation` rather than silently absorbed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+SNAPSHOT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class CoreError(Exception):
+    """Base of the errors raised by the state machine."""
+
+
+class InvalidSnapshotId(CoreError, ValueError):
+    """A snapshot id that is not safe to use (it ends up in a file name)."""
+
+
+class InsufficientFunds(CoreError):
+    """The application tried to send more money than the node holds."""
+
+
+class ProtocolViolation(CoreError):
+    """A peer sent something the protocol does not allow; it is not applied."""
+
+
+def validate_snapshot_id(snapshot_id: str) -> str:
+    """Return `snapshot_id` if it is a safe id, else raise InvalidSnapshotId."""
+    if not SNAPSHOT_ID_PATTERN.fullmatch(snapshot_id):
+        raise InvalidSnapshotId(
+            f"invalid snapshot id {snapshot_id!r}: use 1-64 characters from "
+            "A-Z a-z 0-9 . _ - starting with a letter or digit"
+        )
+    return snapshot_id
+
+
+# ---------------------------------------------------------------- payloads
+
+
+@dataclass(frozen=True)
+class Transfer:
+    transfer_seq: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class Marker:
+    snapshot_id: str
+
+
+Payload = Transfer | Marker
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True)
+class Send:
+    """Put `payload` on the channel to `to`, after everything sent before."""
+
+    to: str
+    payload: Payload
+
+
+@dataclass(frozen=True)
+class RecordedMessage:
+    transfer_seq: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class LocalSnapshot:
+    """What one node recorded for one snapshot."""
+
+    snapshot_id: str
+    node_id: str
+    balance: int
+    sent: Mapping[str, int]
+    received: Mapping[str, int]
+    channels: Mapping[str, tuple[RecordedMessage, ...]]  # sender -> in-flight messages
+    initiated: bool
+
+
+@dataclass(frozen=True)
+class SnapshotRecorded:
+    """The node recorded its local state for `snapshot_id` (progress, for logs)."""
+
+    snapshot_id: str
+
+
+@dataclass(frozen=True)
+class LocalSnapshotDone:
+    snapshot: LocalSnapshot
+
+
+Action = Send | SnapshotRecorded | LocalSnapshotDone
+
+
+# ------------------------------------------------------------------- state
+
+
+@dataclass
+class _Recording:
+    balance: int
+    sent: dict[str, int]
+    received: dict[str, int]
+    initiated: bool
+    open_channels: set[str]
+    channels: dict[str, list[RecordedMessage]] = field(default_factory=dict)
+
+
+class NodeCore:
+    """One node's bank account and snapshot machine.
+
+    Methods take an event and return the actions the caller must perform, in
+    order. A method that raises has changed nothing.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        balance: int,
+        incoming: Iterable[str],
+        outgoing: Iterable[str],
+    ) -> None:
+        if balance < 0:
+            raise ValueError(f"initial balance of {node_id} must be >= 0, got {balance}")
+        self.node_id = node_id
+        self.balance = balance
+        self.incoming: tuple[str, ...] = tuple(sorted(incoming))
+        self.outgoing: tuple[str, ...] = tuple(sorted(outgoing))
+        self.sent: dict[str, int] = {peer: 0 for peer in self.outgoing}
+        self.received: dict[str, int] = {peer: 0 for peer in self.incoming}
+        self._recordings: dict[str, _Recording] = {}
+        # Ids of finished local snapshots: an initiator arriving late for one
+        # of them must not start a second recording under the same id.
+        self._finished: set[str] = set()
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def active_snapshots(self) -> tuple[str, ...]:
+        return tuple(sorted(self._recordings))
+
+    def has_recorded(self, snapshot_id: str) -> bool:
+        return snapshot_id in self._recordings or snapshot_id in self._finished
+
+    # ------------------------------------------------------------- events
+
+    def send_transfer(self, to: str, amount: int) -> list[Action]:
+        """The application moves `amount` from this node to peer `to`."""
+        if to not in self.sent:
+            raise ValueError(f"{self.node_id} has no outgoing channel to {to!r}")
+        if amount <= 0:
+            raise ValueError(f"transfer amount must be positive, got {amount}")
+        if amount > self.balance:
+            raise InsufficientFunds(
+                f"{self.node_id} cannot send {amount}: balance is {self.balance}"
+            )
+        self.balance -= amount
+        self.sent[to] += 1
+        return [Send(to, Transfer(self.sent[to], amount))]
+
+    def initiate_snapshot(self, snapshot_id: str) -> list[Action]:
+        """Start snapshot `snapshot_id` here; a no-op if already recorded."""
+        validate_snapshot_id(snapshot_id)
+        if self.has_recorded(snapshot_id):
+            return []
+        return self._record(snapshot_id, marker_channel=None)
+
+    def receive(self, sender: str, payload: Payload) -> list[Action]:
+        """A payload arrived on the channel sender -> this node."""
+        if sender not in self.received:
+            raise ProtocolViolation(f"{self.node_id} has no incoming channel from {sender!r}")
+        if isinstance(payload, Transfer):
+            return self._receive_transfer(sender, payload)
+        return self._receive_marker(sender, payload.snapshot_id)
+
+    # ----------------------------------------------------------- internals
+
+    def _receive_transfer(self, sender: str, transfer: Transfer) -> list[Action]:
+        expected = self.received[sender] + 1
+        if transfer.transfer_seq != expected:
+            raise ProtocolViolation(
+                f"transfer {transfer.transfer_seq} on {sender}->{self.node_id}, "
+                f"expected {expected}"
+            )
+        if transfer.amount <= 0:
+            raise ProtocolViolation(f"non-positive transfer amount {transfer.amount}")
+        self.received[sender] = expected
+        self.balance += transfer.amount
+        message = RecordedMessage(transfer.transfer_seq, transfer.amount)
+        for recording in self._recordings.values():
+            if sender in recording.open_channels:
+                recording.channels[sender].append(message)
+        return []
+
+    def _receive_marker(self, sender: str, snapshot_id: str) -> list[Action]:
+        try:
+            validate_snapshot_id(snapshot_id)
+        except InvalidSnapshotId as error:
+            raise ProtocolViolation(str(error)) from error
+        if snapshot_id in self._finished:
+            raise ProtocolViolation(
+                f"second marker for finished snapshot {snapshot_id} on {sender}->{self.node_id}"
+            )
+        recording = self._recordings.get(snapshot_id)
+        if recording is None:
+            return self._record(snapshot_id, marker_channel=sender)
+        if sender not in recording.open_channels:
+            raise ProtocolViolation(
+                f"second marker for snapshot {snapshot_id} on {sender}->{self.node_id}"
+            )
+        recording.open_channels.discard(sender)
+        return self._finish_if_done(snapshot_id)
+
+    def _record(self, snapshot_id: str, marker_channel: str | None) -> list[Action]:
+        open_channels = set(self.incoming)
+        if marker_channel is not None:
+            open_channels.discard(marker_channel)
+        self._recordings[snapshot_id] = _Recording(
+            balance=self.balance,
+            sent=dict(self.sent),
+            received=dict(self.received),
+            initiated=marker_channel is None,
+            open_channels=open_channels,
+            channels={peer: [] for peer in self.incoming},
+        )
+        actions: list[Action] = [SnapshotRecorded(snapshot_id)]
+        actions += [Send(peer, Marker(snapshot_id)) for peer in self.outgoing]
+        return actions + self._finish_if_done(snapshot_id)
+
+    def _finish_if_done(self, snapshot_id: str) -> list[Action]:
+        recording = self._recordings[snapshot_id]
+        if recording.open_channels:
+            return []
+        del self._recordings[snapshot_id]
+        self._finished.add(snapshot_id)
+        snapshot = LocalSnapshot(
+            snapshot_id=snapshot_id,
+            node_id=self.node_id,
+            balance=recording.balance,
+            sent=recording.sent,
+            received=recording.received,
+            channels={peer: tuple(msgs) for peer, msgs in recording.channels.items()},
+            initiated=recording.initiated,
+        )
+        return [LocalSnapshotDone(snapshot)]
+
+    # -------------------------------------------------------- persistence
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready copy of the whole state, for durable storage."""
+        return {
+            "node_id": self.node_id,
+            "balance": self.balance,
+            "incoming": list(self.incoming),
+            "outgoing": list(self.outgoing),
+            "sent": dict(self.sent),
+            "received": dict(self.received),
+            "finished": sorted(self._finished),
+            "recordings": {
+                sid: {
+                    "balance": r.balance,
+                    "sent": r.sent,
+                    "received": r.received,
+                    "initiated": r.initiated,
+                    "open_channels": sorted(r.open_channels),
+                    "channels": {
+                        peer: [[m.transfer_seq, m.amount] for m in msgs]
+                        for peer, msgs in r.channels.items()
+                    },
+                }
+                for sid, r in self._recordings.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> NodeCore:
+        """Rebuild a core saved with `to_dict`."""
+        d: dict[str, object] = dict(data)
+        core = cls(
+            str(d["node_id"]),
+            int(d["balance"]),  # type: ignore[call-overload]
+            d["incoming"],  # type: ignore[arg-type]
+            d["outgoing"],  # type: ignore[arg-type]
+        )
+        core.sent = {str(k): int(v) for k, v in d["sent"].items()}  # type: ignore[attr-defined]
+        core.received = {str(k): int(v) for k, v in d["received"].items()}  # type: ignore[attr-defined]
+        core._finished = {str(s) for s in d["finished"]}  # type: ignore[attr-defined]
+        recordings: Mapping[str, Mapping[str, object]] = d["recordings"]  # type: ignore[assignment]
+        for sid, r in recordings.items():
+            channels: Mapping[str, list[list[int]]] = r["channels"]  # type: ignore[assignment]
+            core._recordings[sid] = _Recording(
+                balance=int(r["balance"]),  # type: ignore[call-overload]
+                sent=dict(r["sent"]),  # type: ignore[call-overload]
+                received=dict(r["received"]),  # type: ignore[call-overload]
+                initiated=bool(r["initiated"]),
+                open_channels=set(r["open_channels"]),  # type: ignore[call-overload]
+                channels={
+                    peer: [RecordedMessage(seq, amount) for seq, amount in msgs]
+                    for peer, msgs in channels.items()
+                },
+            )
+        return core

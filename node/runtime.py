@@ -1,0 +1,322 @@
+"""One node at run time: the core, its store and its outbox, behind one lock.
+
+The core decides; this module performs its actions durably. Every event (a
+local transfer, a received frame, a snapshot start) runs under the lock as:
+
+    actions = core.<event>()           # raises -> nothing changed anywhere
+    one SQLite transaction:            # core state + frames + reports together
+        core JSON, outbox frames, next seqs, last applied seq, reports
+    publish in memory                  # only after the commit succeeded
+    wake the sender / reporter threads
+
+so a debit never exists without its outbox frame, a credit never without its
+last-applied seq, and a marker never without the recording that produced it.
+
+Acknowledgements are the one thing written lazily: forgetting an acked frame
+is folded into the next transaction, because losing that deletion in a crash
+only makes the sender resend frames the receiver then drops as duplicates.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+
+from common.config import ClusterConfig
+from common.timeutil import utc_now_iso
+from node import wire
+from node.core import (
+    Action,
+    LocalSnapshotDone,
+    NodeCore,
+    ProtocolViolation,
+    Send,
+    SnapshotRecorded,
+    validate_snapshot_id,
+)
+from node.storage import Change, Identity, Store
+from protos import chandy_lamport_pb2 as pb
+
+_log = structlog.get_logger("node.runtime")
+
+# Frames handed to a sender stream per wake-up: bounds the time the lock is held.
+FRAME_BATCH = 256
+
+
+class FrameRejected(Exception):
+    """A received frame that is not applied; the stream carrying it is aborted."""
+
+
+class UnknownSender(FrameRejected):
+    """The frame's sender has no channel to this node."""
+
+
+class WrongReceiver(FrameRejected):
+    """The frame is addressed to another node."""
+
+
+class SequenceGap(FrameRejected):
+    """The frame skips sequence numbers: a frame before it was lost."""
+
+
+class BadFrame(FrameRejected):
+    """The frame is malformed or the core refuses it (a protocol violation)."""
+
+
+class NodeRuntime:
+    """The state of one running node; every public method is thread-safe."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node_id: str,
+        store: Store,
+        clock: Callable[[], str] = utc_now_iso,
+    ) -> None:
+        spec = config.node(node_id)
+        self.node_id = node_id
+        self.incoming = config.incoming(node_id)
+        self.outgoing = config.outgoing(node_id)
+        self._store = store
+        self._clock = clock
+        # Bound explicitly (not only via contextvars): runtime methods run on
+        # callers' threads, and tests run several nodes in one process.
+        self._log = log = _log.bind(node_id=node_id)
+        identity = Identity(node_id, self.incoming, self.outgoing)
+        if store.identity() is None:
+            core = NodeCore(node_id, spec.balance, self.incoming, self.outgoing)
+            store.initialise(identity, core.to_dict())
+            log.info("data dir initialised", data_dir=str(store.data_dir), balance=spec.balance)
+        else:
+            store.check_identity(identity)
+        state = store.load()
+        self._core = NodeCore.from_dict(state.core)
+        self._last_applied = dict(state.last_applied)
+        self._next_seq = dict(state.next_seq)
+        self._outbox: dict[str, deque[pb.Frame]] = {
+            peer: deque(pb.Frame.FromString(raw) for _, raw in state.outbox.get(peer, []))
+            for peer in self.outgoing
+        }
+        self._acked: dict[str, int] = {}  # acks not yet deleted from the DB outbox
+        self._recorded_at = dict(state.recorded_at)
+        self._reports = {
+            sid: pb.LocalSnapshot.FromString(raw) for sid, raw in state.reports.items()
+        }
+        self._lock = threading.Lock()
+        self._frames_ready = {peer: threading.Condition(self._lock) for peer in self.outgoing}
+        self._reports_ready = threading.Condition(self._lock)
+        self._closed = False
+        self.duplicates = 0  # frames received again and dropped (statistics)
+        log.info(
+            "state loaded",
+            balance=self._core.balance,
+            unacknowledged=sum(len(q) for q in self._outbox.values()),
+            active_snapshots=list(self._core.active_snapshots),
+            pending_reports=len(self._reports),
+        )
+
+    # ----------------------------------------------------------- application
+
+    def send_transfer(self, peer: str, amount: int) -> None:
+        """Move `amount` to `peer` (raises the core's errors if it cannot)."""
+        with self._lock:
+            self._apply(lambda: self._core.send_transfer(peer, amount))
+
+    def send_random_transfer(self, rng: random.Random, max_amount: int, max_in_flight: int) -> bool:
+        """One workload transfer to a random peer; False if nothing could be sent.
+
+        Peers with `max_in_flight` unacknowledged frames are skipped, so a peer
+        that is down does not make the outbox grow without bound.
+        """
+        with self._lock:
+            balance = self._core.balance
+            peers = [p for p in self.outgoing if len(self._outbox[p]) < max_in_flight]
+            if balance <= 0 or not peers:
+                return False
+            peer = rng.choice(peers)
+            amount = rng.randint(1, min(balance, max_amount))
+            self._apply(lambda: self._core.send_transfer(peer, amount))
+            return True
+
+    def start_snapshot(self, snapshot_id: str) -> bool:
+        """Initiate `snapshot_id` here; True if this node had already recorded it."""
+        validate_snapshot_id(snapshot_id)
+        with self._lock:
+            if self._core.has_recorded(snapshot_id):
+                return True
+            self._log.info("snapshot initiated", snapshot_id=snapshot_id)
+            self._apply(lambda: self._core.initiate_snapshot(snapshot_id))
+            return False
+
+    # -------------------------------------------------------------- incoming
+
+    def last_applied(self, peer: str) -> int:
+        with self._lock:
+            return self._last_applied[peer]
+
+    def receive(self, frame: pb.Frame) -> int:
+        """Apply `frame` exactly once; returns the seq to acknowledge.
+
+        A duplicate (seq already applied) is acknowledged and not applied.
+        Raises a FrameRejected subclass for anything that must not be applied.
+        """
+        sender = frame.sender
+        with self._lock:
+            if sender not in self._last_applied:
+                raise UnknownSender(f"{sender!r} has no channel to {self.node_id}")
+            if frame.receiver != self.node_id:
+                raise WrongReceiver(
+                    f"frame {frame.seq} from {sender} is addressed to {frame.receiver!r}, "
+                    f"this is {self.node_id}"
+                )
+            if frame.seq == 0:
+                raise BadFrame(f"frame from {sender} has seq 0 (sequence numbers start at 1)")
+            last = self._last_applied[sender]
+            if frame.seq <= last:
+                self.duplicates += 1
+                return last
+            if frame.seq != last + 1:
+                raise SequenceGap(
+                    f"frame {frame.seq} from {sender} after {last}: "
+                    f"frames {last + 1}..{frame.seq - 1} are missing"
+                )
+            try:
+                payload = wire.payload_of(frame)
+                self._apply(
+                    lambda: self._core.receive(sender, payload), applied=(sender, frame.seq)
+                )
+            except (wire.MalformedFrame, ProtocolViolation) as error:
+                raise BadFrame(str(error)) from error
+            return frame.seq
+
+    # -------------------------------------------------------------- outgoing
+
+    def wait_frames(self, peer: str, after: int, timeout: float) -> list[pb.Frame]:
+        """Unacknowledged frames to `peer` with seq > `after`, waiting up to `timeout`.
+
+        Returns [] on timeout or after `close`.
+        """
+        ready = self._frames_ready[peer]
+        with ready:
+            while True:
+                queue = self._outbox[peer]
+                if queue:
+                    start = max(0, after + 1 - queue[0].seq)
+                    if start < len(queue):
+                        return list(itertools.islice(queue, start, start + FRAME_BATCH))
+                if self._closed or not ready.wait(timeout):
+                    return []
+
+    def acknowledge(self, peer: str, seq: int) -> None:
+        """`peer` durably applied every frame up to `seq`."""
+        with self._lock:
+            queue = self._outbox[peer]
+            if seq >= self._next_seq[peer]:
+                self._log.warning("ack beyond sent frames ignored", peer=peer, seq=seq)
+                return
+            while queue and queue[0].seq <= seq:
+                queue.popleft()
+            if seq > self._acked.get(peer, 0):
+                self._acked[peer] = seq
+
+    # --------------------------------------------------------------- reports
+
+    def wait_reports(self, timeout: float) -> list[pb.LocalSnapshot]:
+        """Reports not yet acked by the collector, waiting up to `timeout` for one."""
+        with self._reports_ready:
+            if not self._reports and not self._closed:
+                self._reports_ready.wait(timeout)
+            return list(self._reports.values())
+
+    def report_delivered(self, snapshot_id: str) -> None:
+        with self._lock:
+            self._store.delete_reports([snapshot_id])
+            self._reports.pop(snapshot_id, None)
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> pb.NodeStatus:
+        with self._lock:
+            return pb.NodeStatus(
+                node_id=self.node_id,
+                balance=self._core.balance,
+                active_snapshots=list(self._core.active_snapshots),
+                unacknowledged_frames=sum(len(q) for q in self._outbox.values()),
+            )
+
+    def in_flight_amount(self) -> int:
+        """Money in unacknowledged transfer frames (some may already be applied)."""
+        with self._lock:
+            return sum(wire.transfer_amount(f) for q in self._outbox.values() for f in q)
+
+    def close(self) -> None:
+        """Flush lazy acks and wake every waiter; the store is closed by its owner."""
+        with self._lock:
+            self._flush_acks()
+            self._closed = True
+            for ready in self._frames_ready.values():
+                ready.notify_all()
+            self._reports_ready.notify_all()
+
+    # ------------------------------------------------------------- internals
+
+    def _flush_acks(self) -> None:
+        for peer, seq in self._acked.items():
+            self._store.acknowledge(peer, seq)
+        self._acked.clear()
+
+    def _apply(
+        self, event: Callable[[], list[Action]], applied: tuple[str, int] | None = None
+    ) -> None:
+        """Run a core event and make its effects durable, then visible. Lock held."""
+        actions = event()
+        change = Change(core=self._core.to_dict(), applied=applied, acked=dict(self._acked))
+        frames: list[tuple[str, pb.Frame]] = []
+        recorded_now: dict[str, str] = {}
+        done: list[str] = []
+        reports: dict[str, pb.LocalSnapshot] = {}
+        for action in actions:
+            if isinstance(action, Send):
+                seq = change.next_seq.get(action.to, self._next_seq[action.to])
+                frame = wire.frame_for(self.node_id, action.to, seq, action.payload)
+                change.outbox.append((action.to, seq, frame.SerializeToString()))
+                change.next_seq[action.to] = seq + 1
+                frames.append((action.to, frame))
+            elif isinstance(action, SnapshotRecorded):
+                recorded_now[action.snapshot_id] = self._clock()
+                change.recorded.append((action.snapshot_id, recorded_now[action.snapshot_id]))
+            elif isinstance(action, LocalSnapshotDone):
+                sid = action.snapshot.snapshot_id
+                recorded_at = recorded_now.get(sid) or self._recorded_at.get(sid, "")
+                report = wire.snapshot_report(action.snapshot, recorded_at, self._clock())
+                change.reports.append((sid, report.SerializeToString()))
+                reports[sid] = report
+                done.append(sid)
+        try:
+            self._store.commit(change)
+        except BaseException:
+            # The core already moved on in memory; put it back to what is on disk.
+            self._core = NodeCore.from_dict(self._store.load().core)
+            raise
+        self._acked.clear()
+        if applied is not None:
+            self._last_applied[applied[0]] = applied[1]
+        self._next_seq.update(change.next_seq)
+        for peer, frame in frames:
+            self._outbox[peer].append(frame)
+        for peer in {peer for peer, _ in frames}:
+            self._frames_ready[peer].notify_all()
+        self._recorded_at.update(recorded_now)
+        for sid in recorded_now:
+            self._log.info("snapshot recorded", snapshot_id=sid, balance=self._core.balance)
+        for sid in done:
+            self._recorded_at.pop(sid, None)
+            self._log.info("snapshot done", snapshot_id=sid, balance=reports[sid].balance)
+        if reports:
+            self._reports.update(reports)
+            self._reports_ready.notify_all()

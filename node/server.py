@@ -1,0 +1,205 @@
+"""Wiring of one node process: store, runtime, gRPC server, threads; `serve()`.
+
+Servicers are adapters: they convert and call the runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from structlog.contextvars import bind_contextvars, bound_contextvars
+
+from common.config import ClusterConfig
+from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
+from node.core import InvalidSnapshotId, validate_snapshot_id
+from node.reporter import Reporter
+from node.runtime import NodeRuntime
+from node.storage import Store
+from node.workload import DEFAULT_MAX_IN_FLIGHT, Workload
+from protos import chandy_lamport_pb2 as pb
+from protos import chandy_lamport_pb2_grpc as pb_grpc
+
+_log = structlog.get_logger("node.server")
+
+NODE_SERVICE = "chandy_lamport.Node"
+DEFAULT_GRACE = 1.0
+
+
+class PortUnavailable(OSError):
+    """The gRPC server could not bind its listen address."""
+
+
+def new_snapshot_id() -> str:
+    """`snap-YYYYmmddTHHMMSSZ-<6 hex>`: sortable by time, unique enough to share."""
+    return f"snap-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+class NodeServicer(pb_grpc.NodeServicer):
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
+        self._log = _log.bind(node_id=runtime.node_id)
+
+    def Channel(  # noqa: N802 (gRPC method name)
+        self, request_iterator: Iterator[pb.Frame], context: grpc.ServicerContext
+    ) -> Iterator[pb.Ack]:
+        return serve_channel(self.runtime, request_iterator, context)
+
+    def StartSnapshot(  # noqa: N802
+        self, request: pb.StartSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.StartSnapshotReply:
+        bind_contextvars(node_id=self.runtime.node_id)
+        snapshot_id = request.snapshot_id or new_snapshot_id()
+        try:
+            validate_snapshot_id(snapshot_id)
+        except InvalidSnapshotId as error:
+            self._log.warning("snapshot request rejected", reason=str(error))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        with bound_contextvars(snapshot_id=snapshot_id):
+            already = self.runtime.start_snapshot(snapshot_id)
+            if already:
+                self._log.info("snapshot request for an id already recorded")
+        return pb.StartSnapshotReply(snapshot_id=snapshot_id, already_recorded=already)
+
+    def GetStatus(  # noqa: N802
+        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    ) -> pb.NodeStatus:
+        return self.runtime.status()
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    data_dir: Path
+    listen_host: str = "0.0.0.0"
+    port: int | None = None  # None: the port of the node's own address; 0: any free port
+    max_transfers: int | None = None
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    db_synchronous: str = "FULL"
+    seed: int | None = None
+
+
+class NodeServer:
+    """One running node. `start()`, then `stop()`; usable in-process by tests."""
+
+    def __init__(self, config: ClusterConfig, node_id: str, options: NodeOptions) -> None:
+        config.node(node_id)  # ConfigError now, before anything is created
+        self.config = config
+        self.node_id = node_id
+        self.options = options
+        self.port = 0
+        self.runtime: NodeRuntime | None = None
+        self._store: Store | None = None
+        self._server: grpc.Server | None = None
+        self._log = _log.bind(node_id=node_id)
+        self._health = health.HealthServicer()
+        self._senders: list[PeerSender] = []
+        self._reporter: Reporter | None = None
+        self.workload: Workload | None = None
+
+    def start(self) -> int:
+        """Load state, listen, start the threads; returns the bound port."""
+        config, options = self.config, self.options
+        self._store = Store(options.data_dir, synchronous=options.db_synchronous)
+        try:
+            self.runtime = runtime = NodeRuntime(config, self.node_id, self._store)
+        except BaseException:
+            self._store.close()
+            raise
+        workers = 2 * len(runtime.incoming) + 8  # every incoming stream holds a thread
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"grpc-{self.node_id}"
+            ),
+            options=SERVER_OPTIONS,
+        )
+        pb_grpc.add_NodeServicer_to_server(NodeServicer(runtime), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        own_port = port_of(config.node(self.node_id).address)
+        port = own_port if options.port is None else options.port
+        address = f"{options.listen_host}:{port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as error:
+            self._close_store()
+            raise PortUnavailable(f"cannot listen on {address}: {error}") from error
+        self._server.start()
+        for peer in runtime.outgoing:
+            self._senders.append(PeerSender(runtime, peer, config.node(peer).address))
+        self._reporter = Reporter(runtime, config.collector_address)
+        self.workload = Workload(
+            runtime,
+            rate=config.workload.transfer_rate,
+            max_amount=config.workload.max_amount,
+            max_transfers=options.max_transfers,
+            max_in_flight=options.max_in_flight,
+            seed=options.seed,
+        )
+        for thread in (*self._senders, self._reporter, self.workload):
+            thread.start()
+        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._health.set(NODE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self._log.info(
+            "node serving",
+            listen=f"{options.listen_host}:{self.port}",
+            incoming=list(runtime.incoming),
+            outgoing=list(runtime.outgoing),
+            collector=config.collector_address,
+        )
+        return self.port
+
+    def stop(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop the workload, then the server (in-flight RPCs get `grace`), then the DB."""
+        self._health.enter_graceful_shutdown()
+        if self.workload is not None:
+            self.workload.stop()
+        if self._reporter is not None:
+            self._reporter.stop()
+        for sender in self._senders:
+            sender.stop()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+        if self.runtime is not None:
+            self.runtime.close()
+        for thread in (*self._senders, self._reporter, self.workload):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=grace)
+        self._close_store()
+        self._log.info("node stopped")
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def serve(config: ClusterConfig, node_id: str, options: NodeOptions) -> None:
+    """Run a node until SIGTERM or SIGINT, then shut it down gracefully."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        _log.info("shutdown requested", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    bind_contextvars(node_id=node_id)
+    node = NodeServer(config, node_id, options)
+    node.start()
+    _log.info("node ready", pid=os.getpid())
+    while not stopping.wait(1.0):
+        pass
+    node.stop()

@@ -1,0 +1,252 @@
+"""Durable node state in SQLite (WAL) inside the node's data directory.
+
+What is stored, and why each piece is needed to resume after SIGKILL:
+
+  meta.identity     node id + channel set: a data dir is never reused by
+                    another node or after the topology changed
+  meta.core         NodeCore.to_dict() as JSON: balance, counters, snapshots
+  incoming          per incoming channel, the last applied frame seq: the
+                    receiver drops duplicates and detects gaps with it
+  outgoing          per outgoing channel, the next frame seq to assign
+  outbox            frames not yet acknowledged, resent after a reconnect
+  recorded          when each active snapshot was recorded (for its report)
+  reports           finished local snapshots not yet acked by the collector
+
+Every state change goes through `commit`, one transaction: a debit and its
+outbox frame, or a credit and its last-applied seq, are never split.
+
+The store is not thread-safe on its own; the node runtime holds one lock
+around the core and every store call.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "node.sqlite3"
+LOCK_NAME = "node.lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incoming (peer TEXT PRIMARY KEY, last_applied INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outgoing (peer TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    peer TEXT NOT NULL, seq INTEGER NOT NULL, frame BLOB NOT NULL, PRIMARY KEY (peer, seq)
+);
+CREATE TABLE IF NOT EXISTS recorded (snapshot_id TEXT PRIMARY KEY, recorded_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (snapshot_id TEXT PRIMARY KEY, report BLOB NOT NULL);
+"""
+
+
+class StorageError(Exception):
+    """The data directory cannot be used."""
+
+
+class DataDirMismatch(StorageError):
+    """The data directory belongs to another node or another channel set."""
+
+
+class DataDirLocked(StorageError):
+    """Another process already uses this data directory."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a data directory belongs to."""
+
+    node_id: str
+    incoming: tuple[str, ...]
+    outgoing: tuple[str, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "node_id": self.node_id,
+                "incoming": list(self.incoming),
+                "outgoing": list(self.outgoing),
+            },
+            sort_keys=True,
+        )
+
+
+@dataclass
+class StoredState:
+    """Everything `load` reads back."""
+
+    core: dict[str, Any]
+    last_applied: dict[str, int]
+    next_seq: dict[str, int]
+    outbox: dict[str, list[tuple[int, bytes]]]  # peer -> [(seq, frame)] ascending
+    recorded_at: dict[str, str]
+    reports: dict[str, bytes]
+
+
+@dataclass
+class Change:
+    """One atomic state change: everything in it commits together or not at all."""
+
+    core: Mapping[str, Any] | None = None
+    applied: tuple[str, int] | None = None  # (incoming peer, frame seq)
+    outbox: list[tuple[str, int, bytes]] = field(default_factory=list)  # (peer, seq, frame)
+    next_seq: dict[str, int] = field(default_factory=dict)
+    recorded: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, time)
+    reports: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
+    acked: dict[str, int] = field(default_factory=dict)  # peer -> highest acked seq
+
+
+class Store:
+    """The SQLite database of one node."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], synchronous: str = "FULL") -> None:
+        self.data_dir = Path(data_dir)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"cannot create data dir {self.data_dir}: {error.strerror}"
+            ) from error
+        # An exclusive lock on a side file: two processes sharing one data dir
+        # would each resend and apply frames as if they were the only one.
+        self._lock_file = open(self.data_dir / LOCK_NAME, "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            self._lock_file.close()
+            raise DataDirLocked(f"data dir {self.data_dir} is in use by another process") from error
+        if synchronous.upper() not in ("FULL", "NORMAL", "OFF"):
+            self._lock_file.close()
+            raise StorageError(f"unknown SQLite synchronous mode {synchronous!r}")
+        self._db = sqlite3.connect(
+            self.data_dir / DB_NAME, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss, not just a killed process; a
+        # receiver must never ack a credit that could still be rolled back.
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._db.close()
+        self._lock_file.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------- identity
+
+    def identity(self) -> Identity | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+        if row is None:
+            return None
+        raw = json.loads(row[0])
+        return Identity(raw["node_id"], tuple(raw["incoming"]), tuple(raw["outgoing"]))
+
+    def initialise(self, identity: Identity, core: Mapping[str, Any]) -> None:
+        """First start: record who owns this data dir and the initial state."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO meta VALUES ('identity', ?)", (identity.to_json(),))
+            db.execute("INSERT INTO meta VALUES ('core', ?)", (json.dumps(core),))
+            db.executemany("INSERT INTO incoming VALUES (?, 0)", [(p,) for p in identity.incoming])
+            db.executemany("INSERT INTO outgoing VALUES (?, 1)", [(p,) for p in identity.outgoing])
+
+    def check_identity(self, expected: Identity) -> None:
+        """Raise DataDirMismatch unless this data dir belongs to `expected`."""
+        found = self.identity()
+        if found is None:
+            raise DataDirMismatch(f"data dir {self.data_dir} is not initialised")
+        if found.node_id != expected.node_id:
+            raise DataDirMismatch(
+                f"data dir {self.data_dir} belongs to node {found.node_id!r}, "
+                f"not {expected.node_id!r}"
+            )
+        if found != expected:
+            raise DataDirMismatch(
+                f"data dir {self.data_dir} was created for channels "
+                f"in={list(found.incoming)} out={list(found.outgoing)} of {found.node_id}, "
+                f"but the config now has in={list(expected.incoming)} "
+                f"out={list(expected.outgoing)}; use a fresh data dir"
+            )
+
+    # ----------------------------------------------------------------- read
+
+    def load(self) -> StoredState:
+        db = self._db
+        core_row = db.execute("SELECT value FROM meta WHERE key = 'core'").fetchone()
+        if core_row is None:
+            raise StorageError(f"data dir {self.data_dir} has no core state")
+        outbox: dict[str, list[tuple[int, bytes]]] = {}
+        for peer, seq, frame in db.execute(
+            "SELECT peer, seq, frame FROM outbox ORDER BY peer, seq"
+        ):
+            outbox.setdefault(peer, []).append((seq, bytes(frame)))
+        return StoredState(
+            core=json.loads(core_row[0]),
+            last_applied=dict(db.execute("SELECT peer, last_applied FROM incoming").fetchall()),
+            next_seq=dict(db.execute("SELECT peer, next_seq FROM outgoing").fetchall()),
+            outbox=outbox,
+            recorded_at=dict(
+                db.execute("SELECT snapshot_id, recorded_at FROM recorded").fetchall()
+            ),
+            reports={
+                sid: bytes(body)
+                for sid, body in db.execute(
+                    "SELECT snapshot_id, report FROM reports ORDER BY rowid"
+                )
+            },
+        )
+
+    # ---------------------------------------------------------------- write
+
+    def commit(self, change: Change) -> None:
+        """Apply `change` in one transaction."""
+        with self._transaction() as db:
+            if change.core is not None:
+                db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'core'", (json.dumps(change.core),)
+                )
+            if change.applied is not None:
+                db.execute(
+                    "UPDATE incoming SET last_applied = ? WHERE peer = ?",
+                    (change.applied[1], change.applied[0]),
+                )
+            db.executemany("INSERT INTO outbox VALUES (?, ?, ?)", change.outbox)
+            db.executemany(
+                "UPDATE outgoing SET next_seq = ? WHERE peer = ?",
+                [(seq, peer) for peer, seq in change.next_seq.items()],
+            )
+            db.executemany(
+                "DELETE FROM outbox WHERE peer = ? AND seq <= ?", list(change.acked.items())
+            )
+            db.executemany("INSERT OR REPLACE INTO recorded VALUES (?, ?)", change.recorded)
+            for snapshot_id, report in change.reports:
+                db.execute("DELETE FROM recorded WHERE snapshot_id = ?", (snapshot_id,))
+                db.execute("INSERT OR REPLACE INTO reports VALUES (?, ?)", (snapshot_id, report))
+
+    def acknowledge(self, peer: str, seq: int) -> None:
+        """The peer durably applied every frame up to `seq`: forget them."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM outbox WHERE peer = ? AND seq <= ?", (peer, seq))
+
+    def delete_reports(self, snapshot_ids: Sequence[str]) -> None:
+        """The collector acked these reports."""
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM reports WHERE snapshot_id = ?", [(s,) for s in snapshot_ids]
+            )

@@ -1,0 +1,72 @@
+"""Conversions between the core's dataclasses and the protobuf wire messages.
+
+The core never sees protobuf; the transport never builds core payloads by
+hand. Everything that crosses that line goes through this module.
+"""
+
+from __future__ import annotations
+
+from node.core import LocalSnapshot, Marker, Payload, Transfer
+from protos import chandy_lamport_pb2 as pb
+
+
+class MalformedFrame(ValueError):
+    """A frame without a body (neither a transfer nor a marker)."""
+
+
+def frame_for(sender: str, receiver: str, seq: int, payload: Payload) -> pb.Frame:
+    """The frame that carries `payload` as number `seq` on sender -> receiver."""
+    if isinstance(payload, Transfer):
+        return pb.Frame(
+            sender=sender,
+            receiver=receiver,
+            seq=seq,
+            transfer=pb.Transfer(transfer_seq=payload.transfer_seq, amount=payload.amount),
+        )
+    return pb.Frame(
+        sender=sender,
+        receiver=receiver,
+        seq=seq,
+        marker=pb.Marker(snapshot_id=payload.snapshot_id),
+    )
+
+
+def payload_of(frame: pb.Frame) -> Payload:
+    """The core payload a frame carries; MalformedFrame if it carries none."""
+    body = frame.WhichOneof("body")
+    if body == "transfer":
+        return Transfer(frame.transfer.transfer_seq, frame.transfer.amount)
+    if body == "marker":
+        return Marker(frame.marker.snapshot_id)
+    raise MalformedFrame(f"frame {frame.seq} from {frame.sender!r} has no body")
+
+
+def transfer_amount(frame: pb.Frame) -> int:
+    """Money a frame carries (0 for markers): what is in flight while unacked."""
+    return frame.transfer.amount if frame.WhichOneof("body") == "transfer" else 0
+
+
+def snapshot_report(
+    snapshot: LocalSnapshot, recorded_at: str, completed_at: str
+) -> pb.LocalSnapshot:
+    """The collector's LocalSnapshot message for one finished local snapshot."""
+    return pb.LocalSnapshot(
+        snapshot_id=snapshot.snapshot_id,
+        node_id=snapshot.node_id,
+        balance=snapshot.balance,
+        sent=dict(snapshot.sent),
+        received=dict(snapshot.received),
+        channels=[
+            pb.ChannelState(
+                sender=sender,
+                messages=[
+                    pb.RecordedMessage(transfer_seq=m.transfer_seq, amount=m.amount)
+                    for m in messages
+                ],
+            )
+            for sender, messages in sorted(snapshot.channels.items())
+        ],
+        initiated=snapshot.initiated,
+        recorded_at=recorded_at,
+        completed_at=completed_at,
+    )

@@ -1,0 +1,65 @@
+"""The bank workload: random transfers to random outgoing peers at a fixed rate."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import structlog
+from structlog.contextvars import bind_contextvars
+
+from node.runtime import NodeRuntime
+
+log = structlog.get_logger("node.workload")
+
+# Unacknowledged frames per channel above which the workload stops choosing
+# that peer: a peer that is down must not grow the outbox without bound.
+DEFAULT_MAX_IN_FLIGHT = 1000
+
+
+class Workload(threading.Thread):
+    """Sends `rate` transfers per second (0: none) until stopped or `max_transfers`."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        rate: float,
+        max_amount: int,
+        max_transfers: int | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(name=f"workload-{runtime.node_id}", daemon=True)
+        self.runtime = runtime
+        self.rate = rate
+        self.max_amount = max_amount
+        self.max_transfers = max_transfers
+        self.max_in_flight = max_in_flight
+        self.sent = 0
+        self._rng = random.Random(seed)
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        bind_contextvars(node_id=self.runtime.node_id)
+        if self.rate <= 0 or not self.runtime.outgoing:
+            log.info("workload idle", rate=self.rate)
+            return
+        log.info("workload started", rate=self.rate, max_transfers=self.max_transfers)
+        interval = 1.0 / self.rate
+        due = time.monotonic()
+        while not self._stopping.is_set():
+            if self.max_transfers is not None and self.sent >= self.max_transfers:
+                log.info("workload finished", transfers=self.sent)
+                return
+            if self.runtime.send_random_transfer(self._rng, self.max_amount, self.max_in_flight):
+                self.sent += 1
+            due += interval
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._stopping.wait(delay)
+            elif delay < -1.0:
+                due = time.monotonic()  # after a stall, keep the rate; do not burst

@@ -1,0 +1,191 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Frame(_message.Message):
+    __slots__ = ("sender", "receiver", "seq", "transfer", "marker")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    MARKER_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    receiver: str
+    seq: int
+    transfer: Transfer
+    marker: Marker
+    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., seq: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., marker: _Optional[_Union[Marker, _Mapping]] = ...) -> None: ...
+
+class Transfer(_message.Message):
+    __slots__ = ("transfer_seq", "amount")
+    TRANSFER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    transfer_seq: int
+    amount: int
+    def __init__(self, transfer_seq: _Optional[int] = ..., amount: _Optional[int] = ...) -> None: ...
+
+class Marker(_message.Message):
+    __slots__ = ("snapshot_id",)
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    def __init__(self, snapshot_id: _Optional[str] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+
+class StartSnapshotRequest(_message.Message):
+    __slots__ = ("snapshot_id",)
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    def __init__(self, snapshot_id: _Optional[str] = ...) -> None: ...
+
+class StartSnapshotReply(_message.Message):
+    __slots__ = ("snapshot_id", "already_recorded")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_RECORDED_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    already_recorded: bool
+    def __init__(self, snapshot_id: _Optional[str] = ..., already_recorded: _Optional[bool] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("node_id", "balance", "active_snapshots", "unacknowledged_frames")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    UNACKNOWLEDGED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    balance: int
+    active_snapshots: _containers.RepeatedScalarFieldContainer[str]
+    unacknowledged_frames: int
+    def __init__(self, node_id: _Optional[str] = ..., balance: _Optional[int] = ..., active_snapshots: _Optional[_Iterable[str]] = ..., unacknowledged_frames: _Optional[int] = ...) -> None: ...
+
+class BeginSnapshotRequest(_message.Message):
+    __slots__ = ("snapshot_id", "initiators")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    INITIATORS_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    initiators: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, snapshot_id: _Optional[str] = ..., initiators: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BeginSnapshotReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RecordedMessage(_message.Message):
+    __slots__ = ("transfer_seq", "amount")
+    TRANSFER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    transfer_seq: int
+    amount: int
+    def __init__(self, transfer_seq: _Optional[int] = ..., amount: _Optional[int] = ...) -> None: ...
+
+class ChannelState(_message.Message):
+    __slots__ = ("sender", "messages")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    messages: _containers.RepeatedCompositeFieldContainer[RecordedMessage]
+    def __init__(self, sender: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[RecordedMessage, _Mapping]]] = ...) -> None: ...
+
+class LocalSnapshot(_message.Message):
+    __slots__ = ("snapshot_id", "node_id", "balance", "sent", "received", "channels", "initiated", "recorded_at", "completed_at", "complete", "open_channels")
+    class SentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ReceivedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    INITIATED_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    node_id: str
+    balance: int
+    sent: _containers.ScalarMap[str, int]
+    received: _containers.ScalarMap[str, int]
+    channels: _containers.RepeatedCompositeFieldContainer[ChannelState]
+    initiated: bool
+    recorded_at: str
+    completed_at: str
+    complete: bool
+    open_channels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, snapshot_id: _Optional[str] = ..., node_id: _Optional[str] = ..., balance: _Optional[int] = ..., sent: _Optional[_Mapping[str, int]] = ..., received: _Optional[_Mapping[str, int]] = ..., channels: _Optional[_Iterable[_Union[ChannelState, _Mapping]]] = ..., initiated: _Optional[bool] = ..., recorded_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., complete: _Optional[bool] = ..., open_channels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReportReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetSnapshotRequest(_message.Message):
+    __slots__ = ("snapshot_id",)
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    def __init__(self, snapshot_id: _Optional[str] = ...) -> None: ...
+
+class SnapshotDocument(_message.Message):
+    __slots__ = ("snapshot_id", "status", "json")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    status: str
+    json: str
+    def __init__(self, snapshot_id: _Optional[str] = ..., status: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
+
+class ListSnapshotsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotList(_message.Message):
+    __slots__ = ("snapshots",)
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    snapshots: _containers.RepeatedCompositeFieldContainer[SnapshotDocument]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[SnapshotDocument, _Mapping]]] = ...) -> None: ...
+
+class WaitSnapshotRequest(_message.Message):
+    __slots__ = ("snapshot_id", "timeout_seconds")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    timeout_seconds: float
+    def __init__(self, snapshot_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class SnapshotProgress(_message.Message):
+    __slots__ = ("snapshot_id", "status", "reported", "missing", "json")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    status: str
+    reported: _containers.RepeatedScalarFieldContainer[str]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    json: str
+    def __init__(self, snapshot_id: _Optional[str] = ..., status: _Optional[str] = ..., reported: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,432 @@
+"""A deterministic simulator: the real NodeCore machines over simulated channels.
+
+This is our fake network and clock (after trio.testing). It drives the same
+`node.core.NodeCore` instances the gRPC nodes run, so anything found here is
+a property of the algorithm, not of the simulator.
+
+Model
+-----
+* Time is an integer number of ticks; nothing reads a wall clock. A tick is
+  rendered as one millisecond after `EPOCH` in the snapshot documents, so the
+  same run always produces byte-identical JSON.
+* Every directed channel is a FIFO queue. Each `Send` gets a seeded random
+  delay of 1..max_delay ticks, but never overtakes an earlier message on the
+  same channel: delivery time = max(now + delay, delivery time of the message
+  ahead of it). Channels are lossless and deliver exactly once.
+* When several channels have a message due in the same tick, the one to
+  deliver next is chosen by the same seeded generator, one message at a time,
+  so interleavings across channels vary with the seed.
+* One `random.Random(seed)` makes every choice. Same seed + same calls ==
+  same run, same documents. No threads, no I/O.
+
+Errors are `SimulationError`s whose message names the event that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from collector.document import NodeReport, build_document
+from common.topology import unreachable_pairs
+from node.core import (
+    Action,
+    CoreError,
+    InsufficientFunds,
+    InvalidSnapshotId,
+    LocalSnapshot,
+    LocalSnapshotDone,
+    Marker,
+    NodeCore,
+    Payload,
+    Send,
+    SnapshotRecorded,
+    Transfer,
+    validate_snapshot_id,
+)
+
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+Channel = tuple[str, str]
+CoreFactory = Callable[[str, int, Sequence[str], Sequence[str]], NodeCore]
+
+
+class SimulationError(Exception):
+    """The simulation cannot do what was asked; the message names the event."""
+
+
+class UnknownNode(SimulationError):
+    """An event names a node that is not in the simulation."""
+
+
+class InvalidTopology(SimulationError):
+    """The node/channel set cannot work (bad channel, not strongly connected)."""
+
+
+class TransferRejected(SimulationError):
+    """A transfer has no channel, a bad amount, or exceeds the sender's balance."""
+
+
+class SnapshotRejected(SimulationError):
+    """A snapshot request with a bad id or for an id that has already completed."""
+
+
+class DeliveryFailed(SimulationError):
+    """A node core refused a delivered message (a protocol violation)."""
+
+
+def tick_timestamp(tick: int) -> str:
+    """The ISO 8601 time that simulated `tick` stands for (1 tick = 1 ms)."""
+    return (EPOCH + timedelta(milliseconds=tick)).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A payload on a channel, due for delivery at tick `deliver_at`."""
+
+    deliver_at: int
+    payload: Payload
+
+
+@dataclass(frozen=True)
+class Statistics:
+    tick: int
+    delivered: int
+    in_flight_messages: int
+    in_flight_money: int
+    snapshots_completed: int
+    snapshots_pending: int
+
+
+@dataclass
+class _Progress:
+    started_tick: int
+    initiators: list[str] = field(default_factory=list)
+    recorded_tick: dict[str, int] = field(default_factory=dict)
+    reports: dict[str, tuple[LocalSnapshot, int]] = field(default_factory=dict)
+    document: dict[str, Any] | None = None
+
+
+class Simulation:
+    """Nodes, channels and a clock; events are applied in the order called."""
+
+    def __init__(
+        self,
+        nodes: Mapping[str, int],
+        channels: Iterable[Channel],
+        seed: int = 0,
+        max_delay: int = 5,
+        core_factory: CoreFactory = NodeCore,
+    ) -> None:
+        if not nodes:
+            raise InvalidTopology("a simulation needs at least one node")
+        if isinstance(max_delay, bool) or not isinstance(max_delay, int) or max_delay < 1:
+            raise SimulationError(f"max_delay must be an integer >= 1, got {max_delay!r}")
+        self._ids: tuple[str, ...] = tuple(nodes)
+        self._channels: tuple[Channel, ...] = tuple(_checked_channels(self._ids, channels))
+        missing = unreachable_pairs(self._ids, self._channels)
+        if missing:
+            src, dst = missing[0]
+            raise InvalidTopology(
+                f"markers cannot reach {dst} from {src}: the channels must form a "
+                "strongly connected graph"
+            )
+        for node_id, balance in nodes.items():
+            if isinstance(balance, bool) or not isinstance(balance, int) or balance < 0:
+                raise SimulationError(
+                    f"initial balance of {node_id} must be an integer >= 0, got {balance!r}"
+                )
+        self.seed = seed
+        self.max_delay = max_delay
+        self.expected_total = sum(nodes.values())
+        self._rng = random.Random(seed)
+        self._now = 0
+        self._delivered = 0
+        self._queues: dict[Channel, deque[InFlight]] = {ch: deque() for ch in self._channels}
+        self._cores: dict[str, NodeCore] = {
+            node_id: core_factory(
+                node_id,
+                nodes[node_id],
+                tuple(src for src, dst in self._channels if dst == node_id),
+                tuple(dst for src, dst in self._channels if src == node_id),
+            )
+            for node_id in self._ids
+        }
+        self._snapshots: dict[str, _Progress] = {}
+        self._completed: list[str] = []
+        self._auto_id = 0
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def now(self) -> int:
+        """The current tick."""
+        return self._now
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return self._channels
+
+    def core(self, node_id: str) -> NodeCore:
+        """The live state machine of `node_id` (for inspection in tests)."""
+        self._check_node(node_id, "core")
+        return self._cores[node_id]
+
+    def in_flight(self, src: str, dst: str) -> tuple[Payload, ...]:
+        """Payloads on channel src -> dst, oldest first."""
+        queue = self._queues.get((src, dst))
+        if queue is None:
+            raise SimulationError(f"no channel {src} -> {dst}")
+        return tuple(item.payload for item in queue)
+
+    @property
+    def quiet(self) -> bool:
+        """True when no message is in flight on any channel."""
+        return not any(self._queues.values())
+
+    def total_money(self) -> int:
+        """Balances of all nodes plus the amounts of transfers in flight."""
+        balances = sum(core.balance for core in self._cores.values())
+        return balances + self._money_in_flight()
+
+    @property
+    def completed_snapshots(self) -> list[dict[str, Any]]:
+        """Global snapshot documents, in the order the snapshots completed."""
+        documents = []
+        for snapshot_id in self._completed:
+            document = self._snapshots[snapshot_id].document
+            assert document is not None
+            documents.append(document)
+        return documents
+
+    @property
+    def pending_snapshots(self) -> tuple[str, ...]:
+        """Ids of started snapshots that some node has not finished yet."""
+        return tuple(sid for sid, p in self._snapshots.items() if p.document is None)
+
+    def is_completed(self, snapshot_id: str) -> bool:
+        progress = self._snapshots.get(snapshot_id)
+        return progress is not None and progress.document is not None
+
+    def document(self, snapshot_id: str) -> dict[str, Any]:
+        """The document of a snapshot: final if complete, else aborted as of now."""
+        progress = self._snapshots.get(snapshot_id)
+        if progress is None:
+            raise SimulationError(f"no snapshot {snapshot_id!r} was started")
+        if progress.document is not None:
+            return progress.document
+        return self._build_document(snapshot_id, progress, self._now)
+
+    def statistics(self) -> Statistics:
+        return Statistics(
+            tick=self._now,
+            delivered=self._delivered,
+            in_flight_messages=sum(len(q) for q in self._queues.values()),
+            in_flight_money=self._money_in_flight(),
+            snapshots_completed=len(self._completed),
+            snapshots_pending=len(self.pending_snapshots),
+        )
+
+    # ------------------------------------------------------------- events
+
+    def transfer(self, src: str, dst: str, amount: int) -> None:
+        """Node `src` sends `amount` to `dst` now."""
+        event = f"transfer {src} -> {dst} of {amount} at tick {self._now}"
+        self._check_node(src, event)
+        self._check_node(dst, event)
+        if (src, dst) not in self._queues:
+            raise TransferRejected(f"{event}: there is no channel {src} -> {dst}")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise TransferRejected(f"{event}: the amount must be a positive integer")
+        try:
+            actions = self._cores[src].send_transfer(dst, amount)
+        except InsufficientFunds as error:
+            raise TransferRejected(f"{event}: {error}") from error
+        except (CoreError, ValueError) as error:
+            raise TransferRejected(f"{event}: {error}") from error
+        self._perform(src, actions)
+
+    def snapshot(self, node: str, snapshot_id: str | None = None) -> str:
+        """Ask `node` to initiate snapshot `snapshot_id` (a fresh id if None).
+
+        Several nodes may initiate the same id while it runs; a node that has
+        already recorded it (from a marker) does nothing. Returns the id.
+        """
+        if snapshot_id is None:
+            snapshot_id = self._fresh_id()
+        event = f"snapshot {snapshot_id} at {node} at tick {self._now}"
+        self._check_node(node, event)
+        try:
+            validate_snapshot_id(snapshot_id)
+        except InvalidSnapshotId as error:
+            raise SnapshotRejected(f"{event}: {error}") from error
+        progress = self._snapshots.get(snapshot_id)
+        if progress is not None and progress.document is not None:
+            raise SnapshotRejected(
+                f"{event}: snapshot {snapshot_id} already completed at tick "
+                f"{max(tick for _, tick in progress.reports.values())}; use a new id"
+            )
+        if progress is None:
+            progress = self._snapshots[snapshot_id] = _Progress(started_tick=self._now)
+        if node not in progress.initiators:
+            progress.initiators.append(node)
+        self._perform(node, self._cores[node].initiate_snapshot(snapshot_id))
+        return snapshot_id
+
+    def restore(self, node: str) -> None:
+        """Save `node`'s core as JSON and replace it by one rebuilt from that.
+
+        Models a node process restarting from its durable state; nothing in
+        flight is lost (the transport resends unacknowledged messages).
+        """
+        self._check_node(node, f"restore {node} at tick {self._now}")
+        core = self._cores[node]
+        saved = json.loads(json.dumps(core.to_dict()))
+        self._cores[node] = type(core).from_dict(saved)
+
+    def tick(self, n: int = 1) -> None:
+        """Advance the clock by `n` ticks, delivering every message that falls due."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise SimulationError(f"tick count must be an integer >= 0, got {n!r}")
+        for _ in range(n):
+            self._now += 1
+            self._deliver_due()
+
+    def run_until_quiet(self, max_ticks: int = 10_000_000) -> int:
+        """Deliver everything in flight (and what that causes); returns ticks used.
+
+        Jumps straight to the next tick at which something is due.
+        """
+        start = self._now
+        while not self.quiet:
+            next_due = min(q[0].deliver_at for q in self._queues.values() if q)
+            if next_due - start > max_ticks:
+                raise SimulationError(f"not quiet after {max_ticks} ticks")
+            self._now = max(self._now + 1, next_due)
+            self._deliver_due()
+        return self._now - start
+
+    # ----------------------------------------------------------- internals
+
+    def _check_node(self, node_id: str, event: str) -> None:
+        if node_id not in self._cores:
+            raise UnknownNode(
+                f"{event}: unknown node {node_id!r} (known: {', '.join(self._ids)})"
+            )
+
+    def _fresh_id(self) -> str:
+        while True:
+            self._auto_id += 1
+            candidate = f"snap-{self._auto_id}"
+            if candidate not in self._snapshots:
+                return candidate
+
+    def _money_in_flight(self) -> int:
+        return sum(
+            item.payload.amount
+            for queue in self._queues.values()
+            for item in queue
+            if isinstance(item.payload, Transfer)
+        )
+
+    def _deliver_due(self) -> None:
+        while True:
+            due = [ch for ch, q in self._queues.items() if q and q[0].deliver_at <= self._now]
+            if not due:
+                return
+            channel = due[self._rng.randrange(len(due))] if len(due) > 1 else due[0]
+            src, dst = channel
+            item = self._queues[channel].popleft()
+            self._delivered += 1
+            try:
+                actions = self._cores[dst].receive(src, item.payload)
+            except CoreError as error:
+                raise DeliveryFailed(
+                    f"tick {self._now}: {dst} refused {_describe(item.payload)} "
+                    f"on {src} -> {dst}: {error}"
+                ) from error
+            self._perform(dst, actions)
+
+    def _perform(self, node_id: str, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                queue = self._queues.get((node_id, action.to))
+                if queue is None:
+                    raise DeliveryFailed(
+                        f"tick {self._now}: {node_id} sent {_describe(action.payload)} "
+                        f"to {action.to}, but there is no channel {node_id} -> {action.to}"
+                    )
+                deliver_at = self._now + self._rng.randint(1, self.max_delay)
+                if queue:
+                    deliver_at = max(deliver_at, queue[-1].deliver_at)
+                queue.append(InFlight(deliver_at, action.payload))
+            elif isinstance(action, SnapshotRecorded):
+                progress = self._progress(action.snapshot_id)
+                progress.recorded_tick.setdefault(node_id, self._now)
+            elif isinstance(action, LocalSnapshotDone):
+                snapshot_id = action.snapshot.snapshot_id
+                progress = self._progress(snapshot_id)
+                progress.reports[node_id] = (action.snapshot, self._now)
+                if progress.document is None and len(progress.reports) == len(self._ids):
+                    progress.document = self._build_document(snapshot_id, progress, self._now)
+                    self._completed.append(snapshot_id)
+
+    def _progress(self, snapshot_id: str) -> _Progress:
+        progress = self._snapshots.get(snapshot_id)
+        if progress is None:  # only a broken core invents snapshot ids
+            progress = self._snapshots[snapshot_id] = _Progress(started_tick=self._now)
+        return progress
+
+    def _build_document(
+        self, snapshot_id: str, progress: _Progress, completed_tick: int
+    ) -> dict[str, Any]:
+        reports = {
+            node_id: NodeReport(
+                snapshot=snapshot,
+                recorded_at=tick_timestamp(progress.recorded_tick.get(node_id, done_tick)),
+                completed_at=tick_timestamp(done_tick),
+            )
+            for node_id, (snapshot, done_tick) in progress.reports.items()
+        }
+        return build_document(
+            snapshot_id=snapshot_id,
+            initiators=progress.initiators,
+            started_at=tick_timestamp(progress.started_tick),
+            completed_at=tick_timestamp(completed_tick),
+            expected_total=self.expected_total,
+            node_ids=self._ids,
+            channels=self._channels,
+            reports=reports,
+        )
+
+
+def _checked_channels(ids: Sequence[str], channels: Iterable[Channel]) -> list[Channel]:
+    known = set(ids)
+    result: list[Channel] = []
+    for src, dst in channels:
+        for end in (src, dst):
+            if end not in known:
+                raise InvalidTopology(
+                    f"channel {src} -> {dst}: unknown node {end!r} (known: {', '.join(ids)})"
+                )
+        if src == dst:
+            raise InvalidTopology(f"channel {src} -> {dst}: a channel from a node to itself")
+        if (src, dst) in result:
+            raise InvalidTopology(f"channel {src} -> {dst}: duplicate channel")
+        result.append((src, dst))
+    return result
+
+
+def _describe(payload: Payload) -> str:
+    if isinstance(payload, Marker):
+        return f"marker {payload.snapshot_id}"
+    return f"transfer #{payload.transfer_seq} of {payload.amount}"

@@ -1,0 +1,217 @@
+"""The pure assembly: events in, documents out, with the clock passed in."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.assembly import Assembly, InvalidReport, ReportOutcome, validate_report
+from collector.testing import check_cut, consistent_reports, small_cluster, with_balance
+from node.core import LocalSnapshot, RecordedMessage
+
+T0 = 1_800_000_000.0
+
+
+def test_complete_when_every_node_reported() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    assert assembly.begin("s1", ["n1"], T0)
+    reports = consistent_reports(config, "s1")
+    documents = []
+    for i, node in enumerate(config.node_ids):
+        outcome, document = assembly.add_report(reports[node], T0 + 0.1 * (i + 1))
+        assert outcome is ReportOutcome.ACCEPTED
+        documents.append(document)
+    assert documents[:-1] == [None, None]
+    document = documents[-1]
+    assert document is not None
+    assert document["status"] == "complete"
+    assert document["missing"] == []
+    assert document["initiators"] == ["n1"]
+    assert document["duration_seconds"] == pytest.approx(0.3)
+    assert document["verification"]["ok"] is True
+    assert check_cut(document) == []
+    assert assembly.is_finished("s1")
+    assert assembly.progress("s1").status == "complete"  # type: ignore[union-attr]
+
+
+def test_progress_lists_reported_and_missing() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    assert assembly.progress("s1") is None
+    assembly.add_report(consistent_reports(config, "s1")["n2"], T0)
+    progress = assembly.progress("s1")
+    assert progress is not None
+    assert (progress.status, progress.reported, progress.missing) == ("pending", ("n2",), ("n1", "n3"))
+
+
+def test_aborted_after_timeout_lists_missing_nodes() -> None:
+    config = small_cluster(timeout=3.0)
+    assembly = Assembly(config)
+    assembly.begin("s1", ["n1"], T0)
+    reports = consistent_reports(config, "s1")
+    assembly.add_report(reports["n1"], T0 + 1)
+    assert assembly.expire(T0 + 2.9) == []
+    (document,) = assembly.expire(T0 + 3.0)
+    assert document["status"] == "aborted"
+    assert document["missing"] == ["n2", "n3"]
+    assert list(document["nodes"]) == ["n1"]
+    assert document["verification"]["ok"] is False
+    assert "n2, n3" in document["verification"]["reason"]
+    assert assembly.expire(T0 + 10) == []  # finished once only
+
+
+def test_timeout_counts_from_first_report_when_never_begun() -> None:
+    config = small_cluster(timeout=3.0)
+    assembly = Assembly(config)
+    assembly.add_report(consistent_reports(config, "s1")["n2"], T0 + 5)
+    assert assembly.expire(T0 + 7.9) == []
+    (document,) = assembly.expire(T0 + 8.0)
+    assert document["missing"] == ["n1", "n3"]
+    assert document["initiators"] == []
+
+
+def test_timeout_counts_from_begin_even_without_reports() -> None:
+    config = small_cluster(timeout=3.0)
+    assembly = Assembly(config)
+    assembly.begin("s1", ["n2"], T0)
+    (document,) = assembly.expire(T0 + 3)
+    assert document["missing"] == ["n1", "n2", "n3"]
+    assert document["initiators"] == ["n2"]
+
+
+def test_duplicate_report_is_idempotent() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    n1 = consistent_reports(config, "s1")["n1"]
+    assert assembly.add_report(n1, T0) == (ReportOutcome.ACCEPTED, None)
+    assert assembly.add_report(n1, T0 + 1) == (ReportOutcome.DUPLICATE, None)
+    progress = assembly.progress("s1")
+    assert progress is not None and progress.reported == ("n1",)
+
+
+def test_conflicting_report_is_refused_and_not_applied() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    n1 = consistent_reports(config, "s1")["n1"]
+    assembly.add_report(n1, T0)
+    assert assembly.add_report(with_balance(n1, 1), T0 + 1) == (ReportOutcome.CONFLICT, None)
+    assert assembly.pending("s1").reports["n1"].snapshot.balance == n1.snapshot.balance  # type: ignore[union-attr]
+
+
+def test_late_report_after_abort_is_ignored() -> None:
+    config = small_cluster(timeout=3.0)
+    assembly = Assembly(config)
+    assembly.begin("s1", ["n1"], T0)
+    (aborted,) = assembly.expire(T0 + 3)
+    late = consistent_reports(config, "s1")["n1"]
+    assert assembly.add_report(late, T0 + 4) == (ReportOutcome.ALREADY_FINISHED, None)
+    assert assembly.pending("s1") is None
+    assert assembly.progress("s1").status == "aborted"  # type: ignore[union-attr]
+    assert assembly.begin("s1", ["n1"], T0 + 5) is False
+
+
+def test_reports_of_finished_snapshots_after_restart_are_ignored() -> None:
+    config = small_cluster()
+    assembly = Assembly(config, {"s1": "complete"})
+    report = consistent_reports(config, "s1")["n1"]
+    assert assembly.add_report(report, T0) == (ReportOutcome.ALREADY_FINISHED, None)
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["", "../etc/passwd", "a/b", ".hidden", "x" * 65, "latest", "LATEST", "sp ace"]
+)
+def test_invalid_snapshot_id_rejected(bad_id: str) -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    with pytest.raises(InvalidReport):
+        assembly.begin(bad_id, ["n1"], T0)
+    report = consistent_reports(config, "s1")["n1"]
+    snap = report.snapshot
+    renamed = LocalSnapshot(
+        bad_id, snap.node_id, snap.balance, snap.sent, snap.received, snap.channels, True
+    )
+    with pytest.raises(InvalidReport):
+        validate_report(config, type(report)(renamed))
+
+
+def test_begin_with_unknown_initiator_rejected() -> None:
+    with pytest.raises(InvalidReport, match="unknown initiator node zz"):
+        Assembly(small_cluster()).begin("s1", ["zz"], T0)
+
+
+def _replace(report, **changes):  # type: ignore[no-untyped-def]
+    snap = report.snapshot
+    fields = {
+        "snapshot_id": snap.snapshot_id,
+        "node_id": snap.node_id,
+        "balance": snap.balance,
+        "sent": snap.sent,
+        "received": snap.received,
+        "channels": snap.channels,
+        "initiated": snap.initiated,
+    }
+    fields.update(changes)
+    return type(report)(LocalSnapshot(**fields))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"node_id": "n9"}, "unknown node 'n9'"),
+        ({"balance": -1}, "negative balance"),
+        ({"sent": {"n4": 1}}, "no channel n1 -> n4"),
+        ({"received": {"n1": 1}}, "no channel n1 -> n1"),
+        ({"channels": {"n2": ()}}, "missing the state of the channel from n3"),
+        ({"channels": {"n2": (), "n3": (), "n7": ()}}, "no such incoming channel from n7"),
+        (
+            {"channels": {"n2": (RecordedMessage(1, 0),), "n3": ()}},
+            "non-positive amount",
+        ),
+        (
+            {"channels": {"n2": (RecordedMessage(2, 1), RecordedMessage(2, 1)), "n3": ()}},
+            "not increasing",
+        ),
+    ],
+)
+def test_report_inconsistent_with_topology_rejected(changes: dict, message: str) -> None:  # type: ignore[type-arg]
+    config = small_cluster()
+    report = _replace(consistent_reports(config, "s1")["n1"], **changes)
+    with pytest.raises(InvalidReport, match=message):
+        validate_report(config, report)
+
+
+def test_ring_topology_channels_checked() -> None:
+    config = small_cluster(ids=("a", "b", "c", "d"), topology="ring")
+    reports = consistent_reports(config, "r1")
+    for report in reports.values():
+        validate_report(config, report)
+    bad = _replace(reports["b"], channels={"a": (), "c": ()})
+    with pytest.raises(InvalidReport, match="no such incoming channel from c"):
+        validate_report(config, bad)
+
+
+def test_concurrent_snapshots_are_independent() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    first, second = consistent_reports(config, "s1"), consistent_reports(config, "s2", "n2")
+    finished = []
+    for node in config.node_ids:
+        finished += [d for d in (assembly.add_report(second[node], T0)[1],) if d]
+        finished += [d for d in (assembly.add_report(first[node], T0)[1],) if d]
+    assert [d["snapshot_id"] for d in finished] == ["s2", "s1"]
+    assert finished[0]["initiators"] == ["n2"]
+    assert all(d["verification"]["ok"] for d in finished)
+
+
+def test_wrong_cut_is_stored_as_failed_verification() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    reports = consistent_reports(config, "s1")
+    reports["n3"] = with_balance(reports["n3"], 101)
+    document = None
+    for node in config.node_ids:
+        document = assembly.add_report(reports[node], T0)[1]
+    assert document is not None
+    assert document["status"] == "complete"
+    assert document["verification"]["ok"] is False
+    assert check_cut(document) != []

@@ -1,0 +1,116 @@
+"""Atomic files of the snapshot directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from collector import store as store_module
+from collector.assembly import Assembly, InvalidReport, PendingSnapshot
+from collector.store import SnapshotStore, atomic_write_json
+from collector.testing import consistent_reports, small_cluster
+
+T0 = 1_800_000_000.0
+
+
+def test_atomic_write_json_writes_indented_json(tmp_path: Path) -> None:
+    target = tmp_path / "a.json"
+    atomic_write_json(target, {"b": 1, "a": [1, 2]})
+    assert json.loads(target.read_text()) == {"b": 1, "a": [1, 2]}
+    assert '\n  "b": 1' in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_crash_between_temp_write_and_rename_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "a.json"
+    atomic_write_json(target, {"version": 1})
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("simulated crash before rename")
+
+    monkeypatch.setattr(store_module.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        atomic_write_json(target, {"version": 2})
+    assert json.loads(target.read_text()) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_temp_files_left_by_a_killed_process_are_ignored_and_removed(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    config = small_cluster()
+    document = _finished_document(config, "s1")
+    store.write_document(document)
+    # A process killed after writing the temp file but before the rename leaves this:
+    (tmp_path / ".tmp-abc.json").write_text('{"snapshot_id": "s1", "status": "trunc')
+    (tmp_path / ".pending" / "s2").mkdir()
+    (tmp_path / ".pending" / "s2" / ".tmp-x.json").write_text("{")
+    reopened = SnapshotStore(tmp_path)
+    assert json.loads(reopened.read_text("s1") or "") == document
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert not list((tmp_path / ".pending" / "s2").glob(".tmp-*"))
+    assert [s.snapshot_id for s in reopened.finished()] == ["s1"]
+
+
+def _finished_document(config, snapshot_id: str, now: float = T0):  # type: ignore[no-untyped-def]
+    assembly = Assembly(config)
+    document = None
+    for report in consistent_reports(config, snapshot_id).values():
+        document = assembly.add_report(report, now)[1]
+    assert document is not None
+    return document
+
+
+def test_write_document_updates_latest_and_lists_oldest_first(tmp_path: Path) -> None:
+    config = small_cluster()
+    store = SnapshotStore(tmp_path)
+    assert store.read_text("latest") is None
+    first = _finished_document(config, "s-b", T0)
+    second = _finished_document(config, "s-a", T0 + 1)
+    store.write_document(first)
+    assert json.loads(store.read_text("latest") or "") == first
+    store.write_document(second)
+    assert json.loads(store.read_text("latest") or "") == second
+    assert json.loads((tmp_path / "s-b.json").read_text()) == first
+    assert [s.snapshot_id for s in store.finished()] == ["s-b", "s-a"]
+    assert store.read_text("unknown") is None
+
+
+def test_unsafe_ids_never_reach_the_file_system(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "snaps")
+    for bad in ("../x", "latest", "/etc/passwd"):
+        with pytest.raises(InvalidReport):
+            store.path(bad)
+        with pytest.raises(InvalidReport):
+            store.save_pending(PendingSnapshot(bad, T0))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [".pending", "snaps"]
+
+
+def test_pending_reports_round_trip_and_are_dropped_when_finished(tmp_path: Path) -> None:
+    config = small_cluster()
+    store = SnapshotStore(tmp_path)
+    reports = consistent_reports(config, "s1")
+    pending = PendingSnapshot("s1", T0, {"n1"})
+    store.save_pending(pending)
+    store.save_report(pending, reports["n1"])
+    store.save_report(pending, reports["n2"])
+    (loaded,) = SnapshotStore(tmp_path).load_pending()
+    assert loaded.snapshot_id == "s1"
+    assert loaded.started == T0
+    assert loaded.initiators == {"n1"}
+    assert loaded.reports == {"n1": reports["n1"], "n2": reports["n2"]}
+    store.write_document(_finished_document(config, "s1"))
+    assert store.load_pending() == []
+    assert not (tmp_path / ".pending" / "s1").exists()
+
+
+def test_directory_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store_module.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    atomic_write_json(tmp_path / "x.json", {})
+    assert len(synced) == 2  # the file, then the directory

@@ -1,0 +1,208 @@
+"""cl-initiator against a real collector and fake nodes (gRPC servers that report at once)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+import structlog
+import yaml
+
+from collector.server import CollectorServer
+from collector.testing import consistent_reports, report_to_pb
+from common.config import load_cluster
+from initiator.__main__ import main
+from protos import chandy_lamport_pb2 as pb
+from protos import chandy_lamport_pb2_grpc as pb_grpc
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class FakeNodes(pb_grpc.NodeServicer):
+    """Every node of the cluster; a StartSnapshot anywhere makes every live node report."""
+
+    def __init__(self, cluster_file: Path, down: set[str]) -> None:
+        self.config = load_cluster(cluster_file)
+        self.down = down
+        self.started: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.servers = []
+        for spec in self.config.nodes:
+            if spec.id in down:
+                continue
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+            pb_grpc.add_NodeServicer_to_server(_Node(self, spec.id), server)
+            server.add_insecure_port(spec.address)
+            server.start()
+            self.servers.append(server)
+
+    def on_start(self, node_id: str, snapshot_id: str) -> bool:
+        with self.lock:
+            first = all(sid != snapshot_id for _, sid in self.started)
+            self.started.append((node_id, snapshot_id))
+        if first:
+            reports = consistent_reports(self.config, snapshot_id, initiator=node_id)
+            with grpc.insecure_channel(self.config.collector_address) as channel:
+                stub = pb_grpc.CollectorStub(channel)
+                for node, report in reports.items():
+                    if node not in self.down:
+                        stub.ReportLocalSnapshot(report_to_pb(report), timeout=5)
+        return not first
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop(0)
+
+
+class _Node(pb_grpc.NodeServicer):
+    def __init__(self, nodes: FakeNodes, node_id: str) -> None:
+        self.nodes, self.node_id = nodes, node_id
+
+    def StartSnapshot(self, request, context):  # type: ignore[no-untyped-def]
+        already = self.nodes.on_start(self.node_id, request.snapshot_id)
+        return pb.StartSnapshotReply(snapshot_id=request.snapshot_id, already_recorded=already)
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs() -> Iterator[None]:
+    """The in-process collector must not write its logs into the captured stdout."""
+    structlog.configure(
+        logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False
+    )
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    collector_port = _free_port()
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {"id": f"n{i}", "address": f"127.0.0.1:{_free_port()}", "balance": 100}
+                    for i in range(1, 4)
+                ],
+                "collector": f"127.0.0.1:{collector_port}",
+                "snapshot_timeout": 1.5,
+            }
+        )
+    )
+    server = CollectorServer(load_cluster(path), str(tmp_path / "snaps"), "127.0.0.1", collector_port)
+    server.start()
+    yield path, tmp_path / "snaps"
+    server.stop(0.5)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_one_snapshot_summary_and_exit_0(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, snaps = cluster
+    nodes = FakeNodes(path, down=set())
+    try:
+        code, out, err = _run(capsys, "--cluster", str(path), "--snapshot-id", "one")
+    finally:
+        nodes.stop()
+    assert code == 0, err
+    assert out.startswith("snapshot one: COMPLETE (initiated by n1)")
+    assert "verification: PASSED" in out
+    assert "waiting for one: " in err
+    assert nodes.started == [("n1", "one")]
+    assert json.loads((snaps / "one.json").read_text())["status"] == "complete"
+
+
+def test_json_count_and_two_initiators(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _ = cluster
+    nodes = FakeNodes(path, down=set())
+    try:
+        code, out, err = _run(
+            capsys, "--cluster", str(path), "--node", "n2", "--node", "n3",
+            "--count", "2", "--interval", "0", "--json", "--snapshot-id", "multi",
+        )
+    finally:
+        nodes.stop()
+    assert code == 0, err
+    decoder, documents, index = json.JSONDecoder(), [], 0
+    while index < len(out.strip()):
+        document, index = decoder.raw_decode(out, index)
+        documents.append(document)
+        index += 1
+    assert [d["snapshot_id"] for d in documents] == ["multi-1", "multi-2"]
+    assert sorted(node for node, _ in nodes.started) == ["n2", "n2", "n3", "n3"]
+    assert all(d["initiators"] == ["n2", "n3"] for d in documents)
+
+
+def test_no_wait_prints_the_id(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _ = cluster
+    nodes = FakeNodes(path, down=set())
+    try:
+        code, out, _ = _run(capsys, "--cluster", str(path), "--no-wait")
+    finally:
+        nodes.stop()
+    assert code == 0
+    assert out.strip().startswith("snap-") and len(out.strip().splitlines()) == 1
+
+
+def test_unreachable_node_is_named_and_snapshot_ends_aborted(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _ = cluster
+    nodes = FakeNodes(path, down={"n3"})
+    address = load_cluster(path).node("n3").address
+    try:
+        code, out, err = _run(
+            capsys, "--cluster", str(path), "--node", "n1", "--node", "n3", "--snapshot-id", "ab"
+        )
+    finally:
+        nodes.stop()
+    assert code == 3
+    assert f"cannot start the snapshot at n3 ({address}): UNAVAILABLE" in err
+    assert "snapshot ab: ABORTED" in out and "missing: n3" in out
+
+
+def test_no_initiator_reachable_exits_5(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _ = cluster
+    code, _, err = _run(capsys, "--cluster", str(path), "--node", "n2", "--snapshot-id", "x")
+    assert code == 5
+    assert "cannot start the snapshot at n2" in err
+    assert "no initiator could be reached (n2)" in err
+
+
+def test_usage_errors_exit_2(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _ = cluster
+    assert _run(capsys, "--cluster", str(path), "--snapshot-id", "../bad")[0] == 2
+    code, _, err = _run(capsys, "--cluster", str(path), "--node", "n9")
+    assert code == 2 and "'n9' is not in the cluster" in err
+    code, _, err = _run(capsys, "--cluster", str(path.parent / "nope.yaml"))
+    assert code == 2 and "cannot read" in err
+
+
+def test_collector_unreachable_exits_1(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {"id": "n1", "address": "127.0.0.1:1", "balance": 1},
+                    {"id": "n2", "address": "127.0.0.1:2", "balance": 1},
+                ],
+                "collector": f"127.0.0.1:{_free_port()}",
+            }
+        )
+    )
+    code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
+    assert code == 1
+    assert "collector at 127.0.0.1:" in err
