@@ -44,11 +44,13 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     CL_PORT=50051
+# /data and /snapshots exist here so that named volumes mounted on them start
+# out owned by the non-root user.
 RUN groupadd --system --gid 10001 cl \
     && useradd --system --uid 10001 --gid cl --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin cl \
-    && mkdir -p /data \
-    && chown cl:cl /data
+    && mkdir -p /data /snapshots \
+    && chown cl:cl /data /snapshots
 COPY --from=builder /opt/venv /opt/venv
 USER cl
 WORKDIR /data

@@ -34,6 +34,7 @@ x-image: &image
     context: .
     args:
       BASE_IMAGE: ${{BASE_IMAGE:-python:3.11-slim}}
+      PIP_OFFLINE: ${{PIP_OFFLINE:-0}}
 
 x-healthcheck: &healthcheck
   test: ["CMD", "python", "-m", "common.healthcheck"]

@@ -32,7 +32,7 @@ from deploy.hosts import DEFAULT_STATE_FILE
 SubParsers = Any
 Handler = Callable[[argparse.Namespace], int]
 
-COMMAND_MODULES: tuple[str, ...] = ("deploy.aws_commands",)
+COMMAND_MODULES: tuple[str, ...] = ("deploy.aws_commands", "deploy.remote")
 
 
 def add_state_file_option(parser: argparse.ArgumentParser) -> None:

@@ -132,7 +132,8 @@ def services_of_cluster(cluster: Mapping[str, Any], source: str = "cluster file"
         parse_cluster(dict(cluster), source, {})
     except ConfigError as error:
         raise DeployError(str(error)) from None
-    services = [Service(COLLECTOR, parse_address_port(cluster["collector"], f"{source}: collector"))]
+    collector_port = parse_address_port(cluster["collector"], f"{source}: collector")
+    services = [Service(COLLECTOR, collector_port)]
     for index, node in enumerate(cluster["nodes"]):
         where = f"{source}: nodes[{index}].address"
         services.append(Service(str(node["id"]), parse_address_port(node["address"], where)))

@@ -147,7 +147,7 @@ class Remote:
 
     def pipe_in(self, producers: Sequence[Sequence[str]], command: str, *, step: str,
                 timeout: float) -> None:
-        """``producer | producer ... | ssh host command``: stream local output to a remote command."""
+        """``producer | ... | ssh host command``: stream local output to a remote command."""
         processes: list[subprocess.Popen[bytes]] = []
         stderr_files: list[IO[bytes]] = []
         upstream: IO[bytes] | None = None

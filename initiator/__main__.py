@@ -90,7 +90,9 @@ class ProgressPrinter:
             return
         self._last_line, self._last_time = state, now
         print(
-            format_progress(snapshot_id, reported, missing, elapsed), file=self.stream or sys.stderr, flush=True
+            format_progress(snapshot_id, reported, missing, elapsed),
+            file=self.stream or sys.stderr,
+            flush=True,
         )
 
 

@@ -51,7 +51,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--max-transfers",
         type=int,
         default=_int_env(environ, "CL_MAX_TRANSFERS"),
-        help="stop the workload after this many transfers (env CL_MAX_TRANSFERS; default: never)",
+        help=(
+            "stop the workload after this many transfer attempts, e.g. to let channels "
+            "drain (env CL_MAX_TRANSFERS; default: never)"
+        ),
     )
     parser.add_argument(
         "--db-synchronous",

@@ -29,6 +29,7 @@ from structlog.contextvars import bind_contextvars
 from node.runtime import (
     BadFrame,
     FrameRejected,
+    NodeClosed,
     NodeRuntime,
     SequenceGap,
     UnknownSender,
@@ -198,6 +199,9 @@ def serve_channel(
                 seq = runtime.receive(frame)
             except FrameRejected as error:
                 _reject(context, error, frame.sender)
+            except NodeClosed:
+                # Not applied, not acked: the sender resends it to the next incarnation.
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"{runtime.node_id} is shutting down")
             yield pb.Ack(seq=seq)
     finally:
         if peer is not None:

@@ -15,7 +15,7 @@ import structlog
 from structlog.contextvars import bind_contextvars
 
 from node.channels import CLIENT_OPTIONS, Backoff
-from node.runtime import NodeRuntime
+from node.runtime import NodeClosed, NodeRuntime
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("node.reporter")
@@ -59,5 +59,8 @@ class Reporter(threading.Thread):
                         self._stopping.wait(delay)
                         break
                     self.backoff.reset()
-                    self.runtime.report_delivered(report.snapshot_id)
+                    try:
+                        self.runtime.report_delivered(report.snapshot_id)
+                    except NodeClosed:
+                        return  # the collector may get this report again after a restart
                     log.info("snapshot reported", snapshot_id=report.snapshot_id)

@@ -48,6 +48,10 @@ _log = structlog.get_logger("node.runtime")
 FRAME_BATCH = 256
 
 
+class NodeClosed(Exception):
+    """The runtime was closed (shutdown): no more state changes are accepted."""
+
+
 class FrameRejected(Exception):
     """A received frame that is not applied; the stream carrying it is aborted."""
 
@@ -235,6 +239,7 @@ class NodeRuntime:
 
     def report_delivered(self, snapshot_id: str) -> None:
         with self._lock:
+            self._check_open()
             self._store.delete_reports([snapshot_id])
             self._reports.pop(snapshot_id, None)
 
@@ -255,8 +260,14 @@ class NodeRuntime:
             return sum(wire.transfer_amount(f) for q in self._outbox.values() for f in q)
 
     def close(self) -> None:
-        """Flush lazy acks and wake every waiter; the store is closed by its owner."""
+        """Flush lazy acks, refuse further changes, wake every waiter.
+
+        The store is closed by its owner, after this returns: from here on no
+        thread touches it, because every change checks `_closed` under the lock.
+        """
         with self._lock:
+            if self._closed:
+                return
             self._flush_acks()
             self._closed = True
             for ready in self._frames_ready.values():
@@ -264,6 +275,10 @@ class NodeRuntime:
             self._reports_ready.notify_all()
 
     # ------------------------------------------------------------- internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NodeClosed(f"node {self.node_id} is shutting down")
 
     def _flush_acks(self) -> None:
         for peer, seq in self._acked.items():
@@ -274,6 +289,7 @@ class NodeRuntime:
         self, event: Callable[[], list[Action]], applied: tuple[str, int] | None = None
     ) -> None:
         """Run a core event and make its effects durable, then visible. Lock held."""
+        self._check_open()
         actions = event()
         change = Change(core=self._core.to_dict(), applied=applied, acked=dict(self._acked))
         frames: list[tuple[str, pb.Frame]] = []

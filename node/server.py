@@ -164,18 +164,15 @@ class NodeServer:
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop the workload, then the server (in-flight RPCs get `grace`), then the DB."""
         self._health.enter_graceful_shutdown()
-        if self.workload is not None:
-            self.workload.stop()
-        if self._reporter is not None:
-            self._reporter.stop()
-        for sender in self._senders:
-            sender.stop()
+        threads = [t for t in (self.workload, self._reporter, *self._senders) if t is not None]
+        for thread in threads:
+            thread.stop()
         if self._server is not None:
             self._server.stop(grace).wait()
         if self.runtime is not None:
-            self.runtime.close()
-        for thread in (*self._senders, self._reporter, self.workload):
-            if thread is not None and thread.is_alive():
+            self.runtime.close()  # after this no thread touches the store
+        for thread in threads:
+            if thread.is_alive():
                 thread.join(timeout=grace)
         self._close_store()
         self._log.info("node stopped")

@@ -9,7 +9,7 @@ import time
 import structlog
 from structlog.contextvars import bind_contextvars
 
-from node.runtime import NodeRuntime
+from node.runtime import NodeClosed, NodeRuntime
 
 log = structlog.get_logger("node.workload")
 
@@ -19,7 +19,11 @@ DEFAULT_MAX_IN_FLIGHT = 1000
 
 
 class Workload(threading.Thread):
-    """Sends `rate` transfers per second (0: none) until stopped or `max_transfers`."""
+    """Sends `rate` transfers per second (0: none) until stopped.
+
+    `max_transfers` bounds the attempts, not the successes: a node whose money
+    all went to a peer that sends nothing back would otherwise never finish.
+    """
 
     def __init__(
         self,
@@ -36,7 +40,8 @@ class Workload(threading.Thread):
         self.max_amount = max_amount
         self.max_transfers = max_transfers
         self.max_in_flight = max_in_flight
-        self.sent = 0
+        self.sent = 0  # transfers made
+        self.attempts = 0  # ticks, including those skipped for lack of money
         self._rng = random.Random(seed)
         self._stopping = threading.Event()
 
@@ -52,11 +57,17 @@ class Workload(threading.Thread):
         interval = 1.0 / self.rate
         due = time.monotonic()
         while not self._stopping.is_set():
-            if self.max_transfers is not None and self.sent >= self.max_transfers:
-                log.info("workload finished", transfers=self.sent)
+            if self.max_transfers is not None and self.attempts >= self.max_transfers:
+                log.info("workload finished", transfers=self.sent, attempts=self.attempts)
                 return
-            if self.runtime.send_random_transfer(self._rng, self.max_amount, self.max_in_flight):
-                self.sent += 1
+            self.attempts += 1
+            try:
+                if self.runtime.send_random_transfer(
+                    self._rng, self.max_amount, self.max_in_flight
+                ):
+                    self.sent += 1
+            except NodeClosed:
+                return
             due += interval
             delay = due - time.monotonic()
             if delay > 0:

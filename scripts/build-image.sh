@@ -20,7 +20,8 @@
 #
 # Environment: BASE_IMAGE (python:3.11-slim), IMAGE (chandy-lamport:latest),
 # DEBIAN_BASE_IMAGE (chandy-lamport/python-base:3.11-bookworm), DEBIAN_SUITE
-# (bookworm), DEBIAN_MIRROR (http://deb.debian.org/debian), PULL_TIMEOUT (30 s),
+# (bookworm), DEBIAN_MIRROR (http://deb.debian.org/debian), DEBIAN_SECURITY_MIRROR
+# (the mirror's sibling /debian-security), PULL_TIMEOUT (30 s),
 # PYTHON (host interpreter with pip, for downloading wheels).
 # Progress goes to stderr; stdout gets only the name of the image built.
 set -euo pipefail
@@ -92,7 +93,7 @@ debian_base_image() {
     if [ -z "$debootstrap" ]; then
         command -v apt-get >/dev/null || die "debootstrap is missing and there is no apt-get to install it"
         log "installing debootstrap"
-        as_root apt-get install -y debootstrap >&2 \
+        run as_root apt-get install -y debootstrap >&2 \
             || { run as_root apt-get update >&2 && run as_root apt-get install -y debootstrap >&2; }
         debootstrap=$(PATH=$PATH:/usr/sbin:/sbin command -v debootstrap)
     fi
@@ -105,7 +106,7 @@ debian_base_image() {
         "$DEBIAN_SUITE" "$ROOTFS" "$DEBIAN_MIRROR" >&2
 
     log "configuring apt (updates + security), applying updates, trimming"
-    local security=${DEBIAN_MIRROR%/debian}/debian-security
+    local security=${DEBIAN_SECURITY_MIRROR:-${DEBIAN_MIRROR%/debian}/debian-security}
     as_root tee "$ROOTFS/etc/apt/sources.list" >/dev/null <<EOF
 deb $DEBIAN_MIRROR $DEBIAN_SUITE main
 deb $DEBIAN_MIRROR $DEBIAN_SUITE-updates main

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
 from collector.verify import verify_snapshot
@@ -446,7 +446,13 @@ def test_a_broken_core_is_caught(broken: type[NodeCore]) -> None:
 def test_the_hypothesis_property_catches_a_broken_core() -> None:
     """The @given property itself (not just the helpers) fails, with a replayable seed."""
 
-    @settings(max_examples=200, derandomize=True, deadline=None, database=None)
+    @settings(
+        max_examples=200,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],  # finding it is the point; shrinking only costs time
+    )
     @given(spec=run_specs())
     def property_with_forgetful_core(spec: RunSpec) -> None:
         run_and_check(spec, ForgetfulCore)

@@ -1,0 +1,816 @@
+"""``cl-deploy up | snapshot | fetch | status | down``: compose on the hosts over ssh.
+
+``up`` places the services on the hosts (:mod:`deploy.plan`), then, on every
+host in parallel: waits for ssh and Docker (cloud-init may still be
+installing it), finds ``docker compose`` or ``docker-compose``, ships
+``compose.yml``, the host's ``cluster.yaml``, a ``.env`` and
+``deployment.json`` into ``--remote-dir``, ships the image (``docker save``
+once, gzip, ``docker load`` on each host that lacks it; or ``docker build``
+there), starts the collector, then every host's nodes
+(``up -d --no-deps n1 n4``), and waits until every service is healthy.
+
+``deployment.json`` (the plan, on every host) is what the other commands
+read, so they need only the hosts file and ssh options: ``snapshot`` runs the
+initiator container on the collector's host, ``fetch`` copies the snapshot
+files out of the collector's volume, ``status`` lists every service's
+state, ``down`` removes every host's compose project.
+
+Every failure is a :class:`DeployError` naming the host and the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from deploy.cli import SubParsers, add_state_file_option
+from deploy.errors import DeployError
+from deploy.hosts import Inventory, load_hosts
+from deploy.plan import (
+    COLLECTOR,
+    DEFAULT_PROJECT_PREFIX,
+    HostPlan,
+    check_compose,
+    make_plan,
+    manifest,
+    parse_assignments,
+    project_name,
+    render_cluster,
+    render_env,
+    services_of_cluster,
+)
+from deploy.progress import Log, reporter
+from deploy.ssh import Remote, SshOptions, parse_ports
+
+DEFAULT_REMOTE_DIR = "chandy-lamport"
+DEFAULT_IMAGE = "chandy-lamport:latest"
+MANIFEST = "deployment.json"
+POLL_SECONDS = 2.0
+# Files and directories `--image-transfer build` ships as the build context.
+BUILD_CONTEXT = (
+    "Dockerfile", "pyproject.toml", "README.md", ".dockerignore",
+    "protos", "node", "collector", "initiator", "simulator", "deploy", "common",
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# ------------------------------------------------------------ connections
+
+
+@dataclass
+class Target:
+    """A host to act on: its ssh connection, compose project, and compose command."""
+
+    remote: Remote
+    project: str
+    remote_dir: str
+    compose: str | None = None  # "docker compose" or "docker-compose", once detected
+
+    @property
+    def name(self) -> str:
+        return self.remote.name
+
+    def compose_command(self, args: str) -> str:
+        if self.compose is None:
+            self.compose = detect_compose(self.remote)
+        return (
+            f"cd {shlex.quote(self.remote_dir)} && "
+            f"{self.compose} -p {shlex.quote(self.project)} -f compose.yml {args}"
+        )
+
+
+def detect_compose(remote: Remote) -> str:
+    result = remote.run(
+        "if docker compose version >/dev/null 2>&1; then echo 'docker compose'; "
+        "elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi",
+        step="finding docker compose",
+    )
+    found = result.stdout.decode().strip()
+    if not found:
+        raise DeployError(
+            f"{remote.name}: neither `docker compose` nor `docker-compose` is installed "
+            "(the hosts' cloud-init installs the Compose plugin; is it finished?)"
+        )
+    return found
+
+
+def ssh_options(args: argparse.Namespace, inventory: Inventory) -> SshOptions:
+    default_port, host_ports = parse_ports(args.ssh_port or [])
+    unknown = sorted(set(host_ports) - {host.name for host in inventory.hosts})
+    if unknown:
+        raise DeployError(f"--ssh-port names unknown host(s): {', '.join(unknown)}")
+    key = args.ssh_key or inventory.key_path
+    if key is not None and not Path(key).expanduser().is_file():
+        raise DeployError(f"ssh key {key} does not exist (pass --ssh-key PATH)")
+    return SshOptions(
+        user=args.ssh_user or inventory.ssh_user,
+        key=Path(key).expanduser() if key is not None else None,
+        port=default_port,
+        host_ports=host_ports,
+        known_hosts=args.known_hosts,
+        connect_timeout=args.connect_timeout,
+    )
+
+
+def in_parallel(items: Sequence[T], work: Callable[[T], R]) -> list[R]:
+    """``work`` on every item at once; every failure is reported, not only the first."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        results: list[R] = []
+        errors: list[str] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except DeployError as error:
+                errors.append(str(error))
+    if errors:
+        raise DeployError("\n".join(errors))
+    return results
+
+
+# ------------------------------------------------------------- containers
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    service: str
+    name: str
+    state: str  # running, exited, restarting, created, ...
+    health: str  # healthy, starting, unhealthy, or "-" without a healthcheck
+    restarts: int
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "running" and self.health in ("healthy", "-")
+
+
+def container_states(target: Target, *, step: str) -> dict[str, ContainerState]:
+    """The project's service containers on a host (one-off `run` containers left out)."""
+    label = shlex.quote(f"com.docker.compose.project={target.project}")
+    result = target.remote.run(
+        f"ids=$(docker ps -aq --filter label={label}); "
+        'if [ -n "$ids" ]; then docker inspect $ids; else echo "[]"; fi',
+        step=step,
+    )
+    try:
+        inspected = json.loads(result.stdout or b"[]")
+    except json.JSONDecodeError as error:
+        raise DeployError(
+            f"{target.name}: {step}: unreadable `docker inspect` output: {error}"
+        ) from None
+    states: dict[str, ContainerState] = {}
+    for container in inspected:
+        labels = container.get("Config", {}).get("Labels") or {}
+        if labels.get("com.docker.compose.oneoff", "False") == "True":
+            continue
+        state = container.get("State", {})
+        health = (state.get("Health") or {}).get("Status", "-")
+        service = labels.get("com.docker.compose.service", "?")
+        states[service] = ContainerState(
+            service=service,
+            name=str(container.get("Name", "")).lstrip("/"),
+            state=str(state.get("Status", "?")),
+            health=str(health),
+            restarts=int(container.get("RestartCount", 0)),
+        )
+    return states
+
+
+def container_logs(target: Target, container: str, lines: int = 25) -> str:
+    try:
+        result = target.remote.run(
+            f"docker logs --tail {lines} {shlex.quote(container)} 2>&1",
+            step="reading logs", check=False,
+        )
+    except DeployError as error:
+        return f"(no logs: {error})"
+    return result.stdout.decode(errors="replace").rstrip()
+
+
+def wait_healthy(
+    targets: Sequence[tuple[Target, Sequence[str]]], timeout: float, log: Log
+) -> float:
+    """Poll every host until each listed service is running and healthy; return seconds."""
+    start = time.monotonic()
+    next_report = 0.0
+    while True:
+        pending: list[str] = []
+        for target, services in targets:
+            if not services:
+                continue
+            states = container_states(target, step="checking health")
+            for service in services:
+                current = states.get(service)
+                if current is None:
+                    pending.append(f"{service}@{target.name} (no container)")
+                    continue
+                if current.ready:
+                    continue
+                broken = current.state in ("exited", "dead") or current.health == "unhealthy"
+                if broken or current.restarts >= 3:
+                    raise DeployError(
+                        f"{target.name}: waiting for health: {service} is {current.state}"
+                        f"/{current.health} after {current.restarts} restarts; its last log "
+                        f"lines:\n{container_logs(target, current.name)}"
+                    )
+                pending.append(f"{service}@{target.name} ({current.state}/{current.health})")
+        elapsed = time.monotonic() - start
+        if not pending:
+            return elapsed
+        if elapsed > timeout:
+            raise DeployError(
+                f"waiting for health: not healthy after {timeout:g}s: {', '.join(pending)} "
+                "(`cl-deploy status` shows the state; raise --health-timeout if hosts are slow)"
+            )
+        if elapsed >= next_report:
+            log(f"waiting for {len(pending)} service(s): {', '.join(pending)}")
+            next_report = elapsed + 10
+        time.sleep(POLL_SECONDS)
+
+
+# ------------------------------------------------------------------- up
+
+
+def wait_docker_ready(target: Target, timeout: float, log: Log) -> None:
+    """Wait until ssh answers and Docker runs (fresh EC2 hosts are still in cloud-init)."""
+    start = time.monotonic()
+    said = False
+    while True:
+        try:
+            target.remote.run("docker info --format '{{.ServerVersion}}'", step="checking Docker",
+                              timeout=60)
+            target.compose = detect_compose(target.remote)
+            return
+        except DeployError as error:
+            if time.monotonic() - start > timeout:
+                raise DeployError(
+                    f"{error}\n({target.name}: still not ready after {timeout:g}s)"
+                ) from None
+            if not said:
+                log(f"{target.name}: waiting for ssh and Docker (cloud-init may still be "
+                    "installing it)...")
+                said = True
+            time.sleep(5)
+
+
+def local_image_id(image: str) -> str:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise DeployError(
+            f"image {image} is not in the local Docker engine: build it with "
+            "`scripts/build-image.sh`, or use --image-transfer build"
+        )
+    return result.stdout.strip()
+
+
+def remote_image_id(target: Target, image: str) -> str | None:
+    result = target.remote.run(
+        f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null",
+        step="checking the image", check=False,
+    )
+    found = result.stdout.decode().strip()
+    return found if result.returncode == 0 and found else None
+
+
+def ship_image_save(targets: Sequence[Target], image: str, always: bool, log: Log) -> None:
+    """``docker save`` once (gzip), ``docker load`` on every host that lacks the same image."""
+    image_id = local_image_id(image)
+    if always:
+        needing = list(targets)
+    else:
+        have = in_parallel(targets, lambda t: remote_image_id(t, image))
+        needing = [t for t, remote_id in zip(targets, have, strict=True) if remote_id != image_id]
+        for target in targets:
+            if target not in needing:
+                log(f"{target.name}: image {image} already present ({image_id[:19]})")
+    if not needing:
+        return
+    with tempfile.TemporaryDirectory(prefix="cl-deploy-image-") as folder:
+        archive = Path(folder) / "image.tar.gz"
+        log(f"saving image {image} ({image_id[:19]})...")
+        with archive.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb",
+                                                      compresslevel=1) as packed:
+            saver = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+            assert saver.stdout is not None
+            while chunk := saver.stdout.read(1 << 20):
+                packed.write(chunk)
+            _, stderr = saver.communicate()
+            if saver.returncode != 0:
+                raise DeployError(f"docker save {image} failed: {stderr.decode().strip()}")
+        size = archive.stat().st_size / 1e6
+
+        def load(target: Target) -> None:
+            log(f"{target.name}: loading image ({size:.0f} MB)...")
+            target.remote.pipe_in([["cat", str(archive)]], "docker load", step="loading image",
+                                  timeout=1800)
+            loaded = remote_image_id(target, image)
+            if loaded != image_id:
+                raise DeployError(
+                    f"{target.name}: loading image: {image} there is {loaded}, not {image_id}"
+                )
+            log(f"{target.name}: image loaded")
+
+        in_parallel(needing, load)
+
+
+def build_context_tar(root: Path) -> bytes:
+    """The files the Dockerfile needs, as a gzipped tar (no caches, no virtualenvs)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for entry in BUILD_CONTEXT:
+            path = root / entry
+            if not path.exists():
+                if entry in ("Dockerfile", "pyproject.toml"):
+                    raise DeployError(f"--image-transfer build: {path} is missing")
+                continue
+            archive.add(
+                path, arcname=entry,
+                filter=lambda info: None if "__pycache__" in info.name
+                or info.name.endswith((".pyc", ".pyo")) else info,
+            )
+    return buffer.getvalue()
+
+
+def ship_image_build(targets: Sequence[Target], image: str, base_image: str, root: Path,
+                     log: Log) -> None:
+    """Ship the build context and ``docker build`` on every host (needs a registry there)."""
+    context = build_context_tar(root)
+
+    def build(target: Target) -> None:
+        src = f"{target.remote_dir}/src"
+        log(f"{target.name}: shipping the build context ({len(context) / 1e3:.0f} kB)...")
+        target.remote.run(
+            f"rm -rf {shlex.quote(src)} && mkdir -p {shlex.quote(src)} && "
+            f"tar -xzf - -C {shlex.quote(src)}",
+            input=context, step="shipping the build context",
+        )
+        log(f"{target.name}: building image {image} (a few minutes)...")
+        target.remote.run(
+            f"docker build -q --build-arg BASE_IMAGE={shlex.quote(base_image)} "
+            f"-t {shlex.quote(image)} {shlex.quote(src)}",
+            step="building the image", timeout=1800,
+        )
+        log(f"{target.name}: image built")
+
+    in_parallel(list(targets), build)
+
+
+def read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise DeployError(f"cannot read {what} {path}: {error.strerror}") from None
+
+
+def run_up(args: argparse.Namespace) -> int:
+    log = reporter("up")
+    started = time.monotonic()
+    inventory = load_hosts(args.state_file)
+    options = ssh_options(args, inventory)
+    compose_text = read_text(args.compose, "compose file")
+    cluster = yaml.safe_load(read_text(args.cluster, "cluster file"))
+    services = services_of_cluster(cluster, str(args.cluster))
+    check_compose(yaml.safe_load(compose_text), services, str(args.compose))
+    plan = make_plan(inventory.hosts, services, parse_assignments(args.assign or []),
+                     args.project_prefix)
+    for host_plan in plan.hosts:
+        log(f"plan: {host_plan.name} ({host_plan.host.private_ip}) runs "
+            f"{' '.join(host_plan.services) or 'nothing'} as project {host_plan.project}")
+    targets = {
+        hp.name: Target(Remote(hp.host, options), hp.project, args.remote_dir)
+        for hp in plan.hosts
+    }
+    everyone = list(targets.values())
+    document = json.dumps(manifest(plan, args.image), indent=2) + "\n"
+
+    # 1. ssh + Docker + compose on every host.
+    in_parallel(everyone, lambda t: wait_docker_ready(t, args.ready_timeout, log))
+
+    # 2. configuration files.
+    def ship_files(target: Target) -> bool:
+        host_plan = plan.host_plan(target.name)
+        log(f"{target.name}: shipping compose.yml, cluster.yaml, .env ({target.compose})...")
+        cluster_file = f"{target.remote_dir}/cluster.yaml"
+        old = target.remote.run(f"cat {shlex.quote(cluster_file)} 2>/dev/null",
+                                step="reading the old cluster.yaml", check=False).stdout
+        new = render_cluster(cluster, plan, target.name).encode()
+        target.remote.upload(
+            {
+                "compose.yml": compose_text.encode(),
+                "cluster.yaml": new,
+                ".env": render_env(host_plan, args.image).encode(),
+                MANIFEST: document.encode(),
+            },
+            target.remote_dir,
+            step="shipping files",
+        )
+        return bool(old) and old != new  # running containers read the old file
+
+    changed = dict(zip(targets, in_parallel(everyone, ship_files), strict=True))
+
+    # 3. the image.
+    if args.image_transfer == "save":
+        ship_image_save(everyone, args.image, args.always_ship_image, log)
+    elif args.image_transfer == "build":
+        ship_image_build(everyone, args.image, args.base_image, args.compose.resolve().parent,
+                         log)
+    else:
+        log("image transfer skipped (--image-transfer none)")
+
+    # 4. collector first (the nodes report to it), then every host's nodes.
+    def start(target: Target, services: Sequence[str]) -> None:
+        if not services:
+            return
+        recreate = " --force-recreate" if changed[target.name] else ""
+        why = " (its cluster.yaml changed: recreating)" if recreate else ""
+        log(f"{target.name}: starting {' '.join(services)}{why}...")
+        target.remote.run(
+            target.compose_command(
+                f"up -d --no-deps{recreate} {' '.join(shlex.quote(s) for s in services)}"
+            ),
+            step=f"starting {' '.join(services)}", timeout=600,
+        )
+
+    collector = targets[plan.collector_host.name]
+    start(collector, [COLLECTOR])
+    wait_healthy([(collector, [COLLECTOR])], args.health_timeout, log)
+    log(f"{collector.name}: collector healthy")
+
+    def start_nodes(target: Target) -> None:
+        nodes = [s for s in plan.host_plan(target.name).services if s != COLLECTOR]
+        start(target, nodes)
+        remove_strays(target, plan.host_plan(target.name), log)
+
+    in_parallel(everyone, start_nodes)
+    waited = wait_healthy(
+        [(t, plan.host_plan(t.name).services) for t in everyone], args.health_timeout, log
+    )
+    log(f"all {len(plan.placement)} services healthy (health wait {waited:.1f}s, "
+        f"total {time.monotonic() - started:.1f}s)")
+    print(f"deployed {len(plan.placement)} services on {len(plan.hosts)} hosts; "
+          f"collector on {collector.name} ({plan.collector_host.host.public_ip})")
+    print("next: cl-deploy snapshot   (then: cl-deploy fetch, cl-deploy status, cl-deploy down)")
+    return 0
+
+
+def remove_strays(target: Target, host_plan: HostPlan, log: Log) -> None:
+    """Remove containers of services this host no longer runs (after a changed --assign)."""
+    states = container_states(target, step="looking for moved services")
+    strays = sorted(set(states) - set(host_plan.services))
+    if strays:
+        log(f"{target.name}: removing {' '.join(strays)} (now placed elsewhere)...")
+        target.remote.run(
+            target.compose_command(f"rm -s -f {' '.join(shlex.quote(s) for s in strays)}"),
+            step=f"removing {' '.join(strays)}", timeout=120,
+        )
+
+
+# ---------------------------------------------- commands after `up`
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What ``up`` deployed, as read back from a host's deployment.json."""
+
+    document: dict[str, Any]
+    targets: dict[str, Target]
+
+    @property
+    def collector(self) -> Target:
+        return self.targets[str(self.document["collector_host"])]
+
+    @property
+    def image(self) -> str:
+        return str(self.document.get("image", DEFAULT_IMAGE))
+
+    def services(self, host_name: str) -> list[str]:
+        for entry in self.document.get("hosts", []):
+            if entry.get("name") == host_name:
+                return [str(s) for s in entry.get("services", [])]
+        return []
+
+
+def load_deployment(args: argparse.Namespace, step: str) -> Deployed:
+    """Read deployment.json from the first host that has it."""
+    inventory = load_hosts(args.state_file)
+    options = ssh_options(args, inventory)
+    manifest_path = shlex.quote(f"{args.remote_dir}/{MANIFEST}")
+    document: dict[str, Any] | None = None
+    for host in inventory.hosts:
+        result = Remote(host, options).run(f"cat {manifest_path} 2>/dev/null",
+                                           step=f"{step}: reading {MANIFEST}", check=False)
+        if result.returncode == 0 and result.stdout.strip():
+            try:
+                document = json.loads(result.stdout)
+            except json.JSONDecodeError:
+                raise DeployError(f"{host.name}: {args.remote_dir}/{MANIFEST} is not JSON: "
+                                  "run `cl-deploy up` again") from None
+            break
+    if document is None:
+        raise DeployError(
+            f"no deployment found in {args.remote_dir}/ on any host: run `cl-deploy up` first "
+            "(with the same --remote-dir)"
+        )
+    projects = {str(e["name"]): str(e["project"]) for e in document.get("hosts", [])}
+    targets = {
+        host.name: Target(
+            Remote(host, options),
+            projects.get(host.name) or project_name(args.project_prefix, host.name),
+            args.remote_dir,
+        )
+        for host in inventory.hosts
+    }
+    if str(document.get("collector_host")) not in targets:
+        raise DeployError(
+            f"{MANIFEST} puts the collector on {document.get('collector_host')!r}, which is not "
+            "in the hosts file: was it re-provisioned? run `cl-deploy up` again"
+        )
+    return Deployed(document, targets)
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    log = reporter("snapshot")
+    deployed = load_deployment(args, "snapshot")
+    options: list[str] = []
+    for node in args.node or []:
+        options += ["--node", node]
+    for flag, value in (("--snapshot-id", args.snapshot_id), ("--count", args.count),
+                        ("--interval", args.interval), ("--timeout", args.timeout)):
+        if value is not None:
+            options += [flag, str(value)]
+    options += ["--no-wait"] if args.no_wait else []
+    options += ["--json"] if args.json else []
+    options += list(args.initiator_args or [])
+    target = deployed.collector
+    log(f"{target.name}: running the initiator ({shlex.join(options) or 'defaults'})...")
+    code = target.remote.run_attached(
+        target.compose_command(
+            "run --rm --no-deps -T initiator " + " ".join(shlex.quote(o) for o in options)
+        ),
+        step="running the initiator",
+    )
+    log(f"initiator exited {code}")
+    return code
+
+
+SNAPSHOT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.json$")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def snapshot_files(archive: bytes) -> dict[str, bytes]:
+    """The top-level ``*.json`` regular files of a tar stream (nothing else is trusted)."""
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if not member.isfile() or "/" in name or not SNAPSHOT_FILE.match(name):
+                continue
+            handle = tar.extractfile(member)
+            if handle is not None:
+                files[name] = handle.read()
+    return files
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    log = reporter("fetch")
+    deployed = load_deployment(args, "fetch")
+    target = deployed.collector
+    volume = f"{target.project}_snapshots"
+    log(f"{target.name}: reading volume {volume}...")
+    result = target.remote.run(
+        f"docker volume inspect {shlex.quote(volume)} >/dev/null && "
+        f"docker run --rm --network none --entrypoint tar "
+        f"-v {shlex.quote(volume)}:/snapshots:ro {shlex.quote(deployed.image)} "
+        "-C /snapshots -cf - --exclude=./.pending .",
+        step=f"reading the snapshot volume {volume}", timeout=600,
+    )
+    files = snapshot_files(result.stdout)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    latest = None
+    for name, data in sorted(files.items()):
+        try:
+            document = json.loads(data)
+        except json.JSONDecodeError:
+            log(f"skipping {name}: not JSON")
+            continue
+        write_atomically(out / name, data)
+        if name == "latest.json":
+            latest = document
+    count = len([n for n in files if n != "latest.json"])
+    print(f"fetched {count} snapshot file(s) from {target.name} into {out}/")
+    if isinstance(latest, dict):
+        verification = latest.get("verification", {})
+        ok = verification.get("ok") if isinstance(verification, dict) else None
+        print(f"latest: {latest.get('snapshot_id')} status={latest.get('status')} "
+              f"verified={ok} -> {out / 'latest.json'}")
+    elif count == 0:
+        print("no snapshot taken yet: run `cl-deploy snapshot`")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    deployed = load_deployment(args, "status")
+    targets = list(deployed.targets.values())
+    states = in_parallel(targets, lambda t: container_states(t, step="reading container state"))
+    rows = [("HOST", "SERVICE", "STATE", "HEALTH", "RESTARTS")]
+    all_ready = True
+    for target, found in zip(targets, states, strict=True):
+        expected = deployed.services(target.name)
+        for service in expected + sorted(set(found) - set(expected)):
+            current = found.get(service)
+            if current is None:
+                rows.append((target.name, service, "missing", "-", "-"))
+                all_ready = False
+                continue
+            if service in expected and not current.ready:
+                all_ready = False
+            extra = "" if service in expected else " (not planned here)"
+            rows.append((target.name, service + extra, current.state, current.health,
+                         str(current.restarts)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    print(f"collector on {deployed.collector.name}; "
+          f"{'all services healthy' if all_ready else 'NOT all services healthy'}")
+    return 0 if all_ready else 1
+
+
+def run_down(args: argparse.Namespace) -> int:
+    log = reporter("down")
+    inventory = load_hosts(args.state_file)
+    options = ssh_options(args, inventory)
+    try:
+        deployed = load_deployment(args, "down")
+        targets = list(deployed.targets.values())
+    except DeployError as error:
+        if "no deployment found" not in str(error):
+            raise
+        targets = [
+            Target(Remote(h, options), project_name(args.project_prefix, h.name), args.remote_dir)
+            for h in inventory.hosts
+        ]
+
+    def down(target: Target) -> None:
+        present = target.remote.run(
+            f"test -f {shlex.quote(target.remote_dir + '/compose.yml')}",
+            step="looking for compose.yml", check=False,
+        )
+        if present.returncode != 0:
+            log(f"{target.name}: nothing deployed in {target.remote_dir}/")
+            return
+        log(f"{target.name}: compose down{' --volumes' if args.volumes else ''}...")
+        target.remote.run(
+            target.compose_command(
+                f"--profile tools down --remove-orphans -t 10{' --volumes' if args.volumes else ''}"
+            ),
+            step="compose down", timeout=300,
+        )
+        log(f"{target.name}: down")
+
+    in_parallel(targets, down)
+    print(f"stopped the cluster on {len(targets)} host(s)"
+          + ("; snapshot volumes removed" if args.volumes else
+             "; volumes kept (down --volumes removes them)"))
+    return 0
+
+
+# -------------------------------------------------------------------- CLI
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_state_file_option(parser)
+    parser.add_argument("--hosts", dest="state_file", type=Path, default=argparse.SUPPRESS,
+                        metavar="PATH", help="same as --state-file")
+    group = parser.add_argument_group("ssh")
+    group.add_argument("--ssh-user", help="login user (default: the hosts file's ssh_user)")
+    group.add_argument("--ssh-key", type=Path, metavar="PATH",
+                       help="private key (default: the hosts file's key_path, else ssh's own)")
+    group.add_argument("--ssh-port", action="append", metavar="[HOST=]PORT",
+                       help="ssh port for every host (PORT) or one host (HOST=PORT); repeatable "
+                       "(default: 22)")
+    group.add_argument("--known-hosts", type=Path, metavar="PATH",
+                       help="known_hosts file to use (default: ssh's, ~/.ssh/known_hosts)")
+    group.add_argument("--connect-timeout", type=int, default=10, metavar="SECONDS",
+                       help="ssh connect timeout (default: 10)")
+    parser.add_argument("--remote-dir", default=DEFAULT_REMOTE_DIR, metavar="DIR",
+                        help="directory on the hosts, relative to the login's home or absolute "
+                        f"(default: {DEFAULT_REMOTE_DIR})")
+    parser.add_argument("--project-prefix", default=DEFAULT_PROJECT_PREFIX, metavar="NAME",
+                        help="compose project of a host is NAME-<host name> "
+                        f"(default: {DEFAULT_PROJECT_PREFIX})")
+
+
+def register(subparsers: SubParsers) -> None:
+    up = subparsers.add_parser(
+        "up", help="ship compose + config + image to the hosts and start the cluster",
+        description="Place the collector and nodes on the hosts, ship compose.yml, a per-host "
+        "cluster.yaml and the image over ssh, start each host's services and wait until all "
+        "are healthy. Safe to run again.",
+    )
+    _common(up)
+    up.add_argument("--compose", type=Path, default=Path("compose.yml"), metavar="PATH",
+                    help="compose file to ship (default: compose.yml)")
+    up.add_argument("--cluster", type=Path, default=Path("cluster.yaml"), metavar="PATH",
+                    help="cluster file whose nodes, topology and workload to deploy "
+                    "(default: cluster.yaml); addresses are rewritten per host")
+    up.add_argument("--assign", action="append", metavar="SERVICE=HOST[,...]",
+                    help="place services, e.g. n1=host-0,n2=host-1 or collector=host-1 "
+                    "(default: collector on the first host, nodes round-robin)")
+    up.add_argument("--image", default=DEFAULT_IMAGE, help=f"image (default: {DEFAULT_IMAGE})")
+    up.add_argument("--image-transfer", choices=("save", "build", "none"), default="save",
+                    help="save: docker save here | docker load there (default); build: docker "
+                    "build on each host (it needs a registry); none: the hosts have it")
+    up.add_argument("--always-ship-image", action="store_true",
+                    help="with save: load the image even where the same image id is present")
+    up.add_argument("--base-image", default="python:3.11-slim",
+                    help="BASE_IMAGE build argument with --image-transfer build")
+    up.add_argument("--ready-timeout", type=float, default=600, metavar="SECONDS",
+                    help="wait this long for ssh and Docker on fresh hosts (default: 600)")
+    up.add_argument("--health-timeout", type=float, default=180, metavar="SECONDS",
+                    help="wait this long for every service to be healthy (default: 180)")
+    up.set_defaults(handler=run_up)
+
+    snapshot = subparsers.add_parser(
+        "snapshot", help="run the initiator on the collector's host and print its summary",
+        description="Run `compose run --rm initiator` on the collector's host; the exit "
+        "status is the initiator's (0 complete and verified, 3 aborted, 4 failed "
+        "verification). Arguments after `--` go to cl-initiator as they are.",
+    )
+    _common(snapshot)
+    snapshot.add_argument("--node", action="append", metavar="ID",
+                          help="initiating node (repeatable; default: the first node)")
+    snapshot.add_argument("--snapshot-id", metavar="ID")
+    snapshot.add_argument("--count", type=int, help="number of snapshots in sequence")
+    snapshot.add_argument("--interval", type=float, help="seconds between snapshots")
+    snapshot.add_argument("--timeout", type=float, help="seconds to wait for each snapshot")
+    snapshot.add_argument("--no-wait", action="store_true", help="trigger and print the id only")
+    snapshot.add_argument("--json", action="store_true", help="print the snapshot JSON")
+    snapshot.add_argument("initiator_args", nargs="*", metavar="-- ARGS",
+                          help="more cl-initiator arguments")
+    snapshot.set_defaults(handler=run_snapshot)
+
+    fetch = subparsers.add_parser(
+        "fetch", help="copy the snapshot JSON files from the collector's volume",
+        description="Copy every finished snapshot file (and latest.json) from the collector's "
+        "volume into --out; each file is written atomically.",
+    )
+    _common(fetch)
+    fetch.add_argument("--out", type=Path, default=Path("snapshots"), metavar="DIR",
+                       help="local directory (default: snapshots)")
+    fetch.set_defaults(handler=run_fetch)
+
+    status = subparsers.add_parser(
+        "status", help="state and health of every service on every host",
+        description="Print host, service, state, health and restarts; exit 0 when every "
+        "planned service is running and healthy, 1 otherwise.",
+    )
+    _common(status)
+    status.set_defaults(handler=run_status)
+
+    down = subparsers.add_parser(
+        "down", help="stop and remove the cluster's containers on every host",
+        description="Run `compose down` on every host (the files in --remote-dir stay).",
+    )
+    _common(down)
+    down.add_argument("--volumes", action="store_true",
+                      help="also remove the volumes: snapshot files and node state are lost")
+    down.set_defaults(handler=run_down)
+

@@ -1,0 +1,268 @@
+"""Channels between real node servers on loopback: flow, rejections, restarts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+from collector.verify import verify_snapshot
+from common.config import load_cluster
+from node import wire
+from node.channels import CLIENT_OPTIONS, SENDER_METADATA
+from node.core import Marker, Transfer
+from node.server import NodeOptions, NodeServer
+from node.testing import (
+    NodeProcess,
+    free_port,
+    get_status,
+    wait_drained,
+    wait_until,
+    write_cluster,
+)
+from protos import chandy_lamport_pb2 as pb
+from protos import chandy_lamport_pb2_grpc as pb_grpc
+
+
+@pytest.fixture
+def start_nodes(tmp_path: Path) -> Iterator:
+    """Start in-process nodes of a cluster file; all are stopped at teardown."""
+    started: list[NodeServer] = []
+
+    def start(cluster: Path, node_ids: Iterable[str], **options) -> dict[str, NodeServer]:
+        config = load_cluster(cluster)
+        nodes = {}
+        for node_id in node_ids:
+            node = NodeServer(
+                config,
+                node_id,
+                NodeOptions(data_dir=tmp_path / node_id, listen_host="127.0.0.1", **options),
+            )
+            node.start()
+            started.append(node)
+            nodes[node_id] = node
+        return nodes
+
+    yield start
+    for node in started:
+        node.stop(grace=0.2)
+
+
+def exchange(
+    port: int, frames: Iterable[pb.Frame], sender: str | None = None
+) -> tuple[list[int], grpc.RpcError | None]:
+    """Send `frames` on one Channel stream; returns the acks and the error, if any."""
+    metadata = ((SENDER_METADATA, sender),) if sender else None
+    acks: list[int] = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS) as channel:
+        call = pb_grpc.NodeStub(channel).Channel(iter(list(frames)), metadata=metadata, timeout=5)
+        try:
+            acks.extend(ack.seq for ack in call)
+        except grpc.RpcError as error:
+            return acks, error
+    return acks, None
+
+
+def transfer(sender: str, receiver: str, seq: int, amount: int, transfer_seq: int = 0):
+    return wire.frame_for(sender, receiver, seq, Transfer(transfer_seq or seq, amount))
+
+
+@pytest.fixture
+def ring_a(tmp_path: Path, start_nodes) -> int:
+    """Node a of ring a -> b -> c -> a, alone: the test plays its peers."""
+    ports = write_cluster(tmp_path / "ring.yaml", {"a": 100, "b": 100, "c": 100}, topology="ring")
+    start_nodes(tmp_path / "ring.yaml", ["a"], port=ports["a"])
+    return ports["a"]
+
+
+# -------------------------------------------------------------- flow
+
+
+def test_transfers_flow_and_money_is_conserved(tmp_path: Path, start_nodes):
+    balances = {"a": 1000, "b": 1000, "c": 1000, "d": 1000}
+    ports = write_cluster(tmp_path / "c.yaml", balances, transfer_rate=300, max_amount=30)
+    nodes = start_nodes(tmp_path / "c.yaml", balances, port=None)
+    time.sleep(1.0)
+
+    # Mid-run, a snapshot of three nodes ... and afterwards the drained total.
+    for node in nodes.values():
+        node.workload.stop()
+    statuses = wait_drained(ports)
+
+    assert all(node.workload.sent > 50 for node in nodes.values())
+    assert sum(s.balance for s in statuses.values()) == sum(balances.values())
+    assert all(node.runtime.in_flight_amount() == 0 for node in nodes.values())
+
+
+# -------------------------------------------------------- rejections
+
+
+def test_frame_from_a_node_without_a_channel_is_permission_denied(ring_a: int):
+    # b -> a is not a channel of the ring (only c -> a is).
+    acks, error = exchange(ring_a, [transfer("b", "a", 1, 10)])
+    assert error is not None and error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert acks == []
+
+    acks, error = exchange(ring_a, [], sender="b")
+    assert error is not None and error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # A configured peer cannot speak for another one on its stream.
+    acks, error = exchange(ring_a, [transfer("b", "a", 1, 10)], sender="c")
+    assert error is not None and error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert get_status(ring_a).balance == 100
+
+
+def test_frame_for_another_receiver_is_invalid_argument(ring_a: int):
+    acks, error = exchange(ring_a, [transfer("c", "b", 1, 10)], sender="c")
+    assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert acks == [0]  # only the stream's initial ack
+    assert get_status(ring_a).balance == 100
+
+
+def test_gap_in_sequence_numbers_is_rejected_and_not_applied(ring_a: int):
+    frames = [transfer("c", "a", 1, 10), transfer("c", "a", 3, 5, transfer_seq=2)]
+    acks, error = exchange(ring_a, frames, sender="c")
+    assert error is not None and error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "missing" in error.details()
+    assert acks == [0, 1]
+    assert get_status(ring_a).balance == 110
+
+
+def test_duplicate_frame_is_acked_and_not_applied_twice(ring_a: int):
+    acks, error = exchange(ring_a, [transfer("c", "a", 1, 10), transfer("c", "a", 1, 10)], "c")
+    assert error is None
+    assert acks == [0, 1, 1]
+    # A reconnecting sender resends: the new stream starts with the last applied seq.
+    acks, error = exchange(ring_a, [transfer("c", "a", 1, 10), transfer("c", "a", 2, 1)], "c")
+    assert error is None
+    assert acks == [1, 1, 2]
+    assert get_status(ring_a).balance == 111
+
+
+def test_protocol_violation_is_rejected(ring_a: int):
+    frames = [wire.frame_for("c", "a", 1, Marker("s1")), wire.frame_for("c", "a", 2, Marker("s1"))]
+    acks, error = exchange(ring_a, frames, sender="c")
+    assert error is not None and error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "second marker" in error.details()
+    assert acks == [0, 1]
+
+
+# --------------------------------------------------------- snapshots
+
+
+def test_start_snapshot_names_validates_and_deduplicates(ring_a: int):
+    with grpc.insecure_channel(f"127.0.0.1:{ring_a}", options=CLIENT_OPTIONS) as channel:
+        stub = pb_grpc.NodeStub(channel)
+        reply = stub.StartSnapshot(pb.StartSnapshotRequest(), timeout=5)
+        assert reply.snapshot_id.startswith("snap-") and not reply.already_recorded
+        again = stub.StartSnapshot(pb.StartSnapshotRequest(snapshot_id=reply.snapshot_id))
+        assert again.already_recorded
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.StartSnapshot(pb.StartSnapshotRequest(snapshot_id="../etc"), timeout=5)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert stub.GetStatus(pb.GetStatusRequest()).active_snapshots == [reply.snapshot_id]
+
+
+class ReportSink(pb_grpc.CollectorServicer):
+    """The collector's report endpoint, nothing more: keeps what nodes send."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, dict[str, pb.LocalSnapshot]] = {}
+        self.lock = threading.Lock()
+
+    def ReportLocalSnapshot(self, request, context):  # noqa: N802
+        with self.lock:
+            self.reports.setdefault(request.snapshot_id, {})[request.node_id] = request
+        return pb.ReportReply()
+
+    def verdict(self, snapshot_id: str, channels, expected_total: int) -> dict:
+        reports = self.reports[snapshot_id]
+        nodes = {
+            node_id: {"balance": r.balance, "sent": dict(r.sent), "received": dict(r.received)}
+            for node_id, r in reports.items()
+        }
+        recorded = {
+            (ch.sender, node_id): [{"seq": m.transfer_seq, "amount": m.amount} for m in ch.messages]
+            for node_id, r in reports.items()
+            for ch in r.channels
+        }
+        return verify_snapshot(
+            expected_total,
+            nodes,
+            [{"from": s, "to": d, "messages": recorded[(s, d)]} for s, d in channels],
+        )
+
+
+def start_sink(port: int) -> tuple[grpc.Server, ReportSink]:
+    sink = ReportSink()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_CollectorServicer_to_server(sink, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, sink
+
+
+def test_killed_node_resumes_and_a_snapshot_across_the_restart_completes(tmp_path: Path):
+    balances = {"a": 1000, "b": 1000, "c": 1000}
+    collector_port = free_port()
+    cluster = tmp_path / "cluster.yaml"
+    ports = write_cluster(
+        cluster, balances, transfer_rate=200, max_amount=20, collector_port=collector_port
+    )
+    config = load_cluster(cluster)
+
+    def node(node_id: str, **env: str) -> NodeProcess:
+        return NodeProcess(
+            cluster,
+            node_id,
+            tmp_path / node_id,
+            ports[node_id],
+            extra_args=["--max-transfers", "400"],
+            env=env,
+            log_path=tmp_path / f"{node_id}.log",
+        )
+
+    processes = {node_id: node(node_id).start() for node_id in balances}
+    sink_server = None
+    try:
+        for process in processes.values():
+            process.wait_healthy()
+        time.sleep(0.7)
+        processes["b"].kill()
+
+        # While b is dead: a records and sends markers; a and c cannot finish
+        # until b, restarted, receives the resent markers and sends its own.
+        with grpc.insecure_channel(f"127.0.0.1:{ports['a']}", options=CLIENT_OPTIONS) as ch:
+            pb_grpc.NodeStub(ch).StartSnapshot(pb.StartSnapshotRequest(snapshot_id="across"))
+        time.sleep(0.3)
+        assert "across" in get_status(ports["a"]).active_snapshots
+
+        # Restarted b sends nothing of its own: its peers' workloads finish.
+        processes["b"] = node("b", CL_TRANSFER_RATE="0").start()
+        processes["b"].wait_healthy()
+        # The collector comes up only now: reports wait, durably, until it does.
+        sink_server, sink = start_sink(collector_port)
+        wait_until(lambda: len(sink.reports.get("across", {})) == 3, 15, what="3 reports")
+        verdict = sink.verdict("across", config.channels, config.expected_total)
+        assert verdict["ok"], verdict
+        assert sink.reports["across"]["a"].initiated
+        assert sink.reports["across"]["a"].recorded_at <= sink.reports["across"]["a"].completed_at
+
+        def finished(node_id: str) -> bool:
+            lines = (tmp_path / f"{node_id}.log").read_text().splitlines()
+            return any(json.loads(line).get("event") == "workload finished" for line in lines)
+
+        wait_until(lambda: finished("a") and finished("c"), 10, what="workloads to finish")
+        statuses = wait_drained(ports)
+        assert sum(s.balance for s in statuses.values()) == config.expected_total
+    finally:
+        for process in processes.values():
+            process.kill()
+        if sink_server is not None:
+            sink_server.stop(None)

@@ -1,0 +1,60 @@
+"""`python -m node`: refusals with one clear line and exit 2; graceful SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from node.testing import NodeProcess, get_status, write_cluster
+
+
+def run_node(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node", "--log-format", "json", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def test_unreadable_cluster_file_is_one_line_and_exit_2(tmp_path: Path):
+    result = run_node("--cluster", str(tmp_path / "missing.yaml"), "--id", "a")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "missing.yaml" in result.stderr and "cannot read" in result.stderr
+
+
+def test_unknown_node_id_is_one_line_and_exit_2(tmp_path: Path):
+    write_cluster(tmp_path / "c.yaml", {"a": 1, "b": 1})
+    result = run_node("--cluster", str(tmp_path / "c.yaml"), "--id", "zz")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "'zz' is not in the cluster" in result.stderr
+
+
+def test_missing_node_id_exit_2(tmp_path: Path):
+    write_cluster(tmp_path / "c.yaml", {"a": 1, "b": 1})
+    result = run_node("--cluster", str(tmp_path / "c.yaml"))
+    assert result.returncode == 2 and "CL_NODE_ID" in result.stderr
+
+
+def test_sigterm_stops_gracefully_and_data_dir_refuses_another_node(tmp_path: Path):
+    cluster = tmp_path / "c.yaml"
+    ports = write_cluster(cluster, {"a": 10, "b": 10})
+    node = NodeProcess(cluster, "a", tmp_path / "data", ports["a"]).start()
+    try:
+        node.wait_healthy()
+        assert get_status(ports["a"]).balance == 10
+        assert node.terminate() == 0
+    finally:
+        node.kill()
+    events = [json.loads(line)["event"] for line in node.log_path.read_text().splitlines()]
+    assert "shutdown requested" in events and events[-1] == "node stopped"
+
+    result = run_node("--cluster", str(cluster), "--id", "b", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"cl-node: data dir {tmp_path / 'data'} belongs to node 'a', not 'b'"
+    )
