@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import structlog
@@ -41,6 +41,12 @@ SERVICE_NAME = "chandy_lamport.Collector"
 TICK_SECONDS = 0.2
 # How often a WaitSnapshot stream repeats its progress when nothing changes.
 HEARTBEAT_SECONDS = 2.0
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    """End the RPC with an error status (context.abort raises; this tells the type checker)."""
+    context.abort(code, details)
+    raise AssertionError("unreachable")
 
 
 def report_from_pb(message: pb.LocalSnapshot) -> NodeReport:
@@ -176,7 +182,7 @@ class CollectorService(pb_grpc.CollectorServicer):
                     self._cond.notify_all()
         except InvalidReport as error:
             bound.warning("begin refused", error=str(error))
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         bound.info(
             "snapshot begun" if changed else "begin for a known snapshot",
             initiators=list(request.initiators),
@@ -195,7 +201,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             validate_report(self.config, report)
         except InvalidReport as error:
             bound.warning("report refused", error=str(error))
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid report: {error}")
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid report: {error}")
         report = fill_zero_counters(self.config, report)
         with self._cond:
             outcome = self.assembly.classify(report)
@@ -218,7 +224,8 @@ class CollectorService(pb_grpc.CollectorServicer):
             bound.warning("report for a finished snapshot acknowledged and ignored")
         else:
             bound.error("conflicting report refused: this node reported a different state before")
-            context.abort(
+            _abort(
+                context,
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"{request.node_id} already reported a different state for {request.snapshot_id}",
             )
@@ -232,7 +239,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             try:
                 check_snapshot_id(snapshot_id)
             except InvalidReport as error:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         with self._cond:
             if snapshot_id != "latest" and self.assembly.pending(snapshot_id) is not None:
                 return pb.SnapshotDocument(snapshot_id=snapshot_id, status="pending")
@@ -243,7 +250,7 @@ class CollectorService(pb_grpc.CollectorServicer):
                 if snapshot_id == "latest"
                 else f"unknown snapshot {snapshot_id}"
             )
-            context.abort(grpc.StatusCode.NOT_FOUND, what)
+            _abort(context, grpc.StatusCode.NOT_FOUND, what)
         document = json.loads(text)
         return pb.SnapshotDocument(
             snapshot_id=document["snapshot_id"], status=document["status"], json=text
@@ -268,7 +275,7 @@ class CollectorService(pb_grpc.CollectorServicer):
         try:
             check_snapshot_id(snapshot_id)
         except InvalidReport as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
         give_up = (
             time.monotonic() + request.timeout_seconds if request.timeout_seconds > 0 else None
         )
@@ -278,7 +285,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             with self._cond:
                 progress = self.assembly.progress(snapshot_id)
                 if progress is None:
-                    context.abort(grpc.StatusCode.NOT_FOUND, f"unknown snapshot {snapshot_id}")
+                    _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown snapshot {snapshot_id}")
                 if progress.status != "pending":
                     text = self.store.read_text(snapshot_id) or ""
                     reported, missing = _reported_missing(text)
@@ -304,12 +311,13 @@ class CollectorService(pb_grpc.CollectorServicer):
             if message is not None:
                 yield message
             if give_up is not None and time.monotonic() >= give_up:
-                context.abort(
+                _abort(
+                    context,
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"snapshot {snapshot_id} still pending after {request.timeout_seconds:g}s",
                 )
         if self._stopping.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "collector is shutting down")
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "collector is shutting down")
 
 
 def _reported_missing(text: str) -> tuple[list[str], list[str]]:

@@ -91,7 +91,9 @@ def env_key(node_id: str, field_name: str) -> str:
     return f"CL_NODE_{node_id.upper().replace('-', '_')}_{field_name}"
 
 
-def load_cluster(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> ClusterConfig:
+def load_cluster(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> ClusterConfig:
     """Read, override from the environment, and validate a cluster YAML."""
     environ = os.environ if environ is None else environ
     source = str(path)
@@ -143,12 +145,20 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
         if node_id in seen:
             raise fail(f"{where}.id", f"duplicate node id {node_id!r}")
         seen.add(node_id)
-        address = environ.get(env_key(node_id, "ADDRESS"), entry["address"])
+        address_key = env_key(node_id, "ADDRESS")
+        address = environ.get(address_key, entry["address"])
         if not isinstance(address, str) or not ADDRESS_PATTERN.fullmatch(address):
-            raise fail(f"{where}.address", f"{address!r} is not host:port")
-        balance = _integer(environ.get(env_key(node_id, "BALANCE"), entry["balance"]))
+            origin = f" (from {address_key})" if address_key in environ else ""
+            raise fail(f"{where}.address", f"{address!r} is not host:port{origin}")
+        balance_key = env_key(node_id, "BALANCE")
+        raw_balance = environ.get(balance_key, entry["balance"])
+        balance = _integer(raw_balance)
         if balance is None or balance < 0:
-            raise fail(f"{where}.balance", f"expected a non-negative integer, got {entry['balance']!r}")
+            origin = f" (from {balance_key})" if balance_key in environ else ""
+            raise fail(
+                f"{where}.balance",
+                f"expected a non-negative integer, got {raw_balance!r}{origin}",
+            )
         nodes.append(NodeSpec(node_id, address, balance))
     ids = [node.id for node in nodes]
 
@@ -187,7 +197,9 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
         raise fail(f"workload.{sorted(extra)[0]}", "unknown field")
     rate = _number(environ.get("CL_TRANSFER_RATE", raw_workload.get("transfer_rate", 5.0)))
     if rate is None or rate < 0:
-        raise fail("workload.transfer_rate", "expected a non-negative number of transfers per second")
+        raise fail(
+            "workload.transfer_rate", "expected a non-negative number of transfers per second"
+        )
     max_amount = _integer(environ.get("CL_MAX_AMOUNT", raw_workload.get("max_amount", 50)))
     if max_amount is None or max_amount < 1:
         raise fail("workload.max_amount", "expected a positive integer")

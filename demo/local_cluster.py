@@ -217,13 +217,19 @@ class LocalCluster:
                 process.wait()
         return self._reap(name)
 
-    def kill_node(self, node_id: str) -> None:
-        """SIGKILL: the node gets no chance to clean up."""
-        process = self.processes.get(node_id)
+    def kill_process(self, name: str) -> None:
+        """SIGKILL: the process gets no chance to clean up."""
+        process = self.processes.get(name)
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
-        self._reap(node_id)
+        self._reap(name)
+
+    def kill_node(self, node_id: str) -> None:
+        self.kill_process(node_id)
+
+    def kill_collector(self) -> None:
+        self.kill_process(COLLECTOR)
 
     def stop_node(self, node_id: str) -> int | None:
         return self.stop_process(node_id)

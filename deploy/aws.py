@@ -518,7 +518,7 @@ def _pick_subnet(ec2: Any, vpc_id: str, spec: ClusterSpec) -> str:
             {"Name": "default-for-az", "Values": ["true"]},
         ],
     )
-    candidates = sorted(s["SubnetId"] for s in subnets if s["AvailabilityZone"] in zones)
+    candidates = sorted(str(s["SubnetId"]) for s in subnets if s["AvailabilityZone"] in zones)
     if not candidates:
         raise DeployError(
             f"no default subnet of {vpc_id} lies in a zone offering {spec.instance_type} "

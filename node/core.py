@@ -224,7 +224,8 @@ class NodeCore:
         expected = self.received[sender] + 1
         if transfer.transfer_seq != expected:
             raise ProtocolViolation(
-                f"transfer {transfer.transfer_seq} on {sender}->{self.node_id}, expected {expected}"
+                f"transfer {transfer.transfer_seq} on {sender}->{self.node_id}, "
+                f"expected {expected}"
             )
         if transfer.amount <= 0:
             raise ProtocolViolation(f"non-positive transfer amount {transfer.amount}")

@@ -221,7 +221,14 @@ class NodeRuntime:
         with self._lock:
             queue = self._outbox[peer]
             if seq >= self._next_seq[peer]:
-                self._log.warning("ack beyond sent frames ignored", peer=peer, seq=seq)
+                # The peer applied frames this node never sent: one of the two
+                # data dirs was replaced. Resending cannot repair that; say so.
+                self._log.error(
+                    "peer acked frames this node never sent (data dirs out of sync)",
+                    peer=peer,
+                    acked=seq,
+                    last_sent=self._next_seq[peer] - 1,
+                )
                 return
             while queue and queue[0].seq <= seq:
                 queue.popleft()

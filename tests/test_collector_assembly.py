@@ -41,7 +41,11 @@ def test_progress_lists_reported_and_missing() -> None:
     assembly.add_report(consistent_reports(config, "s1")["n2"], T0)
     progress = assembly.progress("s1")
     assert progress is not None
-    assert (progress.status, progress.reported, progress.missing) == ("pending", ("n2",), ("n1", "n3"))
+    assert (progress.status, progress.reported, progress.missing) == (
+        "pending",
+        ("n2",),
+        ("n1", "n3"),
+    )
 
 
 def test_aborted_after_timeout_lists_missing_nodes() -> None:

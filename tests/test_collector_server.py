@@ -156,7 +156,9 @@ def test_wait_snapshot_streams_progress(running: Running) -> None:
     reader.join(10)
     assert [len(m.reported) for m in received] == [0, 1, 2, 3]
     assert [list(m.missing) for m in received][:2] == [["n1", "n2", "n3"], ["n2", "n3"]]
-    assert received[-1].status == "complete" and json.loads(received[-1].json)["status"] == "complete"
+    assert (
+        received[-1].status == "complete" and json.loads(received[-1].json)["status"] == "complete"
+    )
     assert all(not m.json for m in received[:-1])
 
 

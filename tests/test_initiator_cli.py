@@ -99,7 +99,9 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
             }
         )
     )
-    server = CollectorServer(load_cluster(path), str(tmp_path / "snaps"), "127.0.0.1", collector_port)
+    server = CollectorServer(
+        load_cluster(path), str(tmp_path / "snaps"), "127.0.0.1", collector_port
+    )
     server.start()
     yield path, tmp_path / "snaps"
     server.stop(0.5)
@@ -131,8 +133,20 @@ def test_json_count_and_two_initiators(cluster, capsys) -> None:  # type: ignore
     nodes = FakeNodes(path, down=set())
     try:
         code, out, err = _run(
-            capsys, "--cluster", str(path), "--node", "n2", "--node", "n3",
-            "--count", "2", "--interval", "0", "--json", "--snapshot-id", "multi",
+            capsys,
+            "--cluster",
+            str(path),
+            "--node",
+            "n2",
+            "--node",
+            "n3",
+            "--count",
+            "2",
+            "--interval",
+            "0",
+            "--json",
+            "--snapshot-id",
+            "multi",
         )
     finally:
         nodes.stop()

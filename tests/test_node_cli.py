@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,4 +58,27 @@ def test_sigterm_stops_gracefully_and_data_dir_refuses_another_node(tmp_path: Pa
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"cl-node: data dir {tmp_path / 'data'} belongs to node 'a', not 'b'"
+    )
+
+
+def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path):
+    ports = write_cluster(tmp_path / "c.yaml", {"a": 1, "b": 1})
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports["a"]))
+        busy.listen()
+        result = run_node(
+            "--cluster",
+            str(tmp_path / "c.yaml"),
+            "--id",
+            "a",
+            "--listen-host",
+            "127.0.0.1",
+            "--data-dir",
+            str(tmp_path / "a"),
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"cl-node: cannot listen on 127.0.0.1:{ports['a']}")
     )

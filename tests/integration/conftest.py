@@ -32,7 +32,9 @@ def independent_check(config: ClusterConfig, document: Mapping[str, Any]) -> lis
         total += sum(m["amount"] for m in messages)
         sent, received = nodes[src]["sent"][dst], nodes[dst]["received"][src]
         if len(messages) != sent - received:
-            problems.append(f"{src}->{dst}: {len(messages)} recorded, sent-received={sent - received}")
+            problems.append(
+                f"{src}->{dst}: {len(messages)} recorded, sent-received={sent - received}"
+            )
         if [m["seq"] for m in messages] != list(range(received + 1, sent + 1)):
             problems.append(f"{src}->{dst}: recorded seqs {[m['seq'] for m in messages]}")
         if any(m["amount"] <= 0 for m in messages):

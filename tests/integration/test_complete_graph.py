@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from demo.local_cluster import LocalCluster
+from demo.local_cluster import COLLECTOR, LocalCluster
+from initiator.client import begin_snapshot, start_on_nodes, wait_snapshot
 from tests.integration.conftest import assert_verified, snapshot, transfers_sent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -67,3 +68,17 @@ def test_node_killed_and_restarted_mid_traffic(cluster: LocalCluster) -> None:
     assert_verified(cluster, after)  # includes: total == initial total
     assert transfers_sent(after) > transfers_sent(before)
     assert after["nodes"]["n3"]["received"]["n1"] >= before["nodes"]["n3"]["received"]["n1"]
+
+
+def test_collector_killed_while_nodes_report(cluster: LocalCluster) -> None:
+    """Reports retried by the nodes reach a restarted collector; nothing is lost."""
+    cluster.kill_collector()
+    results = start_on_nodes(cluster.config, ["n4"], "while-collector-down")
+    assert results[0].ok, results
+    time.sleep(1.0)  # the nodes finish recording and keep retrying their reports
+    cluster.start_collector()
+    cluster.wait_healthy([COLLECTOR])
+    begin_snapshot(cluster.collector_address, "while-collector-down", ["n4"])
+    document = wait_snapshot(cluster.collector_address, "while-collector-down", timeout=30)
+    assert_verified(cluster, document)
+    assert document["initiators"] == ["n4"]
