@@ -155,7 +155,7 @@ class PeerSender(threading.Thread):
             if connected:
                 log.info("peer disconnected", reason="stream closed by peer")
         except grpc.RpcError as error:
-            code, details = error.code(), error.details()  # type: ignore[attr-defined]
+            code, details = error.code(), error.details()
             if self._stopping.is_set():
                 pass
             elif code in REJECTION_CODES.values():

@@ -52,8 +52,8 @@ class Reporter(threading.Thread):
                             "snapshot report failed, will retry",
                             snapshot_id=report.snapshot_id,
                             collector=self.collector_address,
-                            code=error.code().name,  # type: ignore[attr-defined]
-                            details=error.details(),  # type: ignore[attr-defined]
+                            code=error.code().name,
+                            details=error.details(),
                             retry_in=delay,
                         )
                         self._stopping.wait(delay)

@@ -83,7 +83,10 @@ def wait_until(
 
 def get_status(port: int, timeout: float = 2.0) -> pb.NodeStatus:
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=CLIENT_OPTIONS) as channel:
-        return pb_grpc.NodeStub(channel).GetStatus(pb.GetStatusRequest(), timeout=timeout)
+        status: pb.NodeStatus = pb_grpc.NodeStub(channel).GetStatus(
+            pb.GetStatusRequest(), timeout=timeout
+        )
+        return status
 
 
 def wait_drained(ports: Mapping[str, int], timeout: float = 10.0) -> dict[str, pb.NodeStatus]:

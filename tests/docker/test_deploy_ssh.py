@@ -160,12 +160,12 @@ def wait_for_sshd(containers: list[Any], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     for container in containers:
         while True:
+            container.reload()
+            assert container.status == "running", container.logs().decode()[-2000:]
             result = container.exec_run(["sh", "-c", "test -s /etc/ssh/ssh_host_ed25519_key.pub "
                                          "&& pgrep -x sshd"])
             if result.exit_code == 0:
                 break
-            container.reload()
-            assert container.status == "running", container.logs().decode()[-2000:]
             assert time.monotonic() < deadline, "sshd did not start"
             time.sleep(0.3)
 

@@ -8,7 +8,8 @@ printf '%s\n' "$AUTHORIZED_KEY" > /etc/ssh/authorized_keys/root
 chmod 0644 /etc/ssh/authorized_keys/root
 if [ -n "${HOME_DIR:-}" ]; then
     mkdir -p "$HOME_DIR"
-    usermod -d "$HOME_DIR" root
+    # usermod refuses while root runs this very process: edit passwd directly.
+    sed -i "s|^root:\([^:]*\):0:0:\([^:]*\):[^:]*:|root:\1:0:0:\2:$HOME_DIR:|" /etc/passwd
 fi
 ssh-keygen -A >/dev/null
 exec /usr/sbin/sshd -D -e
