@@ -47,6 +47,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+# How many finished snapshot ids a node remembers (see NodeCore._finished).
+FINISHED_MEMORY = 1000
+
 SNAPSHOT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -174,9 +177,10 @@ class NodeCore:
         self.sent: dict[str, int] = {peer: 0 for peer in self.outgoing}
         self.received: dict[str, int] = {peer: 0 for peer in self.incoming}
         self._recordings: dict[str, _Recording] = {}
-        # Ids of finished local snapshots: an initiator arriving late for one
-        # of them must not start a second recording under the same id.
-        self._finished: set[str] = set()
+        # Ids of finished local snapshots, oldest first: an initiator arriving
+        # late for one of them must not start a second recording under the
+        # same id. Bounded, because the whole state is saved on every event.
+        self._finished: dict[str, None] = {}
 
     # ------------------------------------------------------------ queries
 
@@ -186,6 +190,20 @@ class NodeCore:
 
     def has_recorded(self, snapshot_id: str) -> bool:
         return snapshot_id in self._recordings or snapshot_id in self._finished
+
+    def progress(self, snapshot_id: str) -> tuple[LocalSnapshot, tuple[str, ...]] | None:
+        """What a recording snapshot holds so far, and its still-open channels.
+
+        None unless `snapshot_id` is recording here. Progress reports let the
+        collector say, for a snapshot that never completes, which nodes never
+        recorded and which were still waiting for a marker, and from whom.
+        """
+        recording = self._recordings.get(snapshot_id)
+        if recording is None:
+            return None
+        return self._local_snapshot(snapshot_id, recording), tuple(
+            sorted(recording.open_channels)
+        )
 
     # ------------------------------------------------------------- events
 
@@ -277,17 +295,21 @@ class NodeCore:
         if recording.open_channels:
             return []
         del self._recordings[snapshot_id]
-        self._finished.add(snapshot_id)
-        snapshot = LocalSnapshot(
+        self._finished[snapshot_id] = None
+        while len(self._finished) > FINISHED_MEMORY:
+            del self._finished[next(iter(self._finished))]
+        return [LocalSnapshotDone(self._local_snapshot(snapshot_id, recording))]
+
+    def _local_snapshot(self, snapshot_id: str, recording: _Recording) -> LocalSnapshot:
+        return LocalSnapshot(
             snapshot_id=snapshot_id,
             node_id=self.node_id,
             balance=recording.balance,
-            sent=recording.sent,
-            received=recording.received,
+            sent=dict(recording.sent),
+            received=dict(recording.received),
             channels={peer: tuple(msgs) for peer, msgs in recording.channels.items()},
             initiated=recording.initiated,
         )
-        return [LocalSnapshotDone(snapshot)]
 
     # -------------------------------------------------------- persistence
 
@@ -300,7 +322,7 @@ class NodeCore:
             "outgoing": list(self.outgoing),
             "sent": dict(self.sent),
             "received": dict(self.received),
-            "finished": sorted(self._finished),
+            "finished": list(self._finished),
             "recordings": {
                 sid: {
                     "balance": r.balance,
@@ -329,7 +351,7 @@ class NodeCore:
         )
         core.sent = {str(k): int(v) for k, v in d["sent"].items()}  # type: ignore[attr-defined]
         core.received = {str(k): int(v) for k, v in d["received"].items()}  # type: ignore[attr-defined]
-        core._finished = {str(s) for s in d["finished"]}  # type: ignore[attr-defined]
+        core._finished = dict.fromkeys(str(s) for s in d["finished"])  # type: ignore[attr-defined]
         recordings: Mapping[str, Mapping[str, object]] = d["recordings"]  # type: ignore[assignment]
         for sid, r in recordings.items():
             channels: Mapping[str, list[list[int]]] = r["channels"]  # type: ignore[assignment]
