@@ -5,10 +5,18 @@ Theory of operation
 The collector learns about a snapshot id either from `begin` (the initiator
 announces it, naming the initiating nodes) or from the first node report that
 carries it, whichever comes first. That moment starts the snapshot's clock:
-if not every node of the cluster has reported `timeout` seconds later, the
-snapshot is finished as "aborted" and its document lists the missing nodes.
-When the last node reports, the snapshot is finished as "complete" and the
+if not every node of the cluster has completed its local snapshot `timeout`
+seconds later, the snapshot is finished as "aborted". When the last node's
+complete report arrives, the snapshot is finished as "complete" and the
 document (built and verified by `collector.document.build_document`) is final.
+
+A node reports up to twice per snapshot: a progress report (complete=False)
+when it records its state, naming the incoming channels still open, and the
+final report (complete=True) when every marker has arrived. Progress reports
+are what make an aborted snapshot name its culprit: in a complete graph every
+node waits for the marker of a node that is down, so without them nobody
+would report and every node would look missing. With them the document says
+who never recorded (`missing`) and who was still waiting for whom (`waiting`).
 
 Every snapshot id is in exactly one of three states:
 
@@ -17,9 +25,18 @@ Every snapshot id is in exactly one of three states:
 
 A finished snapshot never changes again: a report arriving later (a node that
 was slow, or retried after the timeout) is acknowledged and ignored, so the
-stored file is never rewritten. A report for a pending snapshot that was
-already received (a node retrying after a lost reply) is a no-op when it says
-the same thing; one that says something different is a conflict and refused.
+stored file is never rewritten. For a pending snapshot, a node's reports obey
+(previous report of the node -> new report: outcome)
+
+    none     -> any                                   ACCEPTED
+    progress -> final, same recorded state            ACCEPTED (replaces it)
+    progress -> progress, same recorded state         DUPLICATE (a retry)
+    final    -> final, same state and channels        DUPLICATE (a retry)
+    final    -> progress, same recorded state         DUPLICATE (late, stale)
+    anything else                                     CONFLICT (refused)
+
+where the recorded state is balance, sent, received and initiated: what the
+node copied when it recorded, which no later report may contradict.
 
 The caller supplies the time (`now`, seconds since the epoch) with every
 event, so the same event sequence always gives the same documents; the
@@ -37,9 +54,6 @@ from typing import Any
 from collector.document import NodeReport, build_document
 from common.config import ClusterConfig
 from node.core import InvalidSnapshotId, validate_snapshot_id
-
-# Names that the snapshot directory uses for itself.
-RESERVED_IDS = frozenset({"latest"})
 
 
 class InvalidReport(ValueError):
@@ -67,8 +81,9 @@ class PendingSnapshot:
 class Progress:
     snapshot_id: str
     status: str  # "pending", "complete" or "aborted"
-    reported: tuple[str, ...]
-    missing: tuple[str, ...]
+    reported: tuple[str, ...]  # nodes whose local snapshot is complete
+    missing: tuple[str, ...]  # the other nodes (including those in `recorded`)
+    recorded: tuple[str, ...] = ()  # recorded their state, still waiting for markers
 
 
 def iso(seconds: float) -> str:
@@ -80,10 +95,8 @@ def check_snapshot_id(snapshot_id: str) -> str:
     """`snapshot_id` if safe as a file name in the snapshot directory, else InvalidReport."""
     try:
         validate_snapshot_id(snapshot_id)
-    except InvalidSnapshotId as error:
+    except InvalidSnapshotId as error:  # also refuses reserved names such as "latest"
         raise InvalidReport(str(error)) from error
-    if snapshot_id.lower() in RESERVED_IDS:
-        raise InvalidReport(f"invalid snapshot id {snapshot_id!r}: the name is reserved")
     return snapshot_id
 
 
@@ -116,6 +129,18 @@ def validate_report(config: ClusterConfig, report: NodeReport) -> None:
             )
         if count < 0:
             raise InvalidReport(f"{node}: negative received count {count} for {peer}")
+    open_channels = set(report.open_channels)
+    if len(open_channels) != len(report.open_channels):
+        raise InvalidReport(f"{node}: an open channel is named twice")
+    if open_channels - incoming:
+        raise InvalidReport(
+            f"{node}: open channel from {', '.join(sorted(open_channels - incoming))}, "
+            f"but there is no such channel to {node}"
+        )
+    if report.complete and open_channels:
+        raise InvalidReport(f"{node}: a complete report cannot have open channels")
+    if not report.complete and not open_channels:
+        raise InvalidReport(f"{node}: a progress report must name its open channels")
     senders = set(snap.channels)
     if senders != incoming:
         extra, absent = sorted(senders - incoming), sorted(incoming - senders)
@@ -141,17 +166,22 @@ def validate_report(config: ClusterConfig, report: NodeReport) -> None:
             previous = message.transfer_seq
 
 
-def _same_state(a: NodeReport, b: NodeReport) -> bool:
-    """Equal recorded state; the wall-clock fields may differ between retries."""
+def _same_recording(a: NodeReport, b: NodeReport) -> bool:
+    """Equal state as recorded (before any channel state); wall-clock fields aside."""
     x, y = a.snapshot, b.snapshot
     return (
         x.balance == y.balance
         and dict(x.sent) == dict(y.sent)
         and dict(x.received) == dict(y.received)
-        and {k: tuple(v) for k, v in x.channels.items()}
-        == {k: tuple(v) for k, v in y.channels.items()}
         and x.initiated == y.initiated
     )
+
+
+def _same_state(a: NodeReport, b: NodeReport) -> bool:
+    """Equal recorded state and channel states; the wall-clock fields may differ."""
+    return _same_recording(a, b) and {k: tuple(v) for k, v in a.snapshot.channels.items()} == {
+        k: tuple(v) for k, v in b.snapshot.channels.items()
+    }
 
 
 class Assembly:
@@ -187,9 +217,11 @@ class Assembly:
             if snapshot_id in self._finished:
                 return Progress(snapshot_id, self._finished[snapshot_id], (), ())
             return None
-        reported = tuple(n for n in self.config.node_ids if n in pending.reports)
-        missing = tuple(n for n in self.config.node_ids if n not in pending.reports)
-        return Progress(snapshot_id, "pending", reported, missing)
+        reports = pending.reports
+        reported = tuple(n for n in self.config.node_ids if n in reports and reports[n].complete)
+        missing = tuple(n for n in self.config.node_ids if n not in reported)
+        recorded = tuple(n for n in missing if n in reports)
+        return Progress(snapshot_id, "pending", reported, missing, recorded)
 
     # ------------------------------------------------------------- events
 
@@ -230,9 +262,15 @@ class Assembly:
         pending = self._pending.get(snapshot_id)
         if pending is None or node not in pending.reports:
             return ReportOutcome.ACCEPTED
-        if _same_state(pending.reports[node], report):
-            return ReportOutcome.DUPLICATE
-        return ReportOutcome.CONFLICT
+        before = pending.reports[node]
+        if not _same_recording(before, report):
+            return ReportOutcome.CONFLICT
+        if not before.complete:
+            # A progress report is superseded by the final one; repeated, it is a retry.
+            return ReportOutcome.ACCEPTED if report.complete else ReportOutcome.DUPLICATE
+        if not report.complete:
+            return ReportOutcome.DUPLICATE  # a stale progress report after the final one
+        return ReportOutcome.DUPLICATE if _same_state(before, report) else ReportOutcome.CONFLICT
 
     def add_report(
         self, report: NodeReport, now: float
@@ -246,7 +284,7 @@ class Assembly:
         pending.reports[report.snapshot.node_id] = report
         if report.snapshot.initiated:
             pending.initiators.add(report.snapshot.node_id)
-        if all(node in pending.reports for node in self.config.node_ids):
+        if self._all_complete(pending):
             return outcome, self._finish(pending, now, timed_out=False)
         return outcome, None
 
@@ -255,7 +293,7 @@ class Assembly:
         return [
             self._finish(self._pending[sid], now, timed_out=False)
             for sid in self.pending_ids
-            if all(node in self._pending[sid].reports for node in self.config.node_ids)
+            if self._all_complete(self._pending[sid])
         ]
 
     def expire(self, now: float) -> list[dict[str, Any]]:
@@ -266,6 +304,10 @@ class Assembly:
             if now >= pending.started + self.timeout:
                 documents.append(self._finish(pending, now, timed_out=True))
         return documents
+
+    def _all_complete(self, pending: PendingSnapshot) -> bool:
+        reports = pending.reports
+        return all(n in reports and reports[n].complete for n in self.config.node_ids)
 
     def _finish(self, pending: PendingSnapshot, now: float, timed_out: bool) -> dict[str, Any]:
         del self._pending[pending.snapshot_id]

@@ -20,11 +20,18 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class NodeReport:
-    """A node's local snapshot plus the wall-clock times the node saw."""
+    """A node's local snapshot plus the wall-clock times the node saw.
+
+    `complete` is False for a progress report: the node recorded its state
+    (balance, counters) but was still waiting for a marker on each channel
+    in `open_channels`; its channel states are only what it recorded so far.
+    """
 
     snapshot: LocalSnapshot
     recorded_at: str = ""
     completed_at: str = ""
+    complete: bool = True
+    open_channels: tuple[str, ...] = ()
 
 
 def build_document(
@@ -41,13 +48,22 @@ def build_document(
 ) -> dict[str, Any]:
     """Assemble (and verify, when complete) one global snapshot document.
 
-    The snapshot is complete when every node in `node_ids` has reported and
-    it did not time out; otherwise it is aborted and lists what is missing.
+    The snapshot is complete when every node in `node_ids` has a complete
+    report and it did not time out; otherwise it is aborted and says who is
+    to blame: `missing` lists the nodes that never recorded their state (no
+    report at all), `waiting` the nodes that recorded but were still waiting
+    for markers, with the senders of those markers.
     """
     missing = [node_id for node_id in node_ids if node_id not in reports]
-    status = "complete" if not missing and not timed_out else "aborted"
+    waiting = {
+        node_id: sorted(reports[node_id].open_channels)
+        for node_id in node_ids
+        if node_id in reports and not reports[node_id].complete
+    }
+    status = "complete" if not missing and not waiting and not timed_out else "aborted"
     nodes = {
         node_id: {
+            "complete": report.complete,
             "balance": report.snapshot.balance,
             "sent": dict(sorted(report.snapshot.sent.items())),
             "received": dict(sorted(report.snapshot.received.items())),
@@ -61,7 +77,7 @@ def build_document(
     for src, dst in sorted(channels):
         report = reports.get(dst)
         messages = None
-        if report is not None:
+        if report is not None and report.complete:
             recorded = report.snapshot.channels.get(src, ())
             messages = [{"seq": m.transfer_seq, "amount": m.amount} for m in recorded]
         channel_list.append({"from": src, "to": dst, "messages": messages})
@@ -76,19 +92,40 @@ def build_document(
         "duration_seconds": _duration(started_at, completed_at),
         "expected_total": expected_total,
         "missing": missing,
+        "waiting": waiting,
         "nodes": nodes,
         "channels": channel_list,
     }
     if status == "complete":
         document["verification"] = verify_snapshot(expected_total, nodes, channel_list)
     else:
-        reason = (
-            f"not every node reported: missing {', '.join(missing)}"
-            if missing
-            else "timed out"
-        )
-        document["verification"] = {"ok": False, "checked": False, "reason": reason}
+        document["verification"] = {
+            "ok": False,
+            "checked": False,
+            "reason": abort_reason(missing, waiting),
+        }
     return document
+
+
+def abort_reason(missing: Sequence[str], waiting: Mapping[str, Sequence[str]]) -> str:
+    """Why a snapshot could not complete, naming the nodes, e.g.
+
+    'n5 never recorded its state; n1, n2, n3, n4 were still waiting for markers (from n5)'.
+    Nodes waiting for the same senders are named together.
+    """
+    parts = []
+    if missing:
+        its = "its" if len(missing) == 1 else "their"
+        parts.append(f"{', '.join(missing)} never recorded {its} state")
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for node_id, senders in waiting.items():
+        groups.setdefault(tuple(senders), []).append(node_id)
+    for senders, waiters in groups.items():
+        was = "was" if len(waiters) == 1 else "were"
+        markers = "a marker" if len(senders) == 1 and len(waiters) == 1 else "markers"
+        source = f" (from {', '.join(senders)})" if senders else ""
+        parts.append(f"{', '.join(waiters)} {was} still waiting for {markers}{source}")
+    return "; ".join(parts) if parts else "timed out"
 
 
 def _duration(started_at: str, completed_at: str) -> float | None:

@@ -8,6 +8,7 @@ snapshots whose deadline has passed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -69,7 +70,16 @@ def report_from_pb(message: pb.LocalSnapshot) -> NodeReport:
         channels=channels,
         initiated=message.initiated,
     )
-    return NodeReport(snapshot, message.recorded_at, message.completed_at)
+    # Nodes that predate the `complete` flag never set it; their reports are
+    # all final ones, with completed_at set and no open channel.
+    complete = message.complete or (bool(message.completed_at) and not message.open_channels)
+    return NodeReport(
+        snapshot,
+        message.recorded_at,
+        message.completed_at,
+        complete=complete,
+        open_channels=tuple(message.open_channels),
+    )
 
 
 def fill_zero_counters(config: ClusterConfig, report: NodeReport) -> NodeReport:
@@ -77,10 +87,9 @@ def fill_zero_counters(config: ClusterConfig, report: NodeReport) -> NodeReport:
     snap = report.snapshot
     sent = {peer: int(snap.sent.get(peer, 0)) for peer in config.outgoing(snap.node_id)}
     received = {peer: int(snap.received.get(peer, 0)) for peer in config.incoming(snap.node_id)}
-    snapshot = LocalSnapshot(
-        snap.snapshot_id, snap.node_id, snap.balance, sent, received, snap.channels, snap.initiated
+    return dataclasses.replace(
+        report, snapshot=dataclasses.replace(snap, sent=sent, received=received)
     )
-    return NodeReport(snapshot, report.recorded_at, report.completed_at)
 
 
 class CollectorService(pb_grpc.CollectorServicer):
@@ -217,9 +226,13 @@ class CollectorService(pb_grpc.CollectorServicer):
                     self._store_document(document)
                 self._cond.notify_all()
         if outcome is ReportOutcome.ACCEPTED:
-            bound.info("report accepted", balance=report.snapshot.balance)
+            bound.info(
+                "report accepted" if report.complete else "progress report accepted",
+                balance=report.snapshot.balance,
+                open_channels=list(report.open_channels),
+            )
         elif outcome is ReportOutcome.DUPLICATE:
-            bound.info("duplicate report acknowledged")
+            bound.info("duplicate report acknowledged", complete=report.complete)
         elif outcome is ReportOutcome.ALREADY_FINISHED:
             bound.warning("report for a finished snapshot acknowledged and ignored")
         else:
@@ -321,10 +334,14 @@ class CollectorService(pb_grpc.CollectorServicer):
 
 
 def _reported_missing(text: str) -> tuple[list[str], list[str]]:
+    """(nodes with a complete local snapshot, the others) of a finished document."""
     try:
         document = json.loads(text)
-        return sorted(document["nodes"]), list(document["missing"])
-    except (ValueError, KeyError, TypeError):
+        nodes = document["nodes"]
+        reported = sorted(n for n, state in nodes.items() if state.get("complete", True))
+        waiting = [n for n in document.get("waiting", {}) if n not in document["missing"]]
+        return reported, list(document["missing"]) + waiting
+    except (ValueError, KeyError, TypeError, AttributeError):
         return [], []
 
 

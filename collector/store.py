@@ -5,7 +5,8 @@ Layout of the directory:
     <snapshot_id>.json              one finished snapshot (complete or aborted)
     latest.json                     a copy of the most recently finished snapshot
     .pending/<snapshot_id>/_begin.json      when the collector first heard of it, initiators
-    .pending/<snapshot_id>/<node_id>.json   one node's report, as received
+    .pending/<snapshot_id>/<node_id>.json   one node's latest report, as received (a
+                                            final report replaces a progress one)
 
 Every file is written with `atomic_write_json`: a temporary file in the same
 directory, fsync, `os.replace`, fsync of the directory. A reader therefore
@@ -81,6 +82,8 @@ def report_to_dict(report: NodeReport) -> dict[str, Any]:
         "initiated": snap.initiated,
         "recorded_at": report.recorded_at,
         "completed_at": report.completed_at,
+        "complete": report.complete,
+        "open_channels": list(report.open_channels),
     }
 
 
@@ -97,7 +100,14 @@ def report_from_dict(data: dict[str, Any]) -> NodeReport:
         },
         initiated=bool(data["initiated"]),
     )
-    return NodeReport(snapshot, str(data.get("recorded_at", "")), str(data.get("completed_at", "")))
+    # Files written before progress reports existed hold final reports only.
+    return NodeReport(
+        snapshot,
+        str(data.get("recorded_at", "")),
+        str(data.get("completed_at", "")),
+        complete=bool(data.get("complete", True)),
+        open_channels=tuple(str(s) for s in data.get("open_channels", [])),
+    )
 
 
 # ---------------------------------------------------------------------- store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from collector.document import NodeReport
@@ -85,21 +86,28 @@ def report_to_pb(report: NodeReport) -> pb.LocalSnapshot:
         initiated=snap.initiated,
         recorded_at=report.recorded_at,
         completed_at=report.completed_at,
+        complete=report.complete,
+        open_channels=list(report.open_channels),
     )
 
 
 def with_balance(report: NodeReport, balance: int) -> NodeReport:
-    snap = report.snapshot
-    changed = LocalSnapshot(
-        snap.snapshot_id,
-        snap.node_id,
-        balance,
-        snap.sent,
-        snap.received,
-        snap.channels,
-        snap.initiated,
+    return dataclasses.replace(
+        report, snapshot=dataclasses.replace(report.snapshot, balance=balance)
     )
-    return NodeReport(changed, report.recorded_at, report.completed_at)
+
+
+def as_progress(report: NodeReport, open_channels: Sequence[str]) -> NodeReport:
+    """The progress report the node sent before `report`: same recorded state,
+    channel states as recorded so far (nothing yet), `open_channels` still open."""
+    snap = report.snapshot
+    return dataclasses.replace(
+        report,
+        snapshot=dataclasses.replace(snap, channels={peer: () for peer in snap.channels}),
+        completed_at="",
+        complete=False,
+        open_channels=tuple(sorted(open_channels)),
+    )
 
 
 def check_cut(document: Mapping[str, object]) -> list[str]:

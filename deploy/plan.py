@@ -204,9 +204,7 @@ def make_plan(
         placement.append((name, assignments.get(name, host_names[index % len(hosts)])))
     projects = [project_name(project_prefix, name) for name in host_names]
     if len(set(projects)) != len(projects):
-        raise DeployError(
-            f"host names {host_names} give clashing compose project names {projects}"
-        )
+        raise DeployError(f"host names {host_names} give clashing compose project names {projects}")
     host_plans = tuple(
         HostPlan(
             host=host,

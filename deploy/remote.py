@@ -28,8 +28,10 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +47,7 @@ from deploy.hosts import Inventory, load_hosts
 from deploy.plan import (
     COLLECTOR,
     DEFAULT_PROJECT_PREFIX,
-    HostPlan,
+    Plan,
     check_compose,
     make_plan,
     manifest,
@@ -64,8 +66,17 @@ MANIFEST = "deployment.json"
 POLL_SECONDS = 2.0
 # Files and directories `--image-transfer build` ships as the build context.
 BUILD_CONTEXT = (
-    "Dockerfile", "pyproject.toml", "README.md", ".dockerignore",
-    "protos", "node", "collector", "initiator", "simulator", "deploy", "common",
+    "Dockerfile",
+    "pyproject.toml",
+    "README.md",
+    ".dockerignore",
+    "protos",
+    "node",
+    "collector",
+    "initiator",
+    "simulator",
+    "deploy",
+    "common",
 )
 
 T = TypeVar("T")
@@ -73,6 +84,18 @@ R = TypeVar("R")
 
 
 # ------------------------------------------------------------ connections
+
+
+def progress(step: str) -> Log:
+    """:func:`deploy.progress.reporter`, safe to call from the per-host threads."""
+    log = reporter(step)
+    lock = threading.Lock()
+
+    def locked(message: str) -> None:
+        with lock:
+            log(message)
+
+    return locked
 
 
 @dataclass
@@ -200,7 +223,8 @@ def container_logs(target: Target, container: str, lines: int = 25) -> str:
     try:
         result = target.remote.run(
             f"docker logs --tail {lines} {shlex.quote(container)} 2>&1",
-            step="reading logs", check=False,
+            step="reading logs",
+            check=False,
         )
     except DeployError as error:
         return f"(no logs: {error})"
@@ -257,8 +281,9 @@ def wait_docker_ready(target: Target, timeout: float, log: Log) -> None:
     said = False
     while True:
         try:
-            target.remote.run("docker info --format '{{.ServerVersion}}'", step="checking Docker",
-                              timeout=60)
+            target.remote.run(
+                "docker info --format '{{.ServerVersion}}'", step="checking Docker", timeout=60
+            )
             target.compose = detect_compose(target.remote)
             return
         except DeployError as error:
@@ -267,8 +292,10 @@ def wait_docker_ready(target: Target, timeout: float, log: Log) -> None:
                     f"{error}\n({target.name}: still not ready after {timeout:g}s)"
                 ) from None
             if not said:
-                log(f"{target.name}: waiting for ssh and Docker (cloud-init may still be "
-                    "installing it)...")
+                log(
+                    f"{target.name}: waiting for ssh and Docker (cloud-init may still be "
+                    "installing it)..."
+                )
                 said = True
             time.sleep(5)
 
@@ -276,7 +303,8 @@ def wait_docker_ready(target: Target, timeout: float, log: Log) -> None:
 def local_image_id(image: str) -> str:
     result = subprocess.run(
         ["docker", "image", "inspect", "--format", "{{.Id}}", image],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise DeployError(
@@ -289,7 +317,8 @@ def local_image_id(image: str) -> str:
 def remote_image_id(target: Target, image: str) -> str | None:
     result = target.remote.run(
         f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null",
-        step="checking the image", check=False,
+        step="checking the image",
+        check=False,
     )
     found = result.stdout.decode().strip()
     return found if result.returncode == 0 and found else None
@@ -311,10 +340,13 @@ def ship_image_save(targets: Sequence[Target], image: str, always: bool, log: Lo
     with tempfile.TemporaryDirectory(prefix="cl-deploy-image-") as folder:
         archive = Path(folder) / "image.tar.gz"
         log(f"saving image {image} ({image_id[:19]})...")
-        with archive.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb",
-                                                      compresslevel=1) as packed:
-            saver = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+        with (
+            archive.open("wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as packed,
+        ):
+            saver = subprocess.Popen(
+                ["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
             assert saver.stdout is not None
             while chunk := saver.stdout.read(1 << 20):
                 packed.write(chunk)
@@ -325,8 +357,7 @@ def ship_image_save(targets: Sequence[Target], image: str, always: bool, log: Lo
 
         def load(target: Target) -> None:
             log(f"{target.name}: loading image ({size:.0f} MB)...")
-            target.remote.pipe_in([["cat", str(archive)]], "docker load", step="loading image",
-                                  timeout=1800)
+            target.remote.run_with_file("docker load", archive, step="loading image", timeout=1800)
             loaded = remote_image_id(target, image)
             if loaded != image_id:
                 raise DeployError(
@@ -348,15 +379,20 @@ def build_context_tar(root: Path) -> bytes:
                     raise DeployError(f"--image-transfer build: {path} is missing")
                 continue
             archive.add(
-                path, arcname=entry,
-                filter=lambda info: None if "__pycache__" in info.name
-                or info.name.endswith((".pyc", ".pyo")) else info,
+                path,
+                arcname=entry,
+                filter=lambda info: (
+                    None
+                    if "__pycache__" in info.name or info.name.endswith((".pyc", ".pyo"))
+                    else info
+                ),
             )
     return buffer.getvalue()
 
 
-def ship_image_build(targets: Sequence[Target], image: str, base_image: str, root: Path,
-                     log: Log) -> None:
+def ship_image_build(
+    targets: Sequence[Target], image: str, base_image: str, root: Path, log: Log
+) -> None:
     """Ship the build context and ``docker build`` on every host (needs a registry there)."""
     context = build_context_tar(root)
 
@@ -366,17 +402,78 @@ def ship_image_build(targets: Sequence[Target], image: str, base_image: str, roo
         target.remote.run(
             f"rm -rf {shlex.quote(src)} && mkdir -p {shlex.quote(src)} && "
             f"tar -xzf - -C {shlex.quote(src)}",
-            input=context, step="shipping the build context",
+            input=context,
+            step="shipping the build context",
         )
         log(f"{target.name}: building image {image} (a few minutes)...")
         target.remote.run(
             f"docker build -q --build-arg BASE_IMAGE={shlex.quote(base_image)} "
             f"-t {shlex.quote(image)} {shlex.quote(src)}",
-            step="building the image", timeout=1800,
+            step="building the image",
+            timeout=1800,
         )
         log(f"{target.name}: image built")
 
     in_parallel(list(targets), build)
+
+
+def read_manifest(remote: Remote, remote_dir: str, step: str) -> dict[str, Any] | None:
+    """A host's deployment.json, or None when it has none (or an unreadable one)."""
+    path = shlex.quote(f"{remote_dir}/{MANIFEST}")
+    result = remote.run(f"cat {path} 2>/dev/null", step=step, check=False)
+    if result.returncode != 0 or not result.stdout.strip():
+        return None
+    try:
+        document = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def state_volume(service: str) -> str:
+    """The compose volume (in compose.yml) that holds a service's state."""
+    return "snapshots" if service == COLLECTOR else f"{service}-data"
+
+
+def refuse_moves(plan: Plan, targets: dict[str, Target], remote_dir: str) -> None:
+    """Refuse to move a service away from a host that still holds its state.
+
+    A node's volume holds its balance and channel sequence numbers; started
+    elsewhere with a fresh volume it would create money and confuse its
+    peers' channels. The collector's volume holds the snapshot files.
+    """
+    previous = in_parallel(
+        list(targets.values()),
+        lambda t: read_manifest(t.remote, remote_dir, "reading the previous deployment"),
+    )
+    moves: dict[str, set[str]] = {}  # old host -> services that would move away
+    for document in previous:
+        for entry in (document or {}).get("hosts", []):
+            old_host = str(entry.get("name"))
+            for service in entry.get("services", []):
+                if (
+                    old_host in targets
+                    and service in dict(plan.placement)
+                    and plan.host_of(service) != old_host
+                ):
+                    moves.setdefault(old_host, set()).add(str(service))
+    problems = []
+    for old_host, services in sorted(moves.items()):
+        target = targets[old_host]
+        label = shlex.quote(f"com.docker.compose.project={target.project}")
+        result = target.remote.run(
+            f"docker volume ls -q --filter label={label}", step="looking for state volumes"
+        )
+        volumes = set(result.stdout.decode().split())
+        for service in sorted(services):
+            if f"{target.project}_{state_volume(service)}" in volumes:
+                problems.append(f"{service} from {old_host} to {plan.host_of(service)}")
+    if problems:
+        raise DeployError(
+            f"moving {', '.join(problems)} would lose its state (volume on the old host): "
+            "keep the previous --assign, or fetch the snapshots and run "
+            "`cl-deploy down --volumes` first"
+        )
 
 
 def read_text(path: Path, what: str) -> str:
@@ -387,7 +484,7 @@ def read_text(path: Path, what: str) -> str:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    log = reporter("up")
+    log = progress("up")
     started = time.monotonic()
     inventory = load_hosts(args.state_file)
     options = ssh_options(args, inventory)
@@ -395,28 +492,34 @@ def run_up(args: argparse.Namespace) -> int:
     cluster = yaml.safe_load(read_text(args.cluster, "cluster file"))
     services = services_of_cluster(cluster, str(args.cluster))
     check_compose(yaml.safe_load(compose_text), services, str(args.compose))
-    plan = make_plan(inventory.hosts, services, parse_assignments(args.assign or []),
-                     args.project_prefix)
+    plan = make_plan(
+        inventory.hosts, services, parse_assignments(args.assign or []), args.project_prefix
+    )
     for host_plan in plan.hosts:
-        log(f"plan: {host_plan.name} ({host_plan.host.private_ip}) runs "
-            f"{' '.join(host_plan.services) or 'nothing'} as project {host_plan.project}")
+        log(
+            f"plan: {host_plan.name} ({host_plan.host.private_ip}) runs "
+            f"{' '.join(host_plan.services) or 'nothing'} as project {host_plan.project}"
+        )
     targets = {
-        hp.name: Target(Remote(hp.host, options), hp.project, args.remote_dir)
-        for hp in plan.hosts
+        hp.name: Target(Remote(hp.host, options), hp.project, args.remote_dir) for hp in plan.hosts
     }
     everyone = list(targets.values())
     document = json.dumps(manifest(plan, args.image), indent=2) + "\n"
 
     # 1. ssh + Docker + compose on every host.
     in_parallel(everyone, lambda t: wait_docker_ready(t, args.ready_timeout, log))
+    refuse_moves(plan, targets, args.remote_dir)
 
     # 2. configuration files.
     def ship_files(target: Target) -> bool:
         host_plan = plan.host_plan(target.name)
         log(f"{target.name}: shipping compose.yml, cluster.yaml, .env ({target.compose})...")
         cluster_file = f"{target.remote_dir}/cluster.yaml"
-        old = target.remote.run(f"cat {shlex.quote(cluster_file)} 2>/dev/null",
-                                step="reading the old cluster.yaml", check=False).stdout
+        old = target.remote.run(
+            f"cat {shlex.quote(cluster_file)} 2>/dev/null",
+            step="reading the old cluster.yaml",
+            check=False,
+        ).stdout
         new = render_cluster(cluster, plan, target.name).encode()
         target.remote.upload(
             {
@@ -436,8 +539,7 @@ def run_up(args: argparse.Namespace) -> int:
     if args.image_transfer == "save":
         ship_image_save(everyone, args.image, args.always_ship_image, log)
     elif args.image_transfer == "build":
-        ship_image_build(everyone, args.image, args.base_image, args.compose.resolve().parent,
-                         log)
+        ship_image_build(everyone, args.image, args.base_image, args.compose.resolve().parent, log)
     else:
         log("image transfer skipped (--image-transfer none)")
 
@@ -452,7 +554,8 @@ def run_up(args: argparse.Namespace) -> int:
             target.compose_command(
                 f"up -d --no-deps{recreate} {' '.join(shlex.quote(s) for s in services)}"
             ),
-            step=f"starting {' '.join(services)}", timeout=600,
+            step=f"starting {' '.join(services)}",
+            timeout=600,
         )
 
     collector = targets[plan.collector_host.name]
@@ -463,30 +566,21 @@ def run_up(args: argparse.Namespace) -> int:
     def start_nodes(target: Target) -> None:
         nodes = [s for s in plan.host_plan(target.name).services if s != COLLECTOR]
         start(target, nodes)
-        remove_strays(target, plan.host_plan(target.name), log)
 
     in_parallel(everyone, start_nodes)
     waited = wait_healthy(
         [(t, plan.host_plan(t.name).services) for t in everyone], args.health_timeout, log
     )
-    log(f"all {len(plan.placement)} services healthy (health wait {waited:.1f}s, "
-        f"total {time.monotonic() - started:.1f}s)")
-    print(f"deployed {len(plan.placement)} services on {len(plan.hosts)} hosts; "
-          f"collector on {collector.name} ({plan.collector_host.host.public_ip})")
+    log(
+        f"all {len(plan.placement)} services healthy (health wait {waited:.1f}s, "
+        f"total {time.monotonic() - started:.1f}s)"
+    )
+    print(
+        f"deployed {len(plan.placement)} services on {len(plan.hosts)} hosts; "
+        f"collector on {collector.name} ({plan.collector_host.host.public_ip})"
+    )
     print("next: cl-deploy snapshot   (then: cl-deploy fetch, cl-deploy status, cl-deploy down)")
     return 0
-
-
-def remove_strays(target: Target, host_plan: HostPlan, log: Log) -> None:
-    """Remove containers of services this host no longer runs (after a changed --assign)."""
-    states = container_states(target, step="looking for moved services")
-    strays = sorted(set(states) - set(host_plan.services))
-    if strays:
-        log(f"{target.name}: removing {' '.join(strays)} (now placed elsewhere)...")
-        target.remote.run(
-            target.compose_command(f"rm -s -f {' '.join(shlex.quote(s) for s in strays)}"),
-            step=f"removing {' '.join(strays)}", timeout=120,
-        )
 
 
 # ---------------------------------------------- commands after `up`
@@ -518,19 +612,21 @@ def load_deployment(args: argparse.Namespace, step: str) -> Deployed:
     """Read deployment.json from the first host that has it."""
     inventory = load_hosts(args.state_file)
     options = ssh_options(args, inventory)
-    manifest_path = shlex.quote(f"{args.remote_dir}/{MANIFEST}")
     document: dict[str, Any] | None = None
-    for host in inventory.hosts:
-        result = Remote(host, options).run(f"cat {manifest_path} 2>/dev/null",
-                                           step=f"{step}: reading {MANIFEST}", check=False)
-        if result.returncode == 0 and result.stdout.strip():
-            try:
-                document = json.loads(result.stdout)
-            except json.JSONDecodeError:
-                raise DeployError(f"{host.name}: {args.remote_dir}/{MANIFEST} is not JSON: "
-                                  "run `cl-deploy up` again") from None
+    unreachable: list[str] = []
+    for host in inventory.hosts:  # every host has the same file; the first that answers
+        try:
+            document = read_manifest(
+                Remote(host, options), args.remote_dir, f"{step}: reading {MANIFEST}"
+            )
+        except DeployError as error:
+            unreachable.append(str(error))
+            continue
+        if document is not None:
             break
     if document is None:
+        if unreachable:
+            raise DeployError("\n".join(unreachable))
         raise DeployError(
             f"no deployment found in {args.remote_dir}/ on any host: run `cl-deploy up` first "
             "(with the same --remote-dir)"
@@ -553,13 +649,17 @@ def load_deployment(args: argparse.Namespace, step: str) -> Deployed:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    log = reporter("snapshot")
+    log = progress("snapshot")
     deployed = load_deployment(args, "snapshot")
     options: list[str] = []
     for node in args.node or []:
         options += ["--node", node]
-    for flag, value in (("--snapshot-id", args.snapshot_id), ("--count", args.count),
-                        ("--interval", args.interval), ("--timeout", args.timeout)):
+    for flag, value in (
+        ("--snapshot-id", args.snapshot_id),
+        ("--count", args.count),
+        ("--interval", args.interval),
+        ("--timeout", args.timeout),
+    ):
         if value is not None:
             options += [flag, str(value)]
     options += ["--no-wait"] if args.no_wait else []
@@ -608,7 +708,7 @@ def snapshot_files(archive: bytes) -> dict[str, bytes]:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    log = reporter("fetch")
+    log = progress("fetch")
     deployed = load_deployment(args, "fetch")
     target = deployed.collector
     volume = f"{target.project}_snapshots"
@@ -618,7 +718,8 @@ def run_fetch(args: argparse.Namespace) -> int:
         f"docker run --rm --network none --entrypoint tar "
         f"-v {shlex.quote(volume)}:/snapshots:ro {shlex.quote(deployed.image)} "
         "-C /snapshots -cf - --exclude=./.pending .",
-        step=f"reading the snapshot volume {volume}", timeout=600,
+        step=f"reading the snapshot volume {volume}",
+        timeout=600,
     )
     files = snapshot_files(result.stdout)
     out: Path = args.out
@@ -638,8 +739,10 @@ def run_fetch(args: argparse.Namespace) -> int:
     if isinstance(latest, dict):
         verification = latest.get("verification", {})
         ok = verification.get("ok") if isinstance(verification, dict) else None
-        print(f"latest: {latest.get('snapshot_id')} status={latest.get('status')} "
-              f"verified={ok} -> {out / 'latest.json'}")
+        print(
+            f"latest: {latest.get('snapshot_id')} status={latest.get('status')} "
+            f"verified={ok} -> {out / 'latest.json'}"
+        )
     elif count == 0:
         print("no snapshot taken yet: run `cl-deploy snapshot`")
     return 0
@@ -648,11 +751,23 @@ def run_fetch(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     deployed = load_deployment(args, "status")
     targets = list(deployed.targets.values())
-    states = in_parallel(targets, lambda t: container_states(t, step="reading container state"))
+
+    def states_of(target: Target) -> dict[str, ContainerState] | str:
+        try:
+            return container_states(target, step="reading container state")
+        except DeployError as error:
+            return str(error)
+
+    states = in_parallel(targets, states_of)
     rows = [("HOST", "SERVICE", "STATE", "HEALTH", "RESTARTS")]
     all_ready = True
     for target, found in zip(targets, states, strict=True):
         expected = deployed.services(target.name)
+        if isinstance(found, str):
+            print(found, file=sys.stderr)
+            rows += [(target.name, service, "unreachable", "-", "-") for service in expected]
+            all_ready = False
+            continue
         for service in expected + sorted(set(found) - set(expected)):
             current = found.get(service)
             if current is None:
@@ -662,19 +777,23 @@ def run_status(args: argparse.Namespace) -> int:
             if service in expected and not current.ready:
                 all_ready = False
             extra = "" if service in expected else " (not planned here)"
-            rows.append((target.name, service + extra, current.state, current.health,
-                         str(current.restarts)))
+            rows.append(
+                (target.name, service + extra, current.state, current.health, str(current.restarts))
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip())
-    print(f"collector on {deployed.collector.name}; "
-          f"{'all services healthy' if all_ready else 'NOT all services healthy'}")
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    print(
+        f"collector on {deployed.collector.name}; "
+        f"{'all services healthy' if all_ready else 'NOT all services healthy'}"
+    )
     return 0 if all_ready else 1
 
 
 def run_down(args: argparse.Namespace) -> int:
-    log = reporter("down")
+    log = progress("down")
     inventory = load_hosts(args.state_file)
     options = ssh_options(args, inventory)
     try:
@@ -691,7 +810,8 @@ def run_down(args: argparse.Namespace) -> int:
     def down(target: Target) -> None:
         present = target.remote.run(
             f"test -f {shlex.quote(target.remote_dir + '/compose.yml')}",
-            step="looking for compose.yml", check=False,
+            step="looking for compose.yml",
+            check=False,
         )
         if present.returncode != 0:
             log(f"{target.name}: nothing deployed in {target.remote_dir}/")
@@ -701,14 +821,20 @@ def run_down(args: argparse.Namespace) -> int:
             target.compose_command(
                 f"--profile tools down --remove-orphans -t 10{' --volumes' if args.volumes else ''}"
             ),
-            step="compose down", timeout=300,
+            step="compose down",
+            timeout=300,
         )
         log(f"{target.name}: down")
 
     in_parallel(targets, down)
-    print(f"stopped the cluster on {len(targets)} host(s)"
-          + ("; snapshot volumes removed" if args.volumes else
-             "; volumes kept (down --volumes removes them)"))
+    print(
+        f"stopped the cluster on {len(targets)} host(s)"
+        + (
+            "; snapshot volumes removed"
+            if args.volumes
+            else "; volumes kept (down --volumes removes them)"
+        )
+    )
     return 0
 
 
@@ -717,88 +843,165 @@ def run_down(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     add_state_file_option(parser)
-    parser.add_argument("--hosts", dest="state_file", type=Path, default=argparse.SUPPRESS,
-                        metavar="PATH", help="same as --state-file")
+    parser.add_argument(
+        "--hosts",
+        dest="state_file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="same as --state-file",
+    )
     group = parser.add_argument_group("ssh")
     group.add_argument("--ssh-user", help="login user (default: the hosts file's ssh_user)")
-    group.add_argument("--ssh-key", type=Path, metavar="PATH",
-                       help="private key (default: the hosts file's key_path, else ssh's own)")
-    group.add_argument("--ssh-port", action="append", metavar="[HOST=]PORT",
-                       help="ssh port for every host (PORT) or one host (HOST=PORT); repeatable "
-                       "(default: 22)")
-    group.add_argument("--known-hosts", type=Path, metavar="PATH",
-                       help="known_hosts file to use (default: ssh's, ~/.ssh/known_hosts)")
-    group.add_argument("--connect-timeout", type=int, default=10, metavar="SECONDS",
-                       help="ssh connect timeout (default: 10)")
-    parser.add_argument("--remote-dir", default=DEFAULT_REMOTE_DIR, metavar="DIR",
-                        help="directory on the hosts, relative to the login's home or absolute "
-                        f"(default: {DEFAULT_REMOTE_DIR})")
-    parser.add_argument("--project-prefix", default=DEFAULT_PROJECT_PREFIX, metavar="NAME",
-                        help="compose project of a host is NAME-<host name> "
-                        f"(default: {DEFAULT_PROJECT_PREFIX})")
+    group.add_argument(
+        "--ssh-key",
+        type=Path,
+        metavar="PATH",
+        help="private key (default: the hosts file's key_path, else ssh's own)",
+    )
+    group.add_argument(
+        "--ssh-port",
+        action="append",
+        metavar="[HOST=]PORT",
+        help="ssh port for every host (PORT) or one host (HOST=PORT); repeatable (default: 22)",
+    )
+    group.add_argument(
+        "--known-hosts",
+        type=Path,
+        metavar="PATH",
+        help="known_hosts file to use (default: ssh's, ~/.ssh/known_hosts)",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="ssh connect timeout (default: 10)",
+    )
+    parser.add_argument(
+        "--remote-dir",
+        default=DEFAULT_REMOTE_DIR,
+        metavar="DIR",
+        help="directory on the hosts, relative to the login's home or absolute "
+        f"(default: {DEFAULT_REMOTE_DIR})",
+    )
+    parser.add_argument(
+        "--project-prefix",
+        default=DEFAULT_PROJECT_PREFIX,
+        metavar="NAME",
+        help=f"compose project of a host is NAME-<host name> (default: {DEFAULT_PROJECT_PREFIX})",
+    )
 
 
 def register(subparsers: SubParsers) -> None:
     up = subparsers.add_parser(
-        "up", help="ship compose + config + image to the hosts and start the cluster",
+        "up",
+        help="ship compose + config + image to the hosts and start the cluster",
         description="Place the collector and nodes on the hosts, ship compose.yml, a per-host "
         "cluster.yaml and the image over ssh, start each host's services and wait until all "
         "are healthy. Safe to run again.",
     )
     _common(up)
-    up.add_argument("--compose", type=Path, default=Path("compose.yml"), metavar="PATH",
-                    help="compose file to ship (default: compose.yml)")
-    up.add_argument("--cluster", type=Path, default=Path("cluster.yaml"), metavar="PATH",
-                    help="cluster file whose nodes, topology and workload to deploy "
-                    "(default: cluster.yaml); addresses are rewritten per host")
-    up.add_argument("--assign", action="append", metavar="SERVICE=HOST[,...]",
-                    help="place services, e.g. n1=host-0,n2=host-1 or collector=host-1 "
-                    "(default: collector on the first host, nodes round-robin)")
+    up.add_argument(
+        "--compose",
+        type=Path,
+        default=Path("compose.yml"),
+        metavar="PATH",
+        help="compose file to ship (default: compose.yml)",
+    )
+    up.add_argument(
+        "--cluster",
+        type=Path,
+        default=Path("cluster.yaml"),
+        metavar="PATH",
+        help="cluster file whose nodes, topology and workload to deploy "
+        "(default: cluster.yaml); addresses are rewritten per host",
+    )
+    up.add_argument(
+        "--assign",
+        action="append",
+        metavar="SERVICE=HOST[,...]",
+        help="place services, e.g. n1=host-0,n2=host-1 or collector=host-1 "
+        "(default: collector on the first host, nodes round-robin)",
+    )
     up.add_argument("--image", default=DEFAULT_IMAGE, help=f"image (default: {DEFAULT_IMAGE})")
-    up.add_argument("--image-transfer", choices=("save", "build", "none"), default="save",
-                    help="save: docker save here | docker load there (default); build: docker "
-                    "build on each host (it needs a registry); none: the hosts have it")
-    up.add_argument("--always-ship-image", action="store_true",
-                    help="with save: load the image even where the same image id is present")
-    up.add_argument("--base-image", default="python:3.11-slim",
-                    help="BASE_IMAGE build argument with --image-transfer build")
-    up.add_argument("--ready-timeout", type=float, default=600, metavar="SECONDS",
-                    help="wait this long for ssh and Docker on fresh hosts (default: 600)")
-    up.add_argument("--health-timeout", type=float, default=180, metavar="SECONDS",
-                    help="wait this long for every service to be healthy (default: 180)")
+    up.add_argument(
+        "--image-transfer",
+        choices=("save", "build", "none"),
+        default="save",
+        help="save: docker save here | docker load there (default); build: docker "
+        "build on each host (it needs a registry); none: the hosts have it",
+    )
+    up.add_argument(
+        "--always-ship-image",
+        action="store_true",
+        help="with save: load the image even where the same image id is present",
+    )
+    up.add_argument(
+        "--base-image",
+        default="python:3.11-slim",
+        help="BASE_IMAGE build argument with --image-transfer build",
+    )
+    up.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="wait this long for ssh and Docker on fresh hosts (default: 600)",
+    )
+    up.add_argument(
+        "--health-timeout",
+        type=float,
+        default=180,
+        metavar="SECONDS",
+        help="wait this long for every service to be healthy (default: 180)",
+    )
     up.set_defaults(handler=run_up)
 
     snapshot = subparsers.add_parser(
-        "snapshot", help="run the initiator on the collector's host and print its summary",
+        "snapshot",
+        help="run the initiator on the collector's host and print its summary",
         description="Run `compose run --rm initiator` on the collector's host; the exit "
         "status is the initiator's (0 complete and verified, 3 aborted, 4 failed "
         "verification). Arguments after `--` go to cl-initiator as they are.",
     )
     _common(snapshot)
-    snapshot.add_argument("--node", action="append", metavar="ID",
-                          help="initiating node (repeatable; default: the first node)")
+    snapshot.add_argument(
+        "--node",
+        action="append",
+        metavar="ID",
+        help="initiating node (repeatable; default: the first node)",
+    )
     snapshot.add_argument("--snapshot-id", metavar="ID")
     snapshot.add_argument("--count", type=int, help="number of snapshots in sequence")
     snapshot.add_argument("--interval", type=float, help="seconds between snapshots")
     snapshot.add_argument("--timeout", type=float, help="seconds to wait for each snapshot")
     snapshot.add_argument("--no-wait", action="store_true", help="trigger and print the id only")
     snapshot.add_argument("--json", action="store_true", help="print the snapshot JSON")
-    snapshot.add_argument("initiator_args", nargs="*", metavar="-- ARGS",
-                          help="more cl-initiator arguments")
+    snapshot.add_argument(
+        "initiator_args", nargs="*", metavar="-- ARGS", help="more cl-initiator arguments"
+    )
     snapshot.set_defaults(handler=run_snapshot)
 
     fetch = subparsers.add_parser(
-        "fetch", help="copy the snapshot JSON files from the collector's volume",
+        "fetch",
+        help="copy the snapshot JSON files from the collector's volume",
         description="Copy every finished snapshot file (and latest.json) from the collector's "
         "volume into --out; each file is written atomically.",
     )
     _common(fetch)
-    fetch.add_argument("--out", type=Path, default=Path("snapshots"), metavar="DIR",
-                       help="local directory (default: snapshots)")
+    fetch.add_argument(
+        "--out",
+        type=Path,
+        default=Path("snapshots"),
+        metavar="DIR",
+        help="local directory (default: snapshots)",
+    )
     fetch.set_defaults(handler=run_fetch)
 
     status = subparsers.add_parser(
-        "status", help="state and health of every service on every host",
+        "status",
+        help="state and health of every service on every host",
         description="Print host, service, state, health and restarts; exit 0 when every "
         "planned service is running and healthy, 1 otherwise.",
     )
@@ -806,11 +1009,14 @@ def register(subparsers: SubParsers) -> None:
     status.set_defaults(handler=run_status)
 
     down = subparsers.add_parser(
-        "down", help="stop and remove the cluster's containers on every host",
+        "down",
+        help="stop and remove the cluster's containers on every host",
         description="Run `compose down` on every host (the files in --remote-dir stay).",
     )
     _common(down)
-    down.add_argument("--volumes", action="store_true",
-                      help="also remove the volumes: snapshot files and node state are lost")
+    down.add_argument(
+        "--volumes",
+        action="store_true",
+        help="also remove the volumes: snapshot files and node state are lost",
+    )
     down.set_defaults(handler=run_down)
-

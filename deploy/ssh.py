@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from deploy.errors import DeployError
 from deploy.hosts import Host
@@ -41,12 +40,18 @@ class SshOptions:
 
     def common(self) -> list[str]:
         options = [
-            "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=accept-new",
-            "-o", f"ConnectTimeout={self.connect_timeout}",
-            "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=4",
-            "-o", "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
+            "-o",
+            "LogLevel=ERROR",
         ]
         if self.key is not None:
             options += ["-i", str(self.key), "-o", "IdentitiesOnly=yes"]
@@ -105,7 +110,7 @@ class Remote:
             return DeployError(
                 f"{self.name}: {step}: cannot reach the host over ssh ({self.describe()}): "
                 f"{tail or 'ssh exited 255'}\n(check --ssh-key/--ssh-user, that the host is up "
-                "and that port 22 is open to you)"
+                "and that its ssh port is open to you)"
             )
         detail = f":\n{tail}" if tail else ""
         return DeployError(f"{self.name}: {step} failed (exit {returncode}){detail}")
@@ -122,7 +127,10 @@ class Remote:
         """Run a shell command on the host, capturing its output."""
         try:
             result = subprocess.run(
-                self.ssh_argv(command), input=input, capture_output=True, timeout=timeout,
+                self.ssh_argv(command),
+                input=input,
+                capture_output=True,
+                timeout=timeout,
                 stdin=None if input is not None else subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
@@ -145,51 +153,20 @@ class Remote:
             raise self._failure(step, result.returncode, None)
         return result.returncode
 
-    def pipe_in(self, producers: Sequence[Sequence[str]], command: str, *, step: str,
-                timeout: float) -> None:
-        """``producer | ... | ssh host command``: stream local output to a remote command."""
-        processes: list[subprocess.Popen[bytes]] = []
-        stderr_files: list[IO[bytes]] = []
-        upstream: IO[bytes] | None = None
-        try:
-            for argv in [*producers, self.ssh_argv(command)]:
-                err = tempfile.TemporaryFile()
-                stderr_files.append(err)
-                process = subprocess.Popen(
-                    list(argv), stdin=upstream if upstream is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=err,
+    def run_with_file(
+        self, command: str, path: Path, *, step: str, timeout: float
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a command on the host with a local file as its stdin (``ssh host cmd < file``)."""
+        with path.open("rb") as stdin:
+            try:
+                result = subprocess.run(
+                    self.ssh_argv(command), stdin=stdin, capture_output=True, timeout=timeout
                 )
-                if upstream is not None:
-                    upstream.close()  # the child holds it now; lets SIGPIPE reach the producer
-                processes.append(process)
-                upstream = process.stdout
-            # The remote command's stdout is small (docker load's lines).
-            output, _ = processes[-1].communicate(timeout=timeout)
-            for process in processes[:-1]:
-                process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-        codes = [process.returncode for process in processes]
-        messages = []
-        for argv, code, err in zip([*producers, ["ssh"]], codes, stderr_files, strict=True):
-            err.seek(0)
-            text = err.read()
-            err.close()
-            if code != 0:
-                messages.append((argv, code, text))
-        if not messages:
-            return
-        argv, code, text = messages[-1] if codes[-1] != 0 else messages[0]
-        if argv == ["ssh"]:
-            raise self._failure(step, code, text or output)
-        raise DeployError(
-            f"{self.name}: {step} failed: local `{shlex.join(argv)}` exited {code}:\n{_tail(text)}"
-        )
+            except subprocess.TimeoutExpired:
+                raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
+        if result.returncode != 0:
+            raise self._failure(step, result.returncode, result.stderr or result.stdout)
+        return result
 
     def upload(self, files: Mapping[str, bytes], remote_dir: str, *, step: str) -> None:
         """Copy files into ``remote_dir`` with scp, each replaced atomically (upload, then mv)."""
@@ -206,12 +183,18 @@ class Remote:
             if ":" in host:  # IPv6 in scp's host:path syntax
                 host = f"[{host}]"
             argv = [
-                "scp", "-q", *self.options.common(), "-P", str(self.options.port_for(self.host)),
-                *paths, f"{self.options.user}@{host}:{incoming}/",
+                "scp",
+                "-q",
+                *self.options.common(),
+                "-P",
+                str(self.options.port_for(self.host)),
+                *paths,
+                f"{self.options.user}@{host}:{incoming}/",
             ]
             try:
-                result = subprocess.run(argv, capture_output=True, timeout=300,
-                                        stdin=subprocess.DEVNULL)
+                result = subprocess.run(
+                    argv, capture_output=True, timeout=300, stdin=subprocess.DEVNULL
+                )
             except subprocess.TimeoutExpired:
                 raise DeployError(f"{self.name}: {step} timed out (scp)") from None
             except FileNotFoundError:

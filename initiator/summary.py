@@ -47,7 +47,20 @@ def format_summary(document: Mapping[str, Any]) -> str:
     )
     missing = list(document.get("missing", []))
     if missing:
-        lines.append(f"  missing: {', '.join(missing)} (no report before the timeout)")
+        its = "its" if len(missing) == 1 else "their"
+        lines.append(f"  missing: {', '.join(missing)} (never recorded {its} state)")
+    waiting: Mapping[str, Sequence[str]] = document.get("waiting", {})
+    if waiting:
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for node, senders in waiting.items():
+            groups.setdefault(tuple(senders), []).append(node)
+        lines.append(
+            "  still waiting for markers: "
+            + "; ".join(
+                f"{', '.join(nodes)} from {', '.join(senders) or '?'}"
+                for senders, nodes in groups.items()
+            )
+        )
 
     nodes: Mapping[str, Mapping[str, Any]] = document.get("nodes", {})
     if nodes:

@@ -51,6 +51,9 @@ from dataclasses import dataclass, field
 FINISHED_MEMORY = 1000
 
 SNAPSHOT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Ids that name something else in the collector's snapshot directory
+# ("latest" means the most recently finished snapshot), compared lower-cased.
+RESERVED_SNAPSHOT_IDS = frozenset({"latest"})
 
 
 class CoreError(Exception):
@@ -76,6 +79,8 @@ def validate_snapshot_id(snapshot_id: str) -> str:
             f"invalid snapshot id {snapshot_id!r}: use 1-64 characters from "
             "A-Z a-z 0-9 . _ - starting with a letter or digit"
         )
+    if snapshot_id.lower() in RESERVED_SNAPSHOT_IDS:
+        raise InvalidSnapshotId(f"invalid snapshot id {snapshot_id!r}: the name is reserved")
     return snapshot_id
 
 
@@ -201,9 +206,7 @@ class NodeCore:
         recording = self._recordings.get(snapshot_id)
         if recording is None:
             return None
-        return self._local_snapshot(snapshot_id, recording), tuple(
-            sorted(recording.open_channels)
-        )
+        return self._local_snapshot(snapshot_id, recording), tuple(sorted(recording.open_channels))
 
     # ------------------------------------------------------------- events
 
@@ -242,8 +245,7 @@ class NodeCore:
         expected = self.received[sender] + 1
         if transfer.transfer_seq != expected:
             raise ProtocolViolation(
-                f"transfer {transfer.transfer_seq} on {sender}->{self.node_id}, "
-                f"expected {expected}"
+                f"transfer {transfer.transfer_seq} on {sender}->{self.node_id}, expected {expected}"
             )
         if transfer.amount <= 0:
             raise ProtocolViolation(f"non-positive transfer amount {transfer.amount}")

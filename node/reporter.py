@@ -1,9 +1,19 @@
-"""Delivers finished local snapshots to the collector, retrying until acked.
+"""Delivers local snapshot reports to the collector, retrying until acked.
 
 Reports are durable (the runtime stores each one in the transaction that
-finished the snapshot) and are deleted only after the collector acked them,
-so a collector that is away, or a node restart, delays a report but never
-loses it. The collector may therefore see a report twice.
+produced it) and are deleted only after the collector acked them, so a
+collector that is away, or a node restart, delays a report but never loses
+it. The collector may therefore see a report twice.
+
+A node sends up to two reports per snapshot: a progress report when it
+records (complete=false, with the channels still open), then the final one.
+The final one replaces the progress report under the same snapshot id; if
+that happens while the progress report is on its way, acking it deletes
+nothing and the final report follows.
+
+A report the collector refuses as invalid (INVALID_ARGUMENT) or as
+contradicting what this node reported before (ALREADY_EXISTS) can never be
+accepted: it is logged as an error and dropped, not retried forever.
 """
 
 from __future__ import annotations
@@ -16,11 +26,14 @@ from structlog.contextvars import bind_contextvars
 
 from node.channels import CLIENT_OPTIONS, Backoff
 from node.runtime import NodeClosed, NodeRuntime
+from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("node.reporter")
 
 REPORT_TIMEOUT = 5.0
+# Answers after which sending the same report again cannot succeed.
+REFUSED_FOR_GOOD = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
 
 
 class Reporter(threading.Thread):
@@ -47,20 +60,44 @@ class Reporter(threading.Thread):
                     try:
                         stub.ReportLocalSnapshot(report, timeout=REPORT_TIMEOUT)
                     except grpc.RpcError as error:
+                        call = error if isinstance(error, grpc.Call) else None
+                        code = call.code() if call is not None else None
+                        details = call.details() if call is not None else str(error)
+                        if code is not None and code in REFUSED_FOR_GOOD:
+                            log.error(
+                                "snapshot report refused by the collector, dropped",
+                                snapshot_id=report.snapshot_id,
+                                complete=report.complete,
+                                collector=self.collector_address,
+                                code=code.name,
+                                details=details,
+                            )
+                            if not self._forget(report):
+                                return
+                            continue
                         delay = self.backoff.next()
                         log.warning(
                             "snapshot report failed, will retry",
                             snapshot_id=report.snapshot_id,
                             collector=self.collector_address,
-                            code=error.code().name,
-                            details=error.details(),
+                            code=code.name if code is not None else "UNKNOWN",
+                            details=details,
                             retry_in=delay,
                         )
                         self._stopping.wait(delay)
                         break
                     self.backoff.reset()
-                    try:
-                        self.runtime.report_delivered(report.snapshot_id)
-                    except NodeClosed:
-                        return  # the collector may get this report again after a restart
-                    log.info("snapshot reported", snapshot_id=report.snapshot_id)
+                    if not self._forget(report):
+                        return
+                    log.info(
+                        "snapshot reported" if report.complete else "snapshot progress reported",
+                        snapshot_id=report.snapshot_id,
+                    )
+
+    def _forget(self, report: pb.LocalSnapshot) -> bool:
+        """Stop sending `report`; False if the node is closing."""
+        try:
+            self.runtime.report_delivered(report)
+        except NodeClosed:
+            return False  # the collector may get this report again after a restart
+        return True

@@ -108,9 +108,16 @@ class NodeRuntime:
         }
         self._acked: dict[str, int] = {}  # acks not yet deleted from the DB outbox
         self._recorded_at = dict(state.recorded_at)
-        self._reports = {
-            sid: pb.LocalSnapshot.FromString(raw) for sid, raw in state.reports.items()
-        }
+        # Reports not yet acked by the collector, and their bytes as stored
+        # (a delivered report is deleted only if it is still the stored one).
+        self._reports: dict[str, pb.LocalSnapshot] = {}
+        self._report_bytes: dict[str, bytes] = dict(state.reports)
+        for sid, raw in state.reports.items():
+            report = pb.LocalSnapshot.FromString(raw)
+            # Data dirs of nodes that predate the `complete` flag hold only
+            # final reports, none of which sets it.
+            report.complete = wire.is_final(report)
+            self._reports[sid] = report
         self._lock = threading.Lock()
         self._frames_ready = {peer: threading.Condition(self._lock) for peer in self.outgoing}
         self._reports_ready = threading.Condition(self._lock)
@@ -244,11 +251,22 @@ class NodeRuntime:
                 self._reports_ready.wait(timeout)
             return list(self._reports.values())
 
-    def report_delivered(self, snapshot_id: str) -> None:
+    def report_delivered(self, report: pb.LocalSnapshot) -> bool:
+        """The collector acked `report` (or refused it for good): stop sending it.
+
+        A progress report may have been replaced by the snapshot's final
+        report while it was being sent; then nothing is deleted (returns
+        False) and the final report is still delivered.
+        """
+        sid = report.snapshot_id
         with self._lock:
             self._check_open()
-            self._store.delete_reports([snapshot_id])
-            self._reports.pop(snapshot_id, None)
+            if self._reports.get(sid) != report:
+                return False
+            self._store.delete_report(sid, self._report_bytes[sid])
+            del self._reports[sid]
+            del self._report_bytes[sid]
+            return True
 
     # ---------------------------------------------------------------- status
 
@@ -303,6 +321,7 @@ class NodeRuntime:
         recorded_now: dict[str, str] = {}
         done: list[str] = []
         reports: dict[str, pb.LocalSnapshot] = {}
+        report_bytes: dict[str, bytes] = {}
         for action in actions:
             if isinstance(action, Send):
                 seq = change.next_seq.get(action.to, self._next_seq[action.to])
@@ -317,9 +336,21 @@ class NodeRuntime:
                 sid = action.snapshot.snapshot_id
                 recorded_at = recorded_now.get(sid) or self._recorded_at.get(sid, "")
                 report = wire.snapshot_report(action.snapshot, recorded_at, self._clock())
-                change.reports.append((sid, report.SerializeToString()))
+                report_bytes[sid] = report.SerializeToString()
+                change.reports.append((sid, report_bytes[sid]))
                 reports[sid] = report
                 done.append(sid)
+        for sid, recorded_at in recorded_now.items():
+            # Recorded but not done by this same event: a progress report, so
+            # that the collector can tell who was still waiting for whom if the
+            # snapshot never completes. The final report replaces it.
+            progress = self._core.progress(sid)
+            if progress is not None:
+                so_far, open_channels = progress
+                report = wire.progress_report(so_far, open_channels, recorded_at)
+                report_bytes[sid] = report.SerializeToString()
+                change.progress.append((sid, report_bytes[sid]))
+                reports[sid] = report
         try:
             self._store.commit(change)
         except BaseException:
@@ -342,4 +373,5 @@ class NodeRuntime:
             self._log.info("snapshot done", snapshot_id=sid, balance=reports[sid].balance)
         if reports:
             self._reports.update(reports)
+            self._report_bytes.update(report_bytes)
             self._reports_ready.notify_all()

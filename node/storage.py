@@ -10,7 +10,10 @@ What is stored, and why each piece is needed to resume after SIGKILL:
   outgoing          per outgoing channel, the next frame seq to assign
   outbox            frames not yet acknowledged, resent after a reconnect
   recorded          when each active snapshot was recorded (for its report)
-  reports           finished local snapshots not yet acked by the collector
+  reports           local snapshot reports not yet acked by the collector, one
+                    per snapshot id (serialized LocalSnapshot messages): the
+                    progress report (complete=false) stored when the node
+                    records, replaced by the final one when the snapshot is done
 
 Every state change goes through `commit`, one transaction: a debit and its
 outbox frame, or a credit and its last-applied seq, are never split.
@@ -25,7 +28,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +101,10 @@ class Change:
     outbox: list[tuple[str, int, bytes]] = field(default_factory=list)  # (peer, seq, frame)
     next_seq: dict[str, int] = field(default_factory=dict)
     recorded: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, time)
+    # Final reports (snapshot done: its `recorded` row goes) and progress
+    # reports (still recording); either replaces a stored report of the same id.
     reports: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
+    progress: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
     acked: dict[str, int] = field(default_factory=dict)  # peer -> highest acked seq
 
 
@@ -235,6 +241,7 @@ class Store:
                 "DELETE FROM outbox WHERE peer = ? AND seq <= ?", list(change.acked.items())
             )
             db.executemany("INSERT OR REPLACE INTO recorded VALUES (?, ?)", change.recorded)
+            db.executemany("INSERT OR REPLACE INTO reports VALUES (?, ?)", change.progress)
             for snapshot_id, report in change.reports:
                 db.execute("DELETE FROM recorded WHERE snapshot_id = ?", (snapshot_id,))
                 db.execute("INSERT OR REPLACE INTO reports VALUES (?, ?)", (snapshot_id, report))
@@ -244,9 +251,15 @@ class Store:
         with self._transaction() as db:
             db.execute("DELETE FROM outbox WHERE peer = ? AND seq <= ?", (peer, seq))
 
-    def delete_reports(self, snapshot_ids: Sequence[str]) -> None:
-        """The collector acked these reports."""
+    def delete_report(self, snapshot_id: str, report: bytes) -> bool:
+        """The collector acked (or for good refused) `report`: forget it.
+
+        Only if it is still the stored report of `snapshot_id`: a progress
+        report may have been replaced by the final one while it was in
+        flight, and the final one must still be delivered. True if deleted.
+        """
         with self._transaction() as db:
-            db.executemany(
-                "DELETE FROM reports WHERE snapshot_id = ?", [(s,) for s in snapshot_ids]
+            cursor = db.execute(
+                "DELETE FROM reports WHERE snapshot_id = ? AND report = ?", (snapshot_id, report)
             )
+            return cursor.rowcount > 0

@@ -6,6 +6,8 @@ hand. Everything that crosses that line goes through this module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from node.core import LocalSnapshot, Marker, Payload, Transfer
 from protos import chandy_lamport_pb2 as pb
 
@@ -50,6 +52,36 @@ def snapshot_report(
     snapshot: LocalSnapshot, recorded_at: str, completed_at: str
 ) -> pb.LocalSnapshot:
     """The collector's LocalSnapshot message for one finished local snapshot."""
+    report = _local_snapshot(snapshot, recorded_at)
+    report.completed_at = completed_at
+    report.complete = True
+    return report
+
+
+def progress_report(
+    snapshot: LocalSnapshot, open_channels: Sequence[str], recorded_at: str
+) -> pb.LocalSnapshot:
+    """The early report of a snapshot still recording (`NodeCore.progress`).
+
+    `complete` is false, `completed_at` empty, and `open_channels` names the
+    senders whose marker has not arrived yet.
+    """
+    report = _local_snapshot(snapshot, recorded_at)
+    report.complete = False
+    report.open_channels.extend(sorted(open_channels))
+    return report
+
+
+def is_final(report: pb.LocalSnapshot) -> bool:
+    """True for a finished local snapshot's report.
+
+    Reports stored by nodes that predate the `complete` flag never set it;
+    they were always final, and always carry `completed_at`.
+    """
+    return report.complete or (bool(report.completed_at) and not report.open_channels)
+
+
+def _local_snapshot(snapshot: LocalSnapshot, recorded_at: str) -> pb.LocalSnapshot:
     return pb.LocalSnapshot(
         snapshot_id=snapshot.snapshot_id,
         node_id=snapshot.node_id,
@@ -68,5 +100,4 @@ def snapshot_report(
         ],
         initiated=snapshot.initiated,
         recorded_at=recorded_at,
-        completed_at=completed_at,
     )

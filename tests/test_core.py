@@ -161,7 +161,9 @@ def test_marker_for_finished_snapshot_is_refused() -> None:
 # ---------------------------------------------------------- snapshot ids
 
 
-@pytest.mark.parametrize("good", ["s1", "a", "0", "snap-2026.11.21_x", "A" * 64])
+@pytest.mark.parametrize(
+    "good", ["s1", "a", "0", "snap-2026.11.21_x", "A" * 64, "latest-1", "latest.json"]
+)
 def test_valid_snapshot_ids(good: str) -> None:
     assert validate_snapshot_id(good) == good
 
@@ -174,6 +176,19 @@ def test_invalid_snapshot_ids(bad: str) -> None:
     before = state(c)
     with pytest.raises(InvalidSnapshotId):
         c.initiate_snapshot(bad)
+    assert state(c) == before
+
+
+@pytest.mark.parametrize("reserved", ["latest", "LATEST", "Latest"])
+def test_reserved_snapshot_id_is_refused_by_initiate_and_by_a_marker(reserved: str) -> None:
+    with pytest.raises(InvalidSnapshotId, match="reserved"):
+        validate_snapshot_id(reserved)
+    c = core()
+    before = state(c)
+    with pytest.raises(InvalidSnapshotId, match="reserved"):
+        c.initiate_snapshot(reserved)
+    with pytest.raises(ProtocolViolation, match="reserved"):
+        c.receive("n2", Marker(reserved))
     assert state(c) == before
 
 

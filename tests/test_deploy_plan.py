@@ -98,12 +98,18 @@ def test_each_host_reaches_local_services_by_name_and_remote_ones_by_private_ip(
     assert on_0["collector"] == "collector:50050"
     assert on_1["collector"] == "10.0.0.10:50050"
     assert {n["id"]: n["address"] for n in on_0["nodes"]} == {
-        "n1": "n1:50051", "n2": "10.0.0.11:50052", "n3": "n3:50053",
-        "n4": "10.0.0.11:50054", "n5": "n5:50055",
+        "n1": "n1:50051",
+        "n2": "10.0.0.11:50052",
+        "n3": "n3:50053",
+        "n4": "10.0.0.11:50054",
+        "n5": "n5:50055",
     }
     assert {n["id"]: n["address"] for n in on_1["nodes"]} == {
-        "n1": "10.0.0.10:50051", "n2": "n2:50052", "n3": "10.0.0.10:50053",
-        "n4": "n4:50054", "n5": "10.0.0.10:50055",
+        "n1": "10.0.0.10:50051",
+        "n2": "n2:50052",
+        "n3": "10.0.0.10:50053",
+        "n4": "n4:50054",
+        "n5": "10.0.0.10:50055",
     }
 
 
@@ -180,8 +186,12 @@ def test_fetch_keeps_only_top_level_json_files(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, data in [
-            ("./s1.json", b"{}"), ("./latest.json", b"{}"), ("./.tmp-x.json", b"{"),
-            ("./.pending/s2/n1.json", b"{}"), ("./../evil.json", b"{}"), ("./notes.txt", b"x"),
+            ("./s1.json", b"{}"),
+            ("./latest.json", b"{}"),
+            ("./.tmp-x.json", b"{"),
+            ("./.pending/s2/n1.json", b"{}"),
+            ("./../evil.json", b"{}"),
+            ("./notes.txt", b"x"),
         ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -67,13 +67,24 @@ class ComposeProject:
         self.sdk = docker_sdk
         self.name = name
         self.base = compose_command() + [
-            "-p", name, "-f", str(REPO / "compose.yml"), "-f", str(override),
+            "-p",
+            name,
+            "-f",
+            str(REPO / "compose.yml"),
+            "-f",
+            str(override),
         ]
 
-    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, PUBLISH_ADDRESS="127.0.0.1")
         result = subprocess.run(
-            self.base + list(args), cwd=REPO, env=env, capture_output=True, text=True,
+            self.base + list(args),
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
         if check and result.returncode != 0:
@@ -86,8 +97,12 @@ class ComposeProject:
     def container(self, service: str):  # type: ignore[no-untyped-def]
         found = self.sdk.containers.list(
             all=True,
-            filters={"label": [f"com.docker.compose.project={self.name}",
-                               f"com.docker.compose.service={service}"]},
+            filters={
+                "label": [
+                    f"com.docker.compose.project={self.name}",
+                    f"com.docker.compose.service={service}",
+                ]
+            },
         )
         assert found, f"no container for service {service}"
         return found[0]
@@ -124,9 +139,7 @@ def compose_project(docker_sdk, project_image, tmp_path_factory) -> Iterator[Com
         "  collector:\n"
         "    environment:\n"
         "      CL_SNAPSHOT_TIMEOUT: '10'\n"
-        + "".join(
-            f"  n{i}:\n    environment:\n      CL_TRANSFER_RATE: '20'\n" for i in range(1, 6)
-        )
+        + "".join(f"  n{i}:\n    environment:\n      CL_TRANSFER_RATE: '20'\n" for i in range(1, 6))
     )
     project = ComposeProject(docker_sdk, override, f"cle2e{uuid.uuid4().hex[:8]}")
     try:

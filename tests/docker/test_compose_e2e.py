@@ -63,7 +63,10 @@ def cluster(compose_project: ComposeProject) -> ComposeProject:
     started = time.monotonic()
     compose_project.run("up", "-d")
     waited = compose_project.wait_healthy(["collector", *NODES])
-    print(f"\n[e2e] up -> all healthy in {time.monotonic() - started:.1f}s (health wait {waited:.1f}s)")
+    print(
+        f"\n[e2e] up -> all healthy in {time.monotonic() - started:.1f}s"
+        f" (waiting for health: {waited:.1f}s)"
+    )
     time.sleep(2)  # let the workload put money on the wire
     return compose_project
 
@@ -73,7 +76,9 @@ def test_default_initiator_takes_a_verified_snapshot(cluster: ComposeProject) ->
     assert result.returncode == 0, result.stdout + result.stderr
     assert "complete" in result.stdout
     check_snapshot_independently(read_snapshot(cluster, "e2e-first"))
-    latest = json.loads(cluster.run("exec", "-T", "collector", "cat", "/snapshots/latest.json").stdout)
+    latest = json.loads(
+        cluster.run("exec", "-T", "collector", "cat", "/snapshots/latest.json").stdout
+    )
     assert latest["snapshot_id"] == "e2e-first"
 
 
@@ -81,13 +86,17 @@ def test_repeated_concurrent_and_two_initiator_snapshots(cluster: ComposeProject
     result = take_snapshot(cluster, "--snapshot-id", "e2e-count", "--count", "2", "--interval", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     with ThreadPoolExecutor(max_workers=2) as pool:
-        concurrent = list(pool.map(
-            lambda sid: take_snapshot(cluster, "--snapshot-id", sid, "--node", "n2"),
-            ["e2e-concurrent-a", "e2e-concurrent-b"],
-        ))
+        concurrent = list(
+            pool.map(
+                lambda sid: take_snapshot(cluster, "--snapshot-id", sid, "--node", "n2"),
+                ["e2e-concurrent-a", "e2e-concurrent-b"],
+            )
+        )
     for outcome in concurrent:
         assert outcome.returncode == 0, outcome.stdout + outcome.stderr
-    both = take_snapshot(cluster, "--snapshot-id", "e2e-two-initiators", "--node", "n1", "--node", "n4")
+    both = take_snapshot(
+        cluster, "--snapshot-id", "e2e-two-initiators", "--node", "n1", "--node", "n4"
+    )
     assert both.returncode == 0, both.stdout + both.stderr
 
     listing = cluster.run("exec", "-T", "collector", "ls", "/snapshots").stdout.split()
@@ -115,8 +124,16 @@ def test_snapshot_with_a_stopped_node_is_aborted_and_names_it(cluster: ComposePr
     cluster.run("stop", "-t", "5", "n5")
     # --no-deps: the initiator's depends_on would otherwise start n5 again.
     result = cluster.run(
-        "run", "--rm", "--no-deps", "initiator", "--snapshot-id", "e2e-aborted", "--node", "n1",
-        check=False, timeout=180,
+        "run",
+        "--rm",
+        "--no-deps",
+        "initiator",
+        "--snapshot-id",
+        "e2e-aborted",
+        "--node",
+        "n1",
+        check=False,
+        timeout=180,
     )
     assert result.returncode == 3, result.stdout + result.stderr
     document = read_snapshot(cluster, "e2e-aborted")

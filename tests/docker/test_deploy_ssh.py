@@ -48,7 +48,10 @@ def base_image() -> str:
     """The project's Python base image (built from Debian packages when none can be pulled)."""
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "build-image.sh"), "--base-only"],
-        capture_output=True, text=True, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]
@@ -68,9 +71,19 @@ def sshd_host_image(docker_sdk) -> str:  # type: ignore[no-untyped-def]
         pass
     started = time.monotonic()
     result = subprocess.run(
-        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base_image()}", "-t", tag,
-         str(RECIPE)],
-        capture_output=True, text=True, check=False,
+        [
+            "docker",
+            "build",
+            "-q",
+            "--build-arg",
+            f"BASE_IMAGE={base_image()}",
+            "-t",
+            tag,
+            str(RECIPE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, f"building {tag} failed:\n{result.stderr[-4000:]}"
     print(f"\n[deploy-ssh] built {tag} in {time.monotonic() - started:.1f}s")
@@ -98,8 +111,14 @@ class SshHosts:
 
     def args(self, hosts_file: Path | None = None, **ports: int) -> list[str]:
         """cl-deploy's host and ssh options (and project prefix) for these hosts."""
-        args = ["--hosts", str(hosts_file or self.hosts_file),
-                "--known-hosts", str(self.known_hosts), "--project-prefix", self.prefix]
+        args = [
+            "--hosts",
+            str(hosts_file or self.hosts_file),
+            "--known-hosts",
+            str(self.known_hosts),
+            "--project-prefix",
+            self.prefix,
+        ]
         overrides = {name.replace("_", "-"): port for name, port in ports.items()}
         for name, port in {**self.ports, **overrides}.items():
             args += ["--ssh-port", f"{name}={port}"]
@@ -144,9 +163,16 @@ def ssh_hosts(docker_sdk, project_image, sshd_host_image, tmp_path) -> Iterator[
             ports[name] = int(container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
             hosts.append({"name": name, "public_ip": "127.0.0.1", "private_ip": gateway})
         hosts_file = tmp_path / "hosts.json"
-        hosts_file.write_text(json.dumps({
-            "schema_version": 1, "ssh_user": "root", "key_path": str(key), "hosts": hosts,
-        }))
+        hosts_file.write_text(
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "ssh_user": "root",
+                    "key_path": str(key),
+                    "hosts": hosts,
+                }
+            )
+        )
         wait_for_sshd(containers)
         yield SshHosts(hosts_file, tmp_path / "known_hosts", ports, prefix, homes)
     finally:
@@ -163,8 +189,9 @@ def wait_for_sshd(containers: list[Any], timeout: float = 30) -> None:
         while True:
             container.reload()
             assert container.status == "running", container.logs().decode()[-2000:]
-            result = container.exec_run(["sh", "-c", "test -s /etc/ssh/ssh_host_ed25519_key.pub "
-                                         "&& pgrep -x sshd"])
+            result = container.exec_run(
+                ["sh", "-c", "test -s /etc/ssh/ssh_host_ed25519_key.pub && pgrep -x sshd"]
+            )
             if result.exit_code == 0:
                 break
             assert time.monotonic() < deadline, "sshd did not start"
@@ -191,11 +218,17 @@ def remove_projects(docker_sdk, projects: list[str]) -> list[str]:  # type: igno
 def cl_deploy(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "deploy", *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        [sys.executable, "-m", "deploy", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
-    print(f"\n$ cl-deploy {args[0]} ... -> exit {result.returncode} "
-          f"in {time.monotonic() - started:.1f}s\n{result.stdout}{result.stderr}")
+    print(
+        f"\n$ cl-deploy {args[0]} ... -> exit {result.returncode} "
+        f"in {time.monotonic() - started:.1f}s\n{result.stdout}{result.stderr}"
+    )
     return result
 
 
@@ -262,6 +295,15 @@ def test_up_snapshot_fetch_status_down_over_ssh(  # type: ignore[no-untyped-def]
         [("host-0", s, "running", "healthy") for s in ("collector", "n1", "n3", "n5")]
         + [("host-1", s, "running", "healthy") for s in ("n2", "n4")]
     )
+
+    again = cl_deploy("up", *common)  # idempotent: same image, same files
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("image chandy-lamport:latest already present") == 2
+    assert "recreating" not in again.stderr
+
+    moved = cl_deploy("up", *common, "--assign", "n2=host-0")
+    assert moved.returncode == 1
+    assert "moving n2 from host-1 to host-0 would lose its state" in moved.stderr
 
     down = cl_deploy("down", *common, "--volumes")
     assert down.returncode == 0, down.stderr
