@@ -12,7 +12,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, NoReturn
 
@@ -301,7 +301,7 @@ class CollectorService(pb_grpc.CollectorServicer):
                     _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown snapshot {snapshot_id}")
                 if progress.status != "pending":
                     text = self.store.read_text(snapshot_id) or ""
-                    reported, missing = _reported_missing(text)
+                    reported, missing = _reported_missing(text, self.config.node_ids)
                     yield pb.SnapshotProgress(
                         snapshot_id=snapshot_id,
                         status=progress.status,
@@ -333,16 +333,14 @@ class CollectorService(pb_grpc.CollectorServicer):
             _abort(context, grpc.StatusCode.UNAVAILABLE, "collector is shutting down")
 
 
-def _reported_missing(text: str) -> tuple[list[str], list[str]]:
+def _reported_missing(text: str, node_ids: Sequence[str]) -> tuple[list[str], list[str]]:
     """(nodes with a complete local snapshot, the others) of a finished document."""
     try:
-        document = json.loads(text)
-        nodes = document["nodes"]
-        reported = sorted(n for n, state in nodes.items() if state.get("complete", True))
-        waiting = [n for n in document.get("waiting", {}) if n not in document["missing"]]
-        return reported, list(document["missing"]) + waiting
+        nodes = json.loads(text)["nodes"]
+        complete = {n for n, state in nodes.items() if state.get("complete", True)}
     except (ValueError, KeyError, TypeError, AttributeError):
         return [], []
+    return [n for n in node_ids if n in complete], [n for n in node_ids if n not in complete]
 
 
 class CollectorServer:

@@ -25,8 +25,10 @@ COMPOSE_HEADER = """\
 # generator (common/generate.py), not this file, for structural changes.
 #
 # Base image: BASE_IMAGE (default python:3.11-slim). Host without a registry:
-# run scripts/build-image.sh first. Ports are published on PUBLISH_ADDRESS
-# (default 127.0.0.1) so tools on the host can reach the cluster too.
+# run scripts/build-image.sh first. Every service's port is published on
+# PUBLISH_ADDRESS (default 127.0.0.1) at PUBLISH_PORT_<SERVICE> (default: a free
+# port; `docker compose port n1 50051` shows it), so that several clusters fit
+# on one machine and `cl-deploy up` can pin the ports that other hosts dial.
 
 x-image: &image
   image: ${{CL_IMAGE:-chandy-lamport:latest}}
@@ -66,7 +68,7 @@ services:
       - ./{cluster_file}:/etc/chandy-lamport/cluster.yaml:ro
       - snapshots:/snapshots
     ports:
-      - "${{PUBLISH_ADDRESS:-127.0.0.1}}:{collector_port}:{collector_port}"
+      - "${{PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_PORT_COLLECTOR:-}}:{collector_port}"
     healthcheck: *healthcheck
 """
 
@@ -82,7 +84,7 @@ NODE_SERVICE = """
       - ./{cluster_file}:/etc/chandy-lamport/cluster.yaml:ro
       - {node_id}-data:/data
     ports:
-      - "${{PUBLISH_ADDRESS:-127.0.0.1}}:{port}:{port}"
+      - "${{PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_PORT_{env_id}:-}}:{port}"
 """
 
 INITIATOR_SERVICE = """
@@ -145,7 +147,10 @@ def render_compose(count: int, cluster_file: str = "cluster.yaml", extra_args: s
     )
     for index, node_id in enumerate(node_ids(count)):
         text += NODE_SERVICE.format(
-            node_id=node_id, port=FIRST_NODE_PORT + index, cluster_file=cluster_file
+            node_id=node_id,
+            env_id=node_id.upper(),
+            port=FIRST_NODE_PORT + index,
+            cluster_file=cluster_file,
         )
     depends = "\n".join(
         f"      {node_id}:\n        condition: service_healthy" for node_id in node_ids(count)

@@ -12,8 +12,8 @@ and starts only its own services (``up --no-deps collector n1 n4``):
 Each host gets its own rendering of the cluster YAML: a service on the same
 host is addressed by its compose service name (``n1:50051``, resolved on the
 project network, no hairpin through the host), a service on another host by
-that host's private IP and the service's published port (compose publishes
-every service on the port it listens on). Everything else in the cluster file
+that host's private IP and the service's published port (the host's `.env`
+publishes every service on the port it listens on). Everything else in the cluster file
 (topology, balances, workload) is copied unchanged, so every host agrees on
 the cluster and only the addresses differ.
 
@@ -152,8 +152,13 @@ def check_compose(compose: Any, services: Sequence[Service], source: str = "comp
                 "generate both with `python -m common.generate`"
             )
         ports = [str(p) for p in (defined[service.name] or {}).get("ports", []) or []]
-        suffix = f":{service.port}:{service.port}"
-        if not any(p.endswith(suffix) for p in ports):
+        # Either pinned to the same port, or to the PUBLISH_PORT_<SERVICE> that
+        # render_env pins it to on the host that runs it.
+        suffixes = (
+            f":{service.port}:{service.port}",
+            f":${{PUBLISH_PORT_{service.name.upper()}:-}}:{service.port}",
+        )
+        if not any(p.endswith(suffixes) for p in ports):
             raise DeployError(
                 f"{source}: service {service.name!r} does not publish port {service.port} "
                 f"on the same port (got {ports or 'none'}); peers on other hosts could not "
@@ -252,13 +257,23 @@ def render_cluster(cluster: Mapping[str, Any], plan: Plan, host_name: str) -> st
     return text
 
 
-def render_env(host_plan: HostPlan, image: str, publish_address: str = "0.0.0.0") -> str:
-    """The ``.env`` next to compose.yml on a host (read by Compose v1 and v2)."""
+def render_env(
+    plan: Plan, host_plan: HostPlan, image: str, publish_address: str = "0.0.0.0"
+) -> str:
+    """The ``.env`` next to compose.yml on a host (read by Compose v1 and v2).
+
+    Each service on the host is published at its own port, which is the one
+    the other hosts' cluster files dial.
+    """
+    ports = "".join(
+        f"PUBLISH_PORT_{service.upper()}={plan.port_of(service)}\n"
+        for service in host_plan.services
+    )
     return (
         "# Written by `cl-deploy up`.\n"
         f"COMPOSE_PROJECT_NAME={host_plan.project}\n"
         f"PUBLISH_ADDRESS={publish_address}\n"
-        f"CL_IMAGE={image}\n"
+        f"CL_IMAGE={image}\n" + ports
     )
 
 

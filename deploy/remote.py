@@ -525,7 +525,7 @@ def run_up(args: argparse.Namespace) -> int:
             {
                 "compose.yml": compose_text.encode(),
                 "cluster.yaml": new,
-                ".env": render_env(host_plan, args.image).encode(),
+                ".env": render_env(plan, host_plan, args.image).encode(),
                 MANIFEST: document.encode(),
             },
             target.remote_dir,

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from collector.assembly import Assembly, InvalidReport, ReportOutcome, validate_report
-from collector.testing import check_cut, consistent_reports, small_cluster, with_balance
+from collector.document import NodeReport
+from collector.testing import (
+    as_progress,
+    check_cut,
+    consistent_reports,
+    small_cluster,
+    with_balance,
+)
 from node.core import LocalSnapshot, RecordedMessage
 
 T0 = 1_800_000_000.0
@@ -219,3 +228,156 @@ def test_wrong_cut_is_stored_as_failed_verification() -> None:
     assert document["status"] == "complete"
     assert document["verification"]["ok"] is False
     assert check_cut(document) != []
+
+
+# ------------------------------------------------------- progress reports
+
+
+def test_progress_report_then_final_one_is_an_upgrade() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    reports = consistent_reports(config, "s1")
+    early = as_progress(reports["n1"], ["n2", "n3"])
+    assert assembly.add_report(early, T0) == (ReportOutcome.ACCEPTED, None)
+    progress = assembly.progress("s1")
+    assert progress is not None
+    assert (progress.reported, progress.missing, progress.recorded) == (
+        (),
+        ("n1", "n2", "n3"),
+        ("n1",),
+    )
+    assert assembly.add_report(reports["n1"], T0 + 1) == (ReportOutcome.ACCEPTED, None)
+    assert assembly.pending("s1").reports["n1"].complete  # type: ignore[union-attr]
+    progress = assembly.progress("s1")
+    assert progress is not None
+    assert (progress.reported, progress.missing, progress.recorded) == (("n1",), ("n2", "n3"), ())
+
+
+def test_snapshot_completes_only_when_every_report_is_complete() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    reports = consistent_reports(config, "s1")
+    for node in config.node_ids:
+        others = [n for n in config.node_ids if n != node]
+        assert assembly.add_report(as_progress(reports[node], others), T0)[1] is None
+    assert assembly.add_report(reports["n1"], T0 + 1)[1] is None
+    assert assembly.add_report(reports["n2"], T0 + 1)[1] is None
+    outcome, document = assembly.add_report(reports["n3"], T0 + 1)
+    assert outcome is ReportOutcome.ACCEPTED and document is not None
+    assert document["status"] == "complete"
+    assert document["missing"] == [] and document["waiting"] == {}
+    assert all(state["complete"] for state in document["nodes"].values())
+    assert document["verification"]["ok"] is True
+    assert check_cut(document) == []
+
+
+def test_repeated_progress_report_is_a_duplicate() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    early = as_progress(consistent_reports(config, "s1")["n1"], ["n2", "n3"])
+    assembly.add_report(early, T0)
+    retried = dataclasses.replace(early, recorded_at="2026-01-01T00:00:09.000+00:00")
+    assert assembly.add_report(retried, T0 + 1) == (ReportOutcome.DUPLICATE, None)
+    assert assembly.pending("s1").reports["n1"] == early  # type: ignore[union-attr]
+
+
+def test_progress_report_after_the_final_one_is_a_duplicate() -> None:
+    config = small_cluster()
+    assembly = Assembly(config)
+    final = consistent_reports(config, "s1")["n1"]
+    assembly.add_report(final, T0)
+    stale = as_progress(final, ["n2"])
+    assert assembly.add_report(stale, T0 + 1) == (ReportOutcome.DUPLICATE, None)
+    assert assembly.pending("s1").reports["n1"] == final  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"balance": 1},
+        {"sent": {"n2": 7, "n3": 0}},
+        {"received": {"n2": 0, "n3": 4}},
+    ],
+)
+def test_final_report_contradicting_the_progress_report_is_a_conflict(change: dict) -> None:  # type: ignore[type-arg]
+    config = small_cluster()
+    assembly = Assembly(config)
+    final = consistent_reports(config, "s1")["n1"]
+    early = as_progress(final, ["n2", "n3"])
+    assembly.add_report(early, T0)
+    contradicting = dataclasses.replace(
+        final, snapshot=dataclasses.replace(final.snapshot, **change)
+    )
+    assert assembly.add_report(contradicting, T0 + 1) == (ReportOutcome.CONFLICT, None)
+    assert assembly.pending("s1").reports["n1"] == early  # type: ignore[union-attr]
+    # ... and so is a progress report that contradicts an earlier one.
+    other_early = as_progress(contradicting, ["n2", "n3"])
+    assert assembly.classify(other_early) is ReportOutcome.CONFLICT
+
+
+def test_aborted_document_names_who_never_recorded_and_who_waited() -> None:
+    """Complete graph of 4, n4 down: the others recorded and wait for n4's marker."""
+    config = small_cluster(("n1", "n2", "n3", "n4"), timeout=3.0)
+    assembly = Assembly(config)
+    assembly.begin("s1", ["n1"], T0)
+    reports = consistent_reports(config, "s1")
+    for node in ("n1", "n2", "n3"):
+        assembly.add_report(as_progress(reports[node], ["n4"]), T0 + 0.1)
+    (document,) = assembly.expire(T0 + 3)
+    assert document["status"] == "aborted"
+    assert document["missing"] == ["n4"]
+    assert document["waiting"] == {"n1": ["n4"], "n2": ["n4"], "n3": ["n4"]}
+    assert sorted(document["nodes"]) == ["n1", "n2", "n3"]
+    assert [state["complete"] for state in document["nodes"].values()] == [False] * 3
+    assert document["nodes"]["n1"]["balance"] == reports["n1"].snapshot.balance
+    assert document["nodes"]["n1"]["completed_at"] == ""
+    assert all(ch["messages"] is None for ch in document["channels"])
+    assert document["verification"] == {
+        "ok": False,
+        "checked": False,
+        "reason": "n4 never recorded its state; "
+        "n1, n2, n3 were still waiting for markers (from n4)",
+    }
+
+
+def test_aborted_document_mixes_complete_waiting_and_missing_nodes() -> None:
+    """Ring a -> b -> c -> d -> a, c down, started at a: b completes, a waits for d."""
+    config = small_cluster(("a", "b", "c", "d"), topology="ring", timeout=3.0)
+    assembly = Assembly(config)
+    assembly.begin("r1", ["a"], T0)
+    reports = consistent_reports(config, "r1", initiator="a")
+    assembly.add_report(as_progress(reports["a"], ["d"]), T0 + 0.1)
+    assembly.add_report(reports["b"], T0 + 0.2)
+    (document,) = assembly.expire(T0 + 3)
+    assert document["missing"] == ["c", "d"]
+    assert document["waiting"] == {"a": ["d"]}
+    assert {n: s["complete"] for n, s in document["nodes"].items()} == {"a": False, "b": True}
+    messages = {(ch["from"], ch["to"]): ch["messages"] for ch in document["channels"]}
+    assert messages == {
+        ("a", "b"): [{"seq": 2, "amount": 10}],
+        ("b", "c"): None,
+        ("c", "d"): None,
+        ("d", "a"): None,
+    }
+    assert document["verification"]["reason"] == (
+        "c, d never recorded their state; a was still waiting for a marker (from d)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("complete", "open_channels", "message"),
+    [
+        (True, ("n2",), "complete report cannot have open channels"),
+        (False, (), "must name its open channels"),
+        (False, ("n9",), "no such channel"),
+        (False, ("n2", "n2"), "named twice"),
+    ],
+)
+def test_inconsistent_progress_fields_rejected(
+    complete: bool, open_channels: tuple[str, ...], message: str
+) -> None:
+    config = small_cluster()
+    report = consistent_reports(config, "s1")["n1"]
+    bad = NodeReport(report.snapshot, complete=complete, open_channels=open_channels)
+    with pytest.raises(InvalidReport, match=message):
+        validate_report(config, bad)

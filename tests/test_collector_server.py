@@ -19,7 +19,13 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from collector.server import CollectorServer
-from collector.testing import check_cut, consistent_reports, report_to_pb, small_cluster
+from collector.testing import (
+    as_progress,
+    check_cut,
+    consistent_reports,
+    report_to_pb,
+    small_cluster,
+)
 from common.config import ClusterConfig
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
@@ -141,6 +147,66 @@ def test_snapshot_without_all_reports_is_aborted_after_timeout(running: Running)
     document = json.loads(last.json)
     assert document["missing"] == ["n2", "n3"]
     assert json.loads((running.directory / "s1.json").read_text()) == document
+
+
+def test_progress_reports_name_the_culprit_of_an_aborted_snapshot(running: Running) -> None:
+    running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
+    reports = consistent_reports(running.config, "s1")
+    for node in ("n1", "n2"):
+        early = report_to_pb(as_progress(reports[node], ["n3"]))
+        running.stub.ReportLocalSnapshot(early)
+        running.stub.ReportLocalSnapshot(early)  # a retry: acknowledged
+    stream = running.stub.WaitSnapshot(pb.WaitSnapshotRequest(snapshot_id="s1"), timeout=10)
+    first = next(stream)
+    assert (first.status, list(first.reported), list(first.missing)) == (
+        "pending",
+        [],
+        ["n1", "n2", "n3"],
+    )
+    last = list(stream)[-1]
+    assert (last.status, list(last.reported), list(last.missing)) == (
+        "aborted",
+        [],
+        ["n1", "n2", "n3"],
+    )
+    document = json.loads(last.json)
+    assert document["missing"] == ["n3"]
+    assert document["waiting"] == {"n1": ["n3"], "n2": ["n3"]}
+    assert {n: state["complete"] for n, state in document["nodes"].items()} == {
+        "n1": False,
+        "n2": False,
+    }
+    assert document["verification"]["reason"] == (
+        "n3 never recorded its state; n1, n2 were still waiting for markers (from n3)"
+    )
+    assert json.loads((running.directory / "s1.json").read_text()) == document
+
+
+def test_final_report_replaces_the_progress_report(running: Running) -> None:
+    reports = consistent_reports(running.config, "s1")
+    for node in running.config.node_ids:
+        others = [n for n in running.config.node_ids if n != node]
+        running.stub.ReportLocalSnapshot(report_to_pb(as_progress(reports[node], others)))
+    saved = json.loads((running.directory / ".pending" / "s1" / "n1.json").read_text())
+    assert (saved["complete"], saved["open_channels"]) == (False, ["n2", "n3"])
+    running.stub.ReportLocalSnapshot(report_to_pb(reports["n1"]))
+    saved = json.loads((running.directory / ".pending" / "s1" / "n1.json").read_text())
+    assert (saved["complete"], saved["open_channels"]) == (True, [])
+    contradicting = report_to_pb(reports["n2"])
+    contradicting.balance += 1
+    with pytest.raises(grpc.RpcError) as caught:
+        running.stub.ReportLocalSnapshot(contradicting)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    # A node older than the `complete` flag: final reports with completed_at only.
+    legacy = report_to_pb(reports["n2"])
+    legacy.complete = False
+    running.stub.ReportLocalSnapshot(legacy)
+    running.stub.ReportLocalSnapshot(report_to_pb(reports["n3"]))
+    document = json.loads(running.stub.GetSnapshot(pb.GetSnapshotRequest(snapshot_id="s1")).json)
+    assert document["status"] == "complete" and document["waiting"] == {}
+    assert document["verification"]["ok"] and check_cut(document) == []
+    stale = report_to_pb(as_progress(reports["n1"], ["n2"]))
+    running.stub.ReportLocalSnapshot(stale)  # late: acknowledged and ignored
 
 
 def test_wait_snapshot_streams_progress(running: Running) -> None:

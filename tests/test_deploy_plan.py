@@ -127,10 +127,17 @@ def test_rendering_keeps_everything_but_addresses() -> None:
 
 def test_env_file_publishes_on_all_interfaces_with_the_host_project() -> None:
     plan = make_plan(HOSTS, SERVICES)
-    env = render_env(plan.hosts[1], "chandy-lamport:latest")
+    env = render_env(plan, plan.hosts[1], "chandy-lamport:latest")
     assert "COMPOSE_PROJECT_NAME=chandy-lamport-host-1\n" in env
     assert "PUBLISH_ADDRESS=0.0.0.0\n" in env
     assert "CL_IMAGE=chandy-lamport:latest\n" in env
+    # exactly this host's services, each at the port the other hosts dial
+    published = sorted(line for line in env.splitlines() if line.startswith("PUBLISH_PORT_"))
+    expected = sorted(
+        f"PUBLISH_PORT_{service.upper()}={plan.port_of(service)}"
+        for service in plan.hosts[1].services
+    )
+    assert published == expected and expected
 
 
 def test_manifest_records_placement_and_projects() -> None:

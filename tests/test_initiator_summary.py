@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from collector.assembly import Assembly
-from collector.testing import consistent_reports, small_cluster, with_balance
+from collector.testing import as_progress, consistent_reports, small_cluster, with_balance
 from initiator.client import new_snapshot_id, validated_id
 from initiator.summary import exit_code, format_progress, format_summary
 
@@ -55,9 +55,30 @@ def test_summary_of_an_aborted_snapshot_names_missing_nodes() -> None:
     document = _document(abort=True)
     text = format_summary(document)
     assert text.splitlines()[0] == "snapshot snap-1: ABORTED (initiated by n1)"
-    assert "  missing: n2, n3 (no report before the timeout)" in text
+    assert "  missing: n2, n3 (never recorded their state)" in text
+    assert "waiting" not in text
     assert "  balances: n1=85" in text
-    assert "verification: not checked (not every node reported: missing n2, n3)" in text
+    assert "verification: not checked (n2, n3 never recorded their state)" in text
+    assert exit_code(document) == 3
+
+
+def test_summary_of_an_aborted_snapshot_names_who_waited_for_whom() -> None:
+    config = small_cluster(("n1", "n2", "n3", "n4"), timeout=2.0)
+    assembly = Assembly(config)
+    assembly.begin("snap-1", ["n1"], T0)
+    reports = consistent_reports(config, "snap-1")
+    for node in ("n1", "n2", "n3"):
+        assembly.add_report(as_progress(reports[node], ["n4"]), T0 + 0.1)
+    document = assembly.expire(T0 + 2)[0]
+    lines = format_summary(document).splitlines()
+    assert lines[2:4] == [
+        "  missing: n4 (never recorded its state)",
+        "  still waiting for markers: n1, n2, n3 from n4",
+    ]
+    assert lines[-1] == (
+        "  verification: not checked (n4 never recorded its state; "
+        "n1, n2, n3 were still waiting for markers (from n4))"
+    )
     assert exit_code(document) == 3
 
 

@@ -177,8 +177,11 @@ class ReportSink(pb_grpc.CollectorServicer):
         self.lock = threading.Lock()
 
     def ReportLocalSnapshot(self, request, context):  # noqa: N802
-        with self.lock:
-            self.reports.setdefault(request.snapshot_id, {})[request.node_id] = request
+        with self.lock:  # a final report replaces the node's progress report, not vice versa
+            reports = self.reports.setdefault(request.snapshot_id, {})
+            known = reports.get(request.node_id)
+            if known is None or not known.complete:
+                reports[request.node_id] = request
         return pb.ReportReply()
 
     def verdict(self, snapshot_id: str, channels, expected_total: int) -> dict:
@@ -248,7 +251,11 @@ def test_killed_node_resumes_and_a_snapshot_across_the_restart_completes(tmp_pat
         processes["b"].wait_healthy()
         # The collector comes up only now: reports wait, durably, until it does.
         sink_server, sink = start_sink(collector_port)
-        wait_until(lambda: len(sink.reports.get("across", {})) == 3, 15, what="3 reports")
+        wait_until(
+            lambda: sum(r.complete for r in sink.reports.get("across", {}).values()) == 3,
+            15,
+            what="3 complete reports",
+        )
         verdict = sink.verdict("across", config.channels, config.expected_total)
         assert verdict["ok"], verdict
         assert sink.reports["across"]["a"].initiated

@@ -138,12 +138,106 @@ def test_report_is_deleted_only_when_delivered(
     assert [r.snapshot_id for r in runtime.wait_reports(0)] == ["s1"]
     restarted = reopen(config, data_dir, runtime)
     try:
-        assert [r.snapshot_id for r in restarted.wait_reports(0)] == ["s1"]
-        restarted.report_delivered("s1")
+        (report,) = restarted.wait_reports(0)
+        assert report.snapshot_id == "s1" and report.complete
+        assert restarted.report_delivered(report) is True
         assert restarted.wait_reports(0) == []
     finally:
         restarted._store.close()
     assert db_rows(data_dir, "SELECT * FROM reports") == []
+
+
+def stored_reports(data_dir: Path) -> dict[str, pb.LocalSnapshot]:
+    rows = db_rows(data_dir, "SELECT snapshot_id, report FROM reports")
+    return {str(sid): pb.LocalSnapshot.FromString(bytes(raw)) for sid, raw in rows}  # type: ignore[arg-type]
+
+
+def test_progress_report_is_committed_with_the_recording_and_replaced_by_the_final_one(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
+):
+    runtime.send_transfer("b", 10)
+    runtime.receive(wire.frame_for("b", "a", 1, Marker("s1")))  # records; c still open
+
+    (progress,) = runtime.wait_reports(0)
+    assert not progress.complete and list(progress.open_channels) == ["c"]
+    assert (progress.balance, dict(progress.sent)) == (90, {"b": 1, "c": 0})
+    assert [(ch.sender, list(ch.messages)) for ch in progress.channels] == [("b", []), ("c", [])]
+    assert progress.recorded_at and progress.completed_at == ""
+    assert stored_reports(data_dir) == {"s1": progress}
+    assert db_rows(data_dir, "SELECT snapshot_id FROM recorded") == [("s1",)]
+
+    runtime.receive(transfer_frame("c", 1, 1, 7))  # recorded on c -> a
+    restarted = reopen(config, data_dir, runtime)  # the progress report survives a crash
+    try:
+        assert restarted.wait_reports(0) == [progress]
+        restarted.receive(wire.frame_for("c", "a", 2, Marker("s1")))
+        (final,) = restarted.wait_reports(0)
+        assert final.complete and list(final.open_channels) == []
+        assert (final.balance, final.recorded_at) == (progress.balance, progress.recorded_at)
+        assert [list(ch.messages) for ch in final.channels] == [
+            [],
+            [pb.RecordedMessage(transfer_seq=1, amount=7)],
+        ]
+        assert final.completed_at >= final.recorded_at
+        assert stored_reports(data_dir) == {"s1": final}  # same key: replaced
+        assert db_rows(data_dir, "SELECT snapshot_id FROM recorded") == []
+    finally:
+        restarted._store.close()
+
+
+def test_delivered_progress_report_does_not_delete_the_final_one_that_replaced_it(
+    runtime: NodeRuntime, data_dir: Path
+):
+    runtime.start_snapshot("s1")
+    (progress,) = runtime.wait_reports(0)  # the reporter is sending it ...
+    assert not progress.complete and list(progress.open_channels) == ["b", "c"]
+    for peer in ("b", "c"):  # ... while the snapshot finishes
+        runtime.receive(wire.frame_for(peer, "a", 1, Marker("s1")))
+    assert runtime.report_delivered(progress) is False  # ... and then it is acked
+    (final,) = runtime.wait_reports(0)
+    assert final.complete and stored_reports(data_dir) == {"s1": final}
+    assert runtime.report_delivered(final) is True
+    assert runtime.wait_reports(0) == [] and stored_reports(data_dir) == {}
+    assert runtime.report_delivered(final) is False  # acked twice: nothing left to delete
+
+
+def test_snapshot_recorded_and_done_by_one_event_stores_only_the_final_report(tmp_path: Path):
+    write_cluster(tmp_path / "ring.yaml", {"a": 100, "b": 100, "c": 100}, topology="ring")
+    ring = load_cluster(tmp_path / "ring.yaml")
+    store = Store(tmp_path / "a")
+    try:
+        runtime = NodeRuntime(ring, "a", store)
+        (incoming,) = runtime.incoming
+        runtime.receive(wire.frame_for(incoming, "a", 1, Marker("s1")))
+        (report,) = runtime.wait_reports(0)
+        assert report.complete and report.completed_at
+        assert stored_reports(tmp_path / "a") == {"s1": report}
+    finally:
+        store.close()
+
+
+def test_final_report_stored_before_the_complete_flag_existed_loads_as_final(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
+):
+    runtime.start_snapshot("s1")
+    for peer in ("b", "c"):
+        runtime.receive(wire.frame_for(peer, "a", 1, Marker("s1")))
+    (report,) = runtime.wait_reports(0)
+    old = pb.LocalSnapshot()
+    old.CopyFrom(report)
+    old.ClearField("complete")  # what an older node stored
+    with sqlite3.connect(data_dir / DB_NAME) as db:
+        db.execute(
+            "UPDATE reports SET report = ? WHERE snapshot_id = 's1'", (old.SerializeToString(),)
+        )
+    restarted = reopen(config, data_dir, runtime)
+    try:
+        (loaded,) = restarted.wait_reports(0)
+        assert loaded == report and loaded.complete
+        assert restarted.report_delivered(loaded) is True
+    finally:
+        restarted._store.close()
+    assert stored_reports(data_dir) == {}
 
 
 def test_data_dir_of_another_node_is_refused(config: ClusterConfig, tmp_path: Path):

@@ -74,7 +74,7 @@ def cluster(compose_project: ComposeProject) -> ComposeProject:
 def test_default_initiator_takes_a_verified_snapshot(cluster: ComposeProject) -> None:
     result = take_snapshot(cluster, "--snapshot-id", "e2e-first")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "complete" in result.stdout
+    assert "e2e-first: COMPLETE" in result.stdout
     check_snapshot_independently(read_snapshot(cluster, "e2e-first"))
     latest = json.loads(
         cluster.run("exec", "-T", "collector", "cat", "/snapshots/latest.json").stdout
