@@ -10,9 +10,10 @@ seconds later, the snapshot is finished as "aborted". When the last node's
 complete report arrives, the snapshot is finished as "complete" and the
 document (built and verified by `collector.document.build_document`) is final.
 
-A node reports up to twice per snapshot: a progress report (complete=False)
-when it records its state, naming the incoming channels still open, and the
-final report (complete=True) when every marker has arrived. Progress reports
+A node reports its progress (complete=False) when it records its state and
+again whenever a marker closes one of its channels, naming the incoming
+channels still open, then sends its final report (complete=True) when every
+marker has arrived. Progress reports
 are what make an aborted snapshot name its culprit: in a complete graph every
 node waits for the marker of a node that is down, so without them nobody
 would report and every node would look missing. With them the document says
@@ -28,15 +29,19 @@ was slow, or retried after the timeout) is acknowledged and ignored, so the
 stored file is never rewritten. For a pending snapshot, a node's reports obey
 (previous report of the node -> new report: outcome)
 
-    none     -> any                                   ACCEPTED
-    progress -> final, same recorded state            ACCEPTED (replaces it)
-    progress -> progress, same recorded state         DUPLICATE (a retry)
-    final    -> final, same state and channels        DUPLICATE (a retry)
-    final    -> progress, same recorded state         DUPLICATE (late, stale)
-    anything else                                     CONFLICT (refused)
+    none     -> any                                        ACCEPTED
+    progress -> final, same recorded state                 ACCEPTED (replaces it)
+    progress -> progress, same recorded state, fewer open  ACCEPTED (replaces it)
+    progress -> progress, same recorded state, same open   DUPLICATE (a retry)
+    progress -> progress, same recorded state, more open   DUPLICATE (older, late)
+    final    -> final, same state and channels             DUPLICATE (a retry)
+    final    -> progress, same recorded state              DUPLICATE (late, stale)
+    anything else                                          CONFLICT (refused)
 
 where the recorded state is balance, sent, received and initiated: what the
-node copied when it recorded, which no later report may contradict.
+node copied when it recorded, which no later report may contradict. A node
+renews its progress report whenever a marker closes one of its channels, so
+`open_channels` only ever shrinks.
 
 The caller supplies the time (`now`, seconds since the epoch) with every
 event, so the same event sequence always gives the same documents; the
@@ -266,8 +271,14 @@ class Assembly:
         if not _same_recording(before, report):
             return ReportOutcome.CONFLICT
         if not before.complete:
-            # A progress report is superseded by the final one; repeated, it is a retry.
-            return ReportOutcome.ACCEPTED if report.complete else ReportOutcome.DUPLICATE
+            if report.complete:
+                return ReportOutcome.ACCEPTED  # the final report supersedes the progress one
+            # Open channels only ever close: fewer is news, the same is a retry,
+            # more is an older report arriving late; anything else is impossible.
+            was, now = set(before.open_channels), set(report.open_channels)
+            if now < was:
+                return ReportOutcome.ACCEPTED
+            return ReportOutcome.DUPLICATE if now >= was else ReportOutcome.CONFLICT
         if not report.complete:
             return ReportOutcome.DUPLICATE  # a stale progress report after the final one
         return ReportOutcome.DUPLICATE if _same_state(before, report) else ReportOutcome.CONFLICT

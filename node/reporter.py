@@ -5,11 +5,12 @@ produced it) and are deleted only after the collector acked them, so a
 collector that is away, or a node restart, delays a report but never loses
 it. The collector may therefore see a report twice.
 
-A node sends up to two reports per snapshot: a progress report when it
-records (complete=false, with the channels still open), then the final one.
-The final one replaces the progress report under the same snapshot id; if
-that happens while the progress report is on its way, acking it deletes
-nothing and the final report follows.
+Per snapshot a node keeps one report: a progress report (complete=false,
+naming the channels still open) from when it records, renewed whenever a
+marker closes a channel, and finally the final report. Each replaces the
+previous one under the same snapshot id, so only the newest is sent; if the
+replacement happens while the older one is on its way, acking the older one
+deletes nothing and the newer one follows.
 
 A report the collector refuses as invalid (INVALID_ARGUMENT) or as
 contradicting what this node reported before (ALREADY_EXISTS) can never be

@@ -33,6 +33,7 @@ from node import wire
 from node.core import (
     Action,
     LocalSnapshotDone,
+    Marker,
     NodeCore,
     ProtocolViolation,
     Send,
@@ -199,7 +200,9 @@ class NodeRuntime:
             try:
                 payload = wire.payload_of(frame)
                 self._apply(
-                    lambda: self._core.receive(sender, payload), applied=(sender, frame.seq)
+                    lambda: self._core.receive(sender, payload),
+                    applied=(sender, frame.seq),
+                    marker_of=payload.snapshot_id if isinstance(payload, Marker) else None,
                 )
             except (wire.MalformedFrame, ProtocolViolation) as error:
                 raise BadFrame(str(error)) from error
@@ -311,9 +314,16 @@ class NodeRuntime:
         self._acked.clear()
 
     def _apply(
-        self, event: Callable[[], list[Action]], applied: tuple[str, int] | None = None
+        self,
+        event: Callable[[], list[Action]],
+        applied: tuple[str, int] | None = None,
+        marker_of: str | None = None,
     ) -> None:
-        """Run a core event and make its effects durable, then visible. Lock held."""
+        """Run a core event and make its effects durable, then visible. Lock held.
+
+        `marker_of`: the event is a marker of that snapshot, which may have
+        closed one of its channels (the progress report is then renewed).
+        """
         self._check_open()
         actions = event()
         change = Change(core=self._core.to_dict(), applied=applied, acked=dict(self._acked))
@@ -340,13 +350,18 @@ class NodeRuntime:
                 change.reports.append((sid, report_bytes[sid]))
                 reports[sid] = report
                 done.append(sid)
-        for sid, recorded_at in recorded_now.items():
-            # Recorded but not done by this same event: a progress report, so
-            # that the collector can tell who was still waiting for whom if the
-            # snapshot never completes. The final report replaces it.
+        # Recorded, or a channel closed, but not done by this same event: a
+        # progress report (replacing the previous one), so that the collector
+        # can tell who was still waiting for whom if the snapshot never
+        # completes. The final report replaces it in turn.
+        touched = list(recorded_now)
+        if marker_of is not None and marker_of not in recorded_now:
+            touched.append(marker_of)
+        for sid in touched:
             progress = self._core.progress(sid)
             if progress is not None:
                 so_far, open_channels = progress
+                recorded_at = recorded_now.get(sid) or self._recorded_at.get(sid, "")
                 report = wire.progress_report(so_far, open_channels, recorded_at)
                 report_bytes[sid] = report.SerializeToString()
                 change.progress.append((sid, report_bytes[sid]))

@@ -13,7 +13,8 @@ What is stored, and why each piece is needed to resume after SIGKILL:
   reports           local snapshot reports not yet acked by the collector, one
                     per snapshot id (serialized LocalSnapshot messages): the
                     progress report (complete=false) stored when the node
-                    records, replaced by the final one when the snapshot is done
+                    records and renewed when a marker closes a channel, then
+                    replaced by the final one when the snapshot is done
 
 Every state change goes through `commit`, one transaction: a debit and its
 outbox frame, or a credit and its last-applied seq, are never split.

@@ -50,21 +50,59 @@ def test_ring_snapshots_verify(cluster: LocalCluster) -> None:
 
 
 def test_node_down_snapshot_is_aborted_and_names_it(cluster: LocalCluster) -> None:
+    """n4 down: the document names it, and says who was still waiting for whom.
+
+    Started at n5, right after n4: every other node records and completes,
+    except n5, whose only incoming channel is n4 -> n5. Started at n1, the
+    markers stop at n4, so n5 and n6 never record either: n1 waits for n6.
+    """
     assert cluster.stop_node("n4") == 0  # SIGTERM, graceful, and not restarted
     started = time.monotonic()
-    outcome = take_snapshot(
-        cluster.config, cluster.collector_address, ["n1"], "ring-down", timeout=30
-    )
+    with ThreadPoolExecutor(2) as pool:
+        jobs = {
+            initiator: pool.submit(
+                take_snapshot,
+                cluster.config,
+                cluster.collector_address,
+                [initiator],
+                f"ring-down-{initiator}",
+                timeout=30,
+            )
+            for initiator in ("n5", "n1")
+        }
+        outcomes = {initiator: job.result() for initiator, job in jobs.items()}
     elapsed = time.monotonic() - started
-    document = outcome.document
-    assert document is not None
-    assert outcome.exit_code == EXIT_ABORTED
-    assert document["status"] == "aborted"
-    assert "n4" in document["missing"]
-    assert "n4" not in document["nodes"]
-    assert document["verification"]["ok"] is False
     assert TIMEOUT - 0.5 <= elapsed < TIMEOUT + 5
-    stored = json.loads((cluster.snapshot_dir / "ring-down.json").read_text())
-    assert stored == document
+    documents = {}
+    for initiator, outcome in outcomes.items():
+        assert outcome.exit_code == EXIT_ABORTED
+        document = outcome.document
+        assert document is not None
+        assert document["status"] == "aborted"
+        assert document["verification"]["ok"] is False
+        assert document["verification"]["checked"] is False
+        assert "n4" not in document["nodes"]
+        stored = json.loads((cluster.snapshot_dir / f"ring-down-{initiator}.json").read_text())
+        assert stored == document
+        documents[initiator] = document
+
+    document = documents["n5"]
+    assert document["missing"] == ["n4"]
+    assert document["waiting"] == {"n5": ["n4"]}
+    complete = {node: state["complete"] for node, state in document["nodes"].items()}
+    assert complete == {"n1": True, "n2": True, "n3": True, "n5": False, "n6": True}
+    messages = {(ch["from"], ch["to"]): ch["messages"] for ch in document["channels"]}
+    assert messages[("n4", "n5")] is None and messages[("n3", "n4")] is None
+    assert all(messages[(f"n{i}", f"n{i % 6 + 1}")] is not None for i in (5, 6, 1, 2))
+    assert document["verification"]["reason"] == (
+        "n4 never recorded its state; n5 was still waiting for a marker (from n4)"
+    )
+
+    document = documents["n1"]
+    assert document["missing"] == ["n4", "n5", "n6"]
+    assert document["waiting"] == {"n1": ["n6"]}
+    complete = {node: state["complete"] for node, state in document["nodes"].items()}
+    assert complete == {"n1": False, "n2": True, "n3": True}
+
     latest = json.loads((cluster.snapshot_dir / "latest.json").read_text())
-    assert latest["snapshot_id"] == "ring-down"
+    assert latest["snapshot_id"] in ("ring-down-n1", "ring-down-n5")
