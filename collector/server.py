@@ -169,6 +169,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             "snapshot finished",
             status=document["status"],
             missing=document["missing"],
+            waiting=document.get("waiting", {}),
             verified=document["verification"].get("ok"),
             duration_seconds=document["duration_seconds"],
             path=str(path),

@@ -397,6 +397,16 @@ class Simulation:
             )
             for node_id, (snapshot, done_tick) in progress.reports.items()
         }
+        # Nodes still recording: what their progress reports would say.
+        for node_id in self._ids:
+            so_far = None if node_id in reports else self._cores[node_id].progress(snapshot_id)
+            if so_far is not None:
+                reports[node_id] = NodeReport(
+                    snapshot=so_far[0],
+                    recorded_at=tick_timestamp(progress.recorded_tick.get(node_id, 0)),
+                    complete=False,
+                    open_channels=so_far[1],
+                )
         return build_document(
             snapshot_id=snapshot_id,
             initiators=progress.initiators,

@@ -281,6 +281,21 @@ def test_repeated_progress_report_is_a_duplicate() -> None:
     assert assembly.pending("s1").reports["n1"] == early  # type: ignore[union-attr]
 
 
+def test_progress_report_with_fewer_open_channels_replaces_the_earlier_one() -> None:
+    config = small_cluster(("n1", "n2", "n3", "n4"))
+    assembly = Assembly(config)
+    final = consistent_reports(config, "s1")["n1"]
+    first = as_progress(final, ["n2", "n3", "n4"])
+    renewed = as_progress(final, ["n3", "n4"])
+    assembly.add_report(first, T0)
+    assert assembly.add_report(renewed, T0 + 1) == (ReportOutcome.ACCEPTED, None)
+    assert assembly.pending("s1").reports["n1"] == renewed  # type: ignore[union-attr]
+    assert assembly.add_report(first, T0 + 2) == (ReportOutcome.DUPLICATE, None)  # older, late
+    assert assembly.classify(as_progress(final, ["n2", "n3"])) is ReportOutcome.CONFLICT
+    (document,) = assembly.expire(T0 + 10)
+    assert document["waiting"] == {"n1": ["n3", "n4"]}
+
+
 def test_progress_report_after_the_final_one_is_a_duplicate() -> None:
     config = small_cluster()
     assembly = Assembly(config)

@@ -191,9 +191,14 @@ def test_delivered_progress_report_does_not_delete_the_final_one_that_replaced_i
     runtime.start_snapshot("s1")
     (progress,) = runtime.wait_reports(0)  # the reporter is sending it ...
     assert not progress.complete and list(progress.open_channels) == ["b", "c"]
-    for peer in ("b", "c"):  # ... while the snapshot finishes
-        runtime.receive(wire.frame_for(peer, "a", 1, Marker("s1")))
-    assert runtime.report_delivered(progress) is False  # ... and then it is acked
+    runtime.receive(wire.frame_for("b", "a", 1, Marker("s1")))  # ... b's marker renews it
+    (renewed,) = runtime.wait_reports(0)
+    assert not renewed.complete and list(renewed.open_channels) == ["c"]
+    assert stored_reports(data_dir) == {"s1": renewed}
+    assert runtime.report_delivered(progress) is False  # ... and then the first one is acked
+    assert stored_reports(data_dir) == {"s1": renewed}
+    runtime.receive(wire.frame_for("c", "a", 1, Marker("s1")))  # the snapshot finishes
+    assert runtime.report_delivered(renewed) is False
     (final,) = runtime.wait_reports(0)
     assert final.complete and stored_reports(data_dir) == {"s1": final}
     assert runtime.report_delivered(final) is True

@@ -101,6 +101,23 @@ def test_timestamps_come_from_ticks() -> None:
     assert doc["duration_seconds"] == (sim.now - 7) / 1000
 
 
+def test_document_of_an_unfinished_snapshot_says_who_waits_for_whom() -> None:
+    sim = ring(max_delay=5)
+    sim.tick(3)
+    sim.snapshot("n1", "s1")  # n1 records at once; its marker needs >= 1 tick
+    doc = sim.document("s1")
+    assert doc["status"] == "aborted"
+    assert doc["missing"] == ["n2", "n3"]
+    assert doc["waiting"] == {"n1": ["n3"]}
+    assert doc["nodes"]["n1"]["complete"] is False
+    assert doc["nodes"]["n1"]["recorded_at"] == tick_timestamp(3)
+    assert doc["verification"]["reason"] == (
+        "n2, n3 never recorded their state; n1 was still waiting for a marker (from n3)"
+    )
+    sim.run_until_quiet()
+    assert sim.document("s1")["status"] == "complete"
+
+
 def test_same_seed_same_documents_different_seed_different_run() -> None:
     def go(seed: int) -> tuple[list[dict[str, Any]], int]:
         sim = Simulation(
