@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "CL_TRANSFER_RATE": "transfers per second sent by each node",
     "CL_MAX_AMOUNT": "largest single transfer",
     "CL_SNAPSHOT_TIMEOUT": "seconds before an unfinished snapshot is stored as aborted",
+    "CL_LINK_DELAY_MS": "added latency of every channel, in milliseconds",
     "CL_NODE_<ID>_ADDRESS": "address of node <ID> (upper case, '-' as '_')",
     "CL_NODE_<ID>_BALANCE": "initial balance of node <ID>",
 }
@@ -61,6 +62,7 @@ class ClusterConfig:
     collector_address: str
     workload: Workload = Workload()
     snapshot_timeout: float = 30.0
+    link_delay: float = 0.0  # seconds added to every channel (link_delay_ms in YAML)
     source: str = "<memory>"
 
     @property
@@ -116,7 +118,16 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
     def fail(field_name: str, problem: str) -> ConfigError:
         return ConfigError(f"{source}: {field_name}: {problem}")
 
-    known = {"nodes", "topology", "channels", "collector", "workload", "snapshot_timeout", "seed"}
+    known = {
+        "nodes",
+        "topology",
+        "channels",
+        "collector",
+        "workload",
+        "snapshot_timeout",
+        "link_delay_ms",
+        "seed",
+    }
     for key in raw:
         if key not in known:
             raise fail(str(key), f"unknown field (expected one of: {', '.join(sorted(known))})")
@@ -208,12 +219,17 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
     if timeout is None or timeout <= 0:
         raise fail("snapshot_timeout", "expected a positive number of seconds")
 
+    delay_ms = _number(environ.get("CL_LINK_DELAY_MS", raw.get("link_delay_ms", 0)))
+    if delay_ms is None or not 0 <= delay_ms <= 10_000:
+        raise fail("link_delay_ms", "expected a number of milliseconds between 0 and 10000")
+
     return ClusterConfig(
         nodes=tuple(nodes),
         channels=tuple(channels),
         collector_address=collector,
         workload=Workload(transfer_rate=rate, max_amount=max_amount),
         snapshot_timeout=timeout,
+        link_delay=delay_ms / 1000,
         source=source,
     )
 

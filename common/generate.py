@@ -116,6 +116,7 @@ def render_cluster(
     max_amount: int = 50,
     snapshot_timeout: float = 30.0,
     seed: int = 0,
+    link_delay_ms: float = 100,
 ) -> str:
     lines = [
         f"# {count} nodes, {topology} topology. Every value can be overridden from the",
@@ -127,6 +128,7 @@ def render_cluster(
         lines.append(f"seed: {seed}")
     lines += [
         f"snapshot_timeout: {snapshot_timeout:g}",
+        f"link_delay_ms: {link_delay_ms:g}   # added channel latency: money visibly in flight",
         "workload:",
         f"  transfer_rate: {transfer_rate:g}   # transfers per second, per node",
         f"  max_amount: {max_amount}",
@@ -134,7 +136,7 @@ def render_cluster(
     ]
     for index, node_id in enumerate(node_ids(count)):
         port = FIRST_NODE_PORT + index
-        lines.append(f"  - {{id: {node_id}, address: \"{node_id}:{port}\", balance: {balance}}}")
+        lines.append(f'  - {{id: {node_id}, address: "{node_id}:{port}", balance: {balance}}}')
     return "\n".join(lines) + "\n"
 
 
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transfer-rate", type=float, default=5.0)
     parser.add_argument("--max-amount", type=int, default=50)
     parser.add_argument("--snapshot-timeout", type=float, default=30.0)
+    parser.add_argument("--link-delay-ms", type=float, default=100, help="added channel latency")
     parser.add_argument("--cluster-out", default="cluster.generated.yaml")
     parser.add_argument("--compose-out", default="compose.generated.yml")
     args = parser.parse_args(argv)
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_amount,
         args.snapshot_timeout,
         args.seed,
+        args.link_delay_ms,
     )
     import yaml
 

@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=5.0, help="seconds of workload before the first snapshot"
     )
     parser.add_argument("--transfer-rate", type=float, default=20.0, help="transfers/s per node")
+    parser.add_argument(
+        "--link-delay-ms",
+        type=float,
+        default=100,
+        help="added channel latency, so snapshots catch money in flight (100)",
+    )
     parser.add_argument("--workdir", default=".demo", help="config, node data and logs (.demo)")
     parser.add_argument("--snapshot-dir", default="snapshots", help="snapshot JSON (snapshots)")
     return parser
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         topology=args.topology,
         transfer_rate=args.transfer_rate,
+        link_delay_ms=args.link_delay_ms,
         snapshot_dir=snapshot_dir,
     )
     print(

@@ -77,6 +77,7 @@ class LocalCluster:
         transfer_rate: float = 10.0,
         max_amount: int = 50,
         snapshot_timeout: float = 30.0,
+        link_delay_ms: float = 0.0,
         snapshot_dir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         fresh: bool = True,
@@ -96,6 +97,7 @@ class LocalCluster:
         self.transfer_rate = transfer_rate
         self.max_amount = max_amount
         self.snapshot_timeout = snapshot_timeout
+        self.link_delay_ms = link_delay_ms
         self.env = dict(env or {})
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
@@ -116,6 +118,7 @@ class LocalCluster:
             "collector": f"127.0.0.1:{ports[0]}",
             "workload": {"transfer_rate": self.transfer_rate, "max_amount": self.max_amount},
             "snapshot_timeout": self.snapshot_timeout,
+            "link_delay_ms": self.link_delay_ms,
         }
         self.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         self.config = load_cluster(self.config_path, environ={})

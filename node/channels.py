@@ -20,6 +20,7 @@ a status that says whose fault it was.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -105,11 +106,15 @@ class Backoff:
 class PeerSender(threading.Thread):
     """Keeps the channel to one peer streaming until `stop`."""
 
-    def __init__(self, runtime: NodeRuntime, peer: str, address: str) -> None:
+    def __init__(
+        self, runtime: NodeRuntime, peer: str, address: str, link_delay: float = 0.0
+    ) -> None:
         super().__init__(name=f"sender-{runtime.node_id}->{peer}", daemon=True)
         self.runtime = runtime
         self.peer = peer
         self.address = address
+        self.link_delay = link_delay
+        self._newest_seen = 0
         self.backoff = Backoff()
         self._stopping = threading.Event()
         self._call_lock = threading.Lock()
@@ -133,9 +138,23 @@ class PeerSender(threading.Thread):
     def _frames(self, done: threading.Event) -> Iterator[pb.Frame]:
         after = 0  # a new stream starts from the oldest unacknowledged frame
         while not done.is_set() and not self._stopping.is_set():
-            for frame in self.runtime.wait_frames(self.peer, after, timeout=0.5):
+            frames = self.runtime.wait_frames(self.peer, after, timeout=0.5)
+            first_seen = time.monotonic()
+            for frame in frames:
+                self._hold(frame.seq, first_seen)
                 yield frame
                 after = frame.seq
+
+    def _hold(self, seq: int, first_seen: float) -> None:
+        """Simulated link latency (`link_delay_ms`): a new frame leaves about
+        `link_delay` after this thread first saw it, so that on a fast LAN
+        money is visibly in flight. Every frame waits the same time, in seq
+        order, so FIFO holds; resent frames are not delayed again.
+        """
+        if self.link_delay <= 0 or seq <= self._newest_seen:
+            return
+        self._newest_seen = seq
+        self._stopping.wait(max(0.0, first_seen + self.link_delay - time.monotonic()))
 
     def _stream_once(self, stub: pb_grpc.NodeStub) -> bool:
         """Run one stream until it breaks; True if the peer answered at all."""

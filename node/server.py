@@ -138,7 +138,9 @@ class NodeServer:
             raise PortUnavailable(f"cannot listen on {address}: {error}") from error
         self._server.start()
         for peer in runtime.outgoing:
-            self._senders.append(PeerSender(runtime, peer, config.node(peer).address))
+            self._senders.append(
+                PeerSender(runtime, peer, config.node(peer).address, config.link_delay)
+            )
         self._reporter = Reporter(runtime, config.collector_address)
         self.workload = Workload(
             runtime,

@@ -17,6 +17,7 @@ channels: [[n1, n2], [n2, n3], [n3, n1]]
 collector: "collector:50060"
 workload: {transfer_rate: 2.5, max_amount: 20}
 snapshot_timeout: 10
+link_delay_ms: 40
 """
 
 NODES = """\
@@ -44,6 +45,7 @@ def test_good_cluster(tmp_path: Path) -> None:
     assert config.collector_address == "collector:50060"
     assert config.workload == Workload(transfer_rate=2.5, max_amount=20)
     assert config.snapshot_timeout == 10.0
+    assert config.link_delay == 0.04
     assert config.expected_total == 150
     assert config.incoming("n1") == ("n3",) and config.outgoing("n1") == ("n2",)
     assert config.node("n2").balance == 50
@@ -56,6 +58,7 @@ def test_defaults_complete_topology(tmp_path: Path) -> None:
     config = load_cluster(write(tmp_path, NODES), environ={})
     assert config.channels == (("n1", "n2"), ("n2", "n1"))
     assert config.workload == Workload() and config.snapshot_timeout == 30.0
+    assert config.link_delay == 0.0
 
 
 @pytest.mark.parametrize("topology", ["complete", "ring", "star", "random"])
@@ -67,60 +70,138 @@ def test_named_topologies(tmp_path: Path, topology: str) -> None:
 
 BAD = [
     # (replace GOOD's line containing `old` by `new`, or the whole text, expected message)
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "channels: [[n1, n2], [n2, n4], [n3, n1]]",
-     "channels[1]: unknown node 'n4' (known: n1, n2, n3)"),
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "channels: [[n1, n1], [n2, n3], [n3, n1]]",
-     "channels[0]: channel from n1 to itself"),
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "channels: [[n1, n2], [n1, n2], [n3, n1]]",
-     "channels[1]: duplicate channel n1 -> n2"),
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "channels: [[n1, n2], [n2, n3]]",
-     "channels: markers cannot reach n1 from n2"),
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "channels: [[n1, n2], [n2, n1], [n3, n1]]",
-     "channels: markers cannot reach n3 from n1"),
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "channels: [n1, n2]",
-     "channels[0]: expected [from, to], got 'n1'"),
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "channels: []",
-     "channels: expected a non-empty list"),
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "channels: [[n1, n2]]\ntopology: ring",
-     "channels: give either `topology` or `channels`, not both"),
-    ("channels: [[n1, n2], [n2, n3], [n3, n1]]", "topology: mesh",
-     "topology: 'mesh' is not one of complete, ring, star, random"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: n1, address: "n2:50051", balance: 50}',
-     "nodes[1].id: duplicate node id 'n1'"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: 2x, address: "n2:50051", balance: 50}',
-     "nodes[1].id: '2x' is not a valid node id"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: "n2\\n", address: "n2:1", balance: 5}',
-     "nodes[1].id: 'n2\\n' is not a valid node id"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: n2, address: "n2:50051", balance: lots}',
-     "nodes[1].balance: expected a non-negative integer, got 'lots'"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: n2, address: "n2:50051", balance: 5.5}',
-     "nodes[1].balance: expected a non-negative integer, got 5.5"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: n2, address: "n2:50051", balance: -5}',
-     "nodes[1].balance: expected a non-negative integer, got -5"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: n2, address: "n2:50051", balance: true}',
-     "nodes[1].balance: expected a non-negative integer, got True"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: n2, address: "n2:50051"}',
-     "nodes[1].balance: missing"),
-    ('{id: n2, address: "n2:50051", balance: 50}', "{address: \"n2:50051\", balance: 50}",
-     "nodes[1].id: missing"),
-    ('{id: n2, address: "n2:50051", balance: 50}', "{id: n2, balance: 50}",
-     "nodes[1].address: missing"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: n2, address: "n2", balance: 50}',
-     "nodes[1].address: 'n2' is not host:port"),
-    ('{id: n2, address: "n2:50051", balance: 50}', '{id: n2, address: "n2:1", balance: 5, x: 1}',
-     "nodes[1].x: unknown field"),
-    ('{id: n2, address: "n2:50051", balance: 50}', "just-a-string",
-     "nodes[1]: expected a mapping with id, address and balance"),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "channels: [[n1, n2], [n2, n4], [n3, n1]]",
+        "channels[1]: unknown node 'n4' (known: n1, n2, n3)",
+    ),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "channels: [[n1, n1], [n2, n3], [n3, n1]]",
+        "channels[0]: channel from n1 to itself",
+    ),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "channels: [[n1, n2], [n1, n2], [n3, n1]]",
+        "channels[1]: duplicate channel n1 -> n2",
+    ),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "channels: [[n1, n2], [n2, n3]]",
+        "channels: markers cannot reach n1 from n2",
+    ),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "channels: [[n1, n2], [n2, n1], [n3, n1]]",
+        "channels: markers cannot reach n3 from n1",
+    ),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "channels: [n1, n2]",
+        "channels[0]: expected [from, to], got 'n1'",
+    ),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "channels: []",
+        "channels: expected a non-empty list",
+    ),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "channels: [[n1, n2]]\ntopology: ring",
+        "channels: give either `topology` or `channels`, not both",
+    ),
+    (
+        "channels: [[n1, n2], [n2, n3], [n3, n1]]",
+        "topology: mesh",
+        "topology: 'mesh' is not one of complete, ring, star, random",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: n1, address: "n2:50051", balance: 50}',
+        "nodes[1].id: duplicate node id 'n1'",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: 2x, address: "n2:50051", balance: 50}',
+        "nodes[1].id: '2x' is not a valid node id",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: "n2\\n", address: "n2:1", balance: 5}',
+        "nodes[1].id: 'n2\\n' is not a valid node id",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: n2, address: "n2:50051", balance: lots}',
+        "nodes[1].balance: expected a non-negative integer, got 'lots'",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: n2, address: "n2:50051", balance: 5.5}',
+        "nodes[1].balance: expected a non-negative integer, got 5.5",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: n2, address: "n2:50051", balance: -5}',
+        "nodes[1].balance: expected a non-negative integer, got -5",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: n2, address: "n2:50051", balance: true}',
+        "nodes[1].balance: expected a non-negative integer, got True",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: n2, address: "n2:50051"}',
+        "nodes[1].balance: missing",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{address: "n2:50051", balance: 50}',
+        "nodes[1].id: missing",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        "{id: n2, balance: 50}",
+        "nodes[1].address: missing",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: n2, address: "n2", balance: 50}',
+        "nodes[1].address: 'n2' is not host:port",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        '{id: n2, address: "n2:1", balance: 5, x: 1}',
+        "nodes[1].x: unknown field",
+    ),
+    (
+        '{id: n2, address: "n2:50051", balance: 50}',
+        "just-a-string",
+        "nodes[1]: expected a mapping with id, address and balance",
+    ),
     ('collector: "collector:50060"', "", "collector: missing or not host:port: None"),
     ('collector: "collector:50060"', 'collector: "nowhere"', "collector: missing or not host:port"),
-    ("workload: {transfer_rate: 2.5, max_amount: 20}", "workload: {rate: 2}",
-     "workload.rate: unknown field"),
-    ("workload: {transfer_rate: 2.5, max_amount: 20}", "workload: {transfer_rate: fast}",
-     "workload.transfer_rate: expected a non-negative number"),
-    ("workload: {transfer_rate: 2.5, max_amount: 20}", "workload: {max_amount: 0}",
-     "workload.max_amount: expected a positive integer"),
-    ("workload: {transfer_rate: 2.5, max_amount: 20}", "workload: 5",
-     "workload: expected a mapping"),
+    (
+        "workload: {transfer_rate: 2.5, max_amount: 20}",
+        "workload: {rate: 2}",
+        "workload.rate: unknown field",
+    ),
+    (
+        "workload: {transfer_rate: 2.5, max_amount: 20}",
+        "workload: {transfer_rate: fast}",
+        "workload.transfer_rate: expected a non-negative number",
+    ),
+    (
+        "workload: {transfer_rate: 2.5, max_amount: 20}",
+        "workload: {max_amount: 0}",
+        "workload.max_amount: expected a positive integer",
+    ),
+    (
+        "workload: {transfer_rate: 2.5, max_amount: 20}",
+        "workload: 5",
+        "workload: expected a mapping",
+    ),
     ("snapshot_timeout: 10", "snapshot_timeout: 0", "snapshot_timeout: expected a positive number"),
     ("snapshot_timeout: 10", "snapshot_timeout: 10\nreplicas: 3", "replicas: unknown field"),
 ]
@@ -184,6 +265,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
             "CL_TRANSFER_RATE": "0.5",
             "CL_MAX_AMOUNT": "3",
             "CL_SNAPSHOT_TIMEOUT": "2.5",
+            "CL_LINK_DELAY_MS": "250",
         },
     )
     assert config.node("n1") == NodeSpec("n1", "10.0.0.5:6000", 999)
@@ -192,7 +274,18 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert len(config.channels) == 6
     assert config.workload == Workload(transfer_rate=0.5, max_amount=3)
     assert config.snapshot_timeout == 2.5
+    assert config.link_delay == 0.25
     assert config.expected_total == 999 + 50 + 0
+
+
+@pytest.mark.parametrize("value", ["-1", "fast", "10001"])
+def test_bad_link_delay_is_named(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_cluster(write(tmp_path, GOOD), environ={"CL_LINK_DELAY_MS": value})
+    assert str(error.value) == (
+        f"{tmp_path / 'cluster.yaml'}: link_delay_ms: "
+        "expected a number of milliseconds between 0 and 10000"
+    )
 
 
 def test_environment_topology_ring(tmp_path: Path) -> None:

@@ -20,7 +20,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     workdir = Path(tmp_path_factory.mktemp("complete5"))
     with LocalCluster(
-        workdir, nodes=5, topology="complete", transfer_rate=40, snapshot_timeout=20
+        workdir,
+        nodes=5,
+        topology="complete",
+        transfer_rate=40,
+        snapshot_timeout=20,
+        link_delay_ms=30,  # so that snapshots catch money in flight
     ) as running:
         running.start()
         time.sleep(1.0)  # let traffic build up
@@ -28,14 +33,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def test_sequential_snapshots_verify(cluster: LocalCluster) -> None:
-    sent = []
+    sent, in_flight = [], 0
     for index, initiator in enumerate(["n1", "n3", "n5"]):
         document = snapshot(cluster, [initiator], f"seq-{index}")
         assert_verified(cluster, document)
         assert document["initiators"] == [initiator]
         sent.append(transfers_sent(document))
+        in_flight += sum(len(channel["messages"]) for channel in document["channels"])
         time.sleep(0.3)
     assert sent[0] > 0 and sent[0] < sent[1] < sent[2], "the workload is not running"
+    # With 30 ms of link latency and 200 transfers/s, a cut that records no
+    # channel state at all would mean the channel recording is not working.
+    assert in_flight > 0, "no snapshot recorded any money in flight"
 
 
 def test_concurrent_snapshots_verify(cluster: LocalCluster) -> None:
