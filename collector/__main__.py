@@ -15,50 +15,32 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
+from common.cli import (
+    add_cluster_option,
+    add_listen_options,
+    add_logging_options,
+    configure_logging_from,
+)
 from common.config import ConfigError, load_cluster
-from common.logging import configure_logging
-
-LOG_FORMATS = ("auto", "json", "console")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cl-collector",
         description="Collect node reports into verified global snapshots (JSON files).",
     )
-    parser.add_argument(
-        "--cluster",
-        default=env("CL_CLUSTER_FILE", "cluster.yaml"),
-        help="cluster YAML (env CL_CLUSTER_FILE, default cluster.yaml)",
-    )
+    add_cluster_option(parser, environ)
     parser.add_argument(
         "--snapshot-dir",
-        default=env("CL_SNAPSHOT_DIR", "snapshots"),
+        default=environ.get("CL_SNAPSHOT_DIR", "snapshots"),
         help="where <snapshot_id>.json and latest.json are written "
         "(env CL_SNAPSHOT_DIR, default snapshots)",
     )
-    parser.add_argument(
-        "--listen-host",
-        default=env("CL_LISTEN_HOST", "0.0.0.0"),
-        help="interface to listen on (env CL_LISTEN_HOST, default 0.0.0.0)",
-    )
-    parser.add_argument(
-        "--port",
-        default=env("CL_PORT"),
-        help="port (env CL_PORT, default the port of the collector address in the cluster file)",
-    )
-    parser.add_argument(
-        "--log-level", default=env("CL_LOG_LEVEL", "INFO"), help="env CL_LOG_LEVEL, default INFO"
-    )
-    parser.add_argument(
-        "--log-format",
-        default=env("CL_LOG_FORMAT", "auto"),
-        help="auto (JSON unless stderr is a terminal), json or console (env CL_LOG_FORMAT)",
-    )
+    add_listen_options(parser, environ, "the port of the collector address in the cluster file")
+    add_logging_options(parser, environ)
     return parser
 
 
@@ -68,28 +50,21 @@ def _fail(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(os.environ).parse_args(argv)
     try:
         config = load_cluster(args.cluster)
     except ConfigError as error:
         return _fail(str(error))
-    if args.log_format not in LOG_FORMATS:
-        return _fail(f"--log-format {args.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
-    if args.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        return _fail(f"--log-level {args.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
-    port_text = args.port if args.port is not None else config.collector_address.rsplit(":", 1)[1]
-    if not str(port_text).isdigit() or not 0 <= int(port_text) < 65536:
-        return _fail(f"port {port_text!r} is not a port number")
-    configure_logging(
-        args.log_level, json=None if args.log_format == "auto" else args.log_format == "json"
-    )
+    # The config already checked that the address ends in :digits.
+    port = args.port if args.port is not None else int(config.collector_address.rsplit(":", 1)[1])
+    configure_logging_from(args)
 
     from collector.server import CollectorServer
 
     try:
-        server = CollectorServer(config, args.snapshot_dir, args.listen_host, int(port_text))
+        server = CollectorServer(config, args.snapshot_dir, args.listen_host, port)
     except (OSError, RuntimeError) as error:
-        return _fail(f"cannot start on {args.listen_host}:{port_text}: {error}")
+        return _fail(f"cannot start on {args.listen_host}:{port}: {error}")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from collector.document import NodeReport
 from common.config import ClusterConfig, parse_cluster
+from node import wire
 from node.core import LocalSnapshot, RecordedMessage
 from protos import chandy_lamport_pb2 as pb
 
@@ -66,29 +67,10 @@ def consistent_reports(
 
 
 def report_to_pb(report: NodeReport) -> pb.LocalSnapshot:
-    snap = report.snapshot
-    return pb.LocalSnapshot(
-        snapshot_id=snap.snapshot_id,
-        node_id=snap.node_id,
-        balance=snap.balance,
-        sent=dict(snap.sent),
-        received=dict(snap.received),
-        channels=[
-            pb.ChannelState(
-                sender=sender,
-                messages=[
-                    pb.RecordedMessage(transfer_seq=m.transfer_seq, amount=m.amount)
-                    for m in messages
-                ],
-            )
-            for sender, messages in sorted(snap.channels.items())
-        ],
-        initiated=snap.initiated,
-        recorded_at=report.recorded_at,
-        completed_at=report.completed_at,
-        complete=report.complete,
-        open_channels=list(report.open_channels),
-    )
+    """The message a node would send for `report` (built by the node's own code)."""
+    if report.complete:
+        return wire.snapshot_report(report.snapshot, report.recorded_at, report.completed_at)
+    return wire.progress_report(report.snapshot, report.open_channels, report.recorded_at)
 
 
 def with_balance(report: NodeReport, balance: int) -> NodeReport:

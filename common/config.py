@@ -98,16 +98,20 @@ def load_cluster(
 ) -> ClusterConfig:
     """Read, override from the environment, and validate a cluster YAML."""
     environ = os.environ if environ is None else environ
+    return parse_cluster(read_yaml(path, "cluster file", ConfigError), str(path), environ)
+
+
+def read_yaml(path: str | os.PathLike[str], kind: str, error: type[Exception]) -> Any:
+    """The parsed YAML of `path`; unreadable or invalid YAML raises `error` naming the file."""
     source = str(path)
     try:
         text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(f"{source}: cannot read cluster file: {error.strerror}") from error
+    except OSError as cause:
+        raise error(f"{source}: cannot read {kind}: {cause.strerror}") from cause
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML: {error}".replace("\n", " ")) from error
-    return parse_cluster(raw, source, environ)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as cause:
+        raise error(f"{source}: not valid YAML: {cause}".replace("\n", " ")) from cause
 
 
 def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterConfig:
@@ -188,7 +192,7 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
             raise fail("seed", "expected an integer")
         channels = build_channels(topology, ids, seed=seed)
     else:
-        channels = _parse_channels(raw_channels, ids, fail)
+        channels = parse_channels(raw_channels, ids, fail)
     for src, dst in unreachable_pairs(ids, channels)[:1]:
         raise fail(
             "channels",
@@ -234,7 +238,7 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
     )
 
 
-def _parse_channels(raw: Any, ids: list[str], fail: Any) -> list[tuple[str, str]]:
+def parse_channels(raw: Any, ids: list[str], fail: Any) -> list[tuple[str, str]]:
     if not isinstance(raw, list) or not raw:
         raise fail("channels", "expected a non-empty list of [from, to] pairs")
     channels: list[tuple[str, str]] = []

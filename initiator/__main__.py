@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from common.cli import add_cluster_option
 from common.config import ConfigError, load_cluster
 from initiator.client import (
     InitiatorError,
@@ -60,11 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds to wait for each snapshot (default the cluster's snapshot_timeout + 30)",
     )
-    parser.add_argument(
-        "--cluster",
-        default=env("CL_CLUSTER_FILE", "cluster.yaml"),
-        help="cluster YAML (env CL_CLUSTER_FILE, default cluster.yaml)",
-    )
+    add_cluster_option(parser, os.environ)
     parser.add_argument(
         "--collector",
         default=env("CL_COLLECTOR_ADDRESS"),

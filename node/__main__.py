@@ -12,8 +12,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from common.cli import (
+    add_cluster_option,
+    add_listen_options,
+    add_logging_options,
+    configure_logging_from,
+)
 from common.config import ConfigError, load_cluster
-from common.logging import configure_logging
 from node.server import NodeOptions, PortUnavailable, serve
 from node.storage import StorageError
 
@@ -23,11 +28,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cl-node", description="Run one node of a Chandy-Lamport bank cluster."
     )
-    parser.add_argument(
-        "--cluster",
-        default=env("CL_CLUSTER_FILE", "cluster.yaml"),
-        help="cluster YAML (env CL_CLUSTER_FILE; default cluster.yaml)",
-    )
+    add_cluster_option(parser, environ)
     parser.add_argument(
         "--id", dest="node_id", default=env("CL_NODE_ID"), help="this node's id (env CL_NODE_ID)"
     )
@@ -36,17 +37,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env("CL_DATA_DIR"),
         help="state directory (env CL_DATA_DIR; default data/<id>)",
     )
-    parser.add_argument(
-        "--listen-host",
-        default=env("CL_LISTEN_HOST", "0.0.0.0"),
-        help="address to listen on (env CL_LISTEN_HOST; default 0.0.0.0)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=_int_env(environ, "CL_PORT"),
-        help="port to listen on (env CL_PORT; default: the port of this node's address)",
-    )
+    add_listen_options(parser, environ, "the port of this node's address")
     parser.add_argument(
         "--max-transfers",
         type=int,
@@ -62,15 +53,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env("CL_DB_SYNCHRONOUS", "full").lower(),
         help="SQLite synchronous mode (env CL_DB_SYNCHRONOUS; full survives power loss)",
     )
-    parser.add_argument(
-        "--log-level", default=env("CL_LOG_LEVEL", "INFO"), help="env CL_LOG_LEVEL; default INFO"
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=["json", "console"],
-        default=env("CL_LOG_FORMAT"),
-        help="env CL_LOG_FORMAT; default json unless stderr is a terminal",
-    )
+    add_logging_options(parser, environ)
     return parser
 
 
@@ -90,8 +73,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if not args.node_id:
         print("cl-node: no node id: pass --id or set CL_NODE_ID", file=sys.stderr)
         return 2
-    json_logs = None if args.log_format is None else args.log_format == "json"
-    configure_logging(args.log_level, json=json_logs)
+    configure_logging_from(args)
     try:
         config = load_cluster(args.cluster, environ)
         config.node(args.node_id)

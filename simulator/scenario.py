@@ -23,12 +23,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common.config import NODE_ID_PATTERN, _parse_channels
+from common.config import NODE_ID_PATTERN, parse_channels, read_yaml
 from common.topology import TOPOLOGIES, build_channels, unreachable_pairs
 from node.core import InvalidSnapshotId, NodeCore, validate_snapshot_id
 from simulator.engine import CoreFactory, Simulation, SimulationError
@@ -172,16 +171,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read and validate a scenario YAML file."""
-    source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ScenarioError(f"{source}: cannot read scenario file: {error.strerror}") from error
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ScenarioError(f"{source}: not valid YAML: {error}".replace("\n", " ")) from error
-    return parse_scenario(raw, source)
+    return parse_scenario(read_yaml(path, "scenario file", ScenarioError), str(path))
 
 
 def parse_scenario(raw: Any, source: str = "<memory>") -> Scenario:
@@ -221,7 +211,7 @@ def parse_scenario(raw: Any, source: str = "<memory>") -> Scenario:
             raise fail("topology", f"{topology!r} is not one of {', '.join(TOPOLOGIES)}")
         channels = build_channels(topology, ids, seed=seed)
     else:
-        channels = _parse_channels(raw_channels, ids, fail)
+        channels = parse_channels(raw_channels, ids, fail)
     for src, dst in unreachable_pairs(ids, channels)[:1]:
         raise fail(
             "channels",

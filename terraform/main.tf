@@ -4,7 +4,7 @@
 #   - N Debian 12 (amd64) hosts, all in one default subnet (same AZ: lowest
 #     latency between nodes, no cross-AZ traffic charges), each with a public
 #     IP, IMDSv2 required and an encrypted gp3 root volume. cloud-init
-#     (user_data.sh) installs Docker Engine and the Compose plugin.
+#     (deploy/user_data.sh, shared with `cl-deploy provision`) installs Docker Engine and the Compose plugin.
 #   - One security group: ssh (22) from var.ssh_cidr only; the node gRPC port
 #     range and the collector port only from members of the same group;
 #     egress to the same gRPC ports inside the group, and HTTP/HTTPS out
@@ -227,7 +227,7 @@ resource "aws_instance" "host" {
   vpc_security_group_ids      = [aws_security_group.cluster.id]
   associate_public_ip_address = true
   ebs_optimized               = true
-  user_data                   = file("${path.module}/user_data.sh")
+  user_data                   = file("${path.module}/../deploy/user_data.sh")
   user_data_replace_on_change = true
 
   metadata_options {

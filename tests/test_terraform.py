@@ -247,7 +247,7 @@ def test_instances_require_imdsv2_and_encrypt_the_root_volume(
     assert root["volume_type"] == "gp3"
     assert host["vpc_security_group_ids"] == [SG_REF]
     assert host["count"] == "${var.host_count}"
-    assert "user_data.sh" in host["user_data"]
+    assert "../deploy/user_data.sh" in host["user_data"]
 
 
 def test_ami_and_ssh_user_match_the_boto3_path(main_tf: dict[str, Any]) -> None:
@@ -263,11 +263,12 @@ def test_ami_and_ssh_user_match_the_boto3_path(main_tf: dict[str, Any]) -> None:
 
 
 def test_user_data_is_shared_with_the_boto3_path() -> None:
-    script = (TF_DIR / "user_data.sh").read_text(encoding="utf-8")
+    script_path = (TF_DIR / "../deploy/user_data.sh").resolve()
+    script = script_path.read_text(encoding="utf-8")
     assert script == USER_DATA
     assert "docker-compose-plugin" in script
     if shutil.which("bash"):
-        subprocess.run(["bash", "-n", str(TF_DIR / "user_data.sh")], check=True)
+        subprocess.run(["bash", "-n", str(script_path)], check=True)
 
 
 def test_outputs_are_what_the_deploy_tool_reads() -> None:

@@ -5,7 +5,7 @@
 # "ubuntu" on Ubuntu) run docker. The deploy tool can wait for it with
 # `cloud-init status --wait`; /var/lib/chandy-lamport/docker-ready marks success.
 #
-# The same text is in deploy/userdata.py (boto3 path); a test keeps them equal.
+# The one copy: Terraform (terraform/main.tf) and `cl-deploy provision` both read it.
 set -euxo pipefail
 export DEBIAN_FRONTEND=noninteractive
 

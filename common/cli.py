@@ -1,0 +1,67 @@
+"""Command-line options shared by cl-node, cl-collector and cl-initiator.
+
+Every option falls back to an environment variable, so compose files and the
+EC2 deploy tool configure processes without command lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+
+from common.logging import configure_logging
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def add_cluster_option(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    parser.add_argument(
+        "--cluster",
+        default=environ.get("CL_CLUSTER_FILE", "cluster.yaml"),
+        help="cluster YAML (env CL_CLUSTER_FILE; default cluster.yaml)",
+    )
+
+
+def add_listen_options(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str], port_default: str
+) -> None:
+    parser.add_argument(
+        "--listen-host",
+        default=environ.get("CL_LISTEN_HOST", "0.0.0.0"),
+        help="interface to listen on (env CL_LISTEN_HOST; default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=_port(environ["CL_PORT"]) if environ.get("CL_PORT") else None,
+        help=f"port to listen on (env CL_PORT; default {port_default})",
+    )
+
+
+def add_logging_options(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=environ.get("CL_LOG_LEVEL", "INFO").upper(),
+        help="env CL_LOG_LEVEL; default INFO",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        default=environ.get("CL_LOG_FORMAT", "auto").lower(),
+        help="auto (JSON unless stderr is a terminal), json or console (env CL_LOG_FORMAT)",
+    )
+
+
+def configure_logging_from(args: argparse.Namespace) -> None:
+    json = None if args.log_format == "auto" else args.log_format == "json"
+    configure_logging(args.log_level, json=json)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    return int(text)
