@@ -1,0 +1,149 @@
+"""One node's runtime in-process: the core plus SQLite persistence, no gRPC.
+
+    python -m benchmarks.runtime
+
+Every event a node applies runs `NodeRuntime._apply`: the core event, then
+json.dumps(core.to_dict()) and one SQLite transaction. This times that path
+for received transfer frames and for locally sent transfers, with SQLite
+synchronous FULL (the default) / NORMAL / OFF, and for received frames while
+one snapshot records every incoming channel (its recorded messages are part
+of the core state written on every event, so each event costs more than the
+one before). Ratios compare with the same events applied to a bare NodeCore.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._common import table
+from common.config import load_cluster
+from common.logging import configure_logging
+from node.core import NodeCore, Transfer
+from node.runtime import NodeRuntime
+from node.storage import Store
+from node.testing import write_cluster
+from protos import chandy_lamport_pb2 as pb
+
+NODE = "n1"
+PEERS = ("n2", "n3", "n4", "n5")
+EVENTS = 2_000
+ROUNDS = 2
+MODES = ("FULL", "NORMAL", "OFF")
+
+
+def frames(count: int) -> list[pb.Frame]:
+    """Transfer frames arriving round-robin from every peer, in seq order."""
+    return [
+        pb.Frame(
+            sender=PEERS[i % len(PEERS)],
+            receiver=NODE,
+            seq=i // len(PEERS) + 1,
+            transfer=pb.Transfer(transfer_seq=i // len(PEERS) + 1, amount=1 + i % 50),
+        )
+        for i in range(count)
+    ]
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        cluster_file = workdir / "cluster.yaml"
+        write_cluster(cluster_file, dict.fromkeys((NODE, *PEERS), 10**9))
+        self.config = load_cluster(cluster_file, environ={})
+        self.frames = frames(EVENTS)
+        self.runs = 0
+
+    def runtime(self, synchronous: str) -> tuple[NodeRuntime, Store]:
+        self.runs += 1
+        store = Store(self.workdir / f"data-{self.runs}", synchronous=synchronous)
+        return NodeRuntime(self.config, NODE, store), store
+
+    def receive(self, synchronous: str, snapshot: bool) -> tuple[float, float]:
+        """(events/s over all EVENTS, events/s over the last tenth) of received frames."""
+        runtime, store = self.runtime(synchronous)
+        try:
+            if snapshot:
+                runtime.start_snapshot("bench")
+            tail = len(self.frames) - len(self.frames) // 10
+            start = time.perf_counter()
+            for i, frame in enumerate(self.frames):
+                if i == tail:
+                    tail_start = time.perf_counter()
+                runtime.receive(frame)
+            end = time.perf_counter()
+        finally:
+            runtime.close()
+            store.close()
+        return len(self.frames) / (end - start), (len(self.frames) // 10) / (end - tail_start)
+
+    def send(self, synchronous: str) -> float:
+        runtime, store = self.runtime(synchronous)
+        try:
+            start = time.perf_counter()
+            for i in range(EVENTS):
+                runtime.send_transfer(PEERS[i % len(PEERS)], 1)
+            return EVENTS / (time.perf_counter() - start)
+        finally:
+            runtime.close()
+            store.close()
+
+
+def core_rate() -> float:
+    """Events/s of the same receives applied to a bare NodeCore."""
+    events = [
+        (PEERS[i % len(PEERS)], Transfer(i // len(PEERS) + 1, 1 + i % 50))
+        for i in range(EVENTS * 10)
+    ]
+    best = 0.0
+    for _ in range(5):
+        core = NodeCore(NODE, 10**9, PEERS, PEERS)
+        start = time.perf_counter()
+        for sender, transfer in events:
+            core.receive(sender, transfer)
+        best = max(best, len(events) / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    started = time.perf_counter()
+    configure_logging("WARNING", json=True)
+    print(f"# benchmarks.runtime: NodeRuntime + SQLite in-process, {EVENTS:,} events per run")
+    workdir = Path(tempfile.mkdtemp(prefix="cl-bench-runtime-"))
+    try:
+        bench = Bench(workdir)
+        receive = {(m, s): (0.0, 0.0) for m in MODES for s in (False, True)}
+        send = dict.fromkeys(MODES, 0.0)
+        for _ in range(ROUNDS):
+            for mode in MODES:
+                send[mode] = max(send[mode], bench.send(mode))
+                for snap in (False, True):
+                    all_rate, tail_rate = bench.receive(mode, snap)
+                    if all_rate > receive[(mode, snap)][0]:
+                        receive[(mode, snap)] = (all_rate, tail_rate)
+        core = core_rate()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    base = receive[("FULL", False)][0]
+    rows = [["bare NodeCore.receive", "-", f"{core:,.0f}", "-", f"{core / base:,.0f}"]]
+    for (mode, snap), (all_rate, tail_rate) in receive.items():
+        rows.append([
+            "receive, 1 snapshot recording" if snap else "receive",
+            mode, f"{all_rate:,.0f}", f"{tail_rate:,.0f}", f"{all_rate / base:.2f}",
+        ])  # fmt: skip
+    for mode, rate in send.items():
+        rows.append(["send_transfer", mode, f"{rate:,.0f}", "-", f"{rate / base:.2f}"])
+    table(
+        f"Events/s through NodeRuntime (best of {ROUNDS}); last 10% = the final "
+        f"{EVENTS // 10} events of the run",
+        ["event", "synchronous", "events/s", "events/s, last 10%", "ratio vs receive FULL"],
+        rows,
+    )
+    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
