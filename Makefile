@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO := protos/chandy_lamport.proto
 
-.PHONY: install protos check-protos lint image checkov test test-fast demo simulate clean
+.PHONY: install protos check-protos lint image checkov test test-fast demo simulate bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ test-fast: install
 
 demo: install
 	$(PY) -m demo
+
+# Benchmarks that print numbers and same-run ratios (see benchmarks/README.md).
+bench: install
+	$(PY) -m benchmarks.core
+	$(PY) -m benchmarks.runtime
+	$(PY) -m benchmarks.cluster
 
 clean:
 	rm -rf $(VENV) .venv-checkov build .demo .pytest_cache .hypothesis

@@ -70,14 +70,11 @@ def report_from_pb(message: pb.LocalSnapshot) -> NodeReport:
         channels=channels,
         initiated=message.initiated,
     )
-    # Nodes that predate the `complete` flag never set it; their reports are
-    # all final ones, with completed_at set and no open channel.
-    complete = message.complete or (bool(message.completed_at) and not message.open_channels)
     return NodeReport(
         snapshot,
         message.recorded_at,
         message.completed_at,
-        complete=complete,
+        complete=message.complete,
         open_channels=tuple(message.open_channels),
     )
 

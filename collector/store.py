@@ -100,13 +100,12 @@ def report_from_dict(data: dict[str, Any]) -> NodeReport:
         },
         initiated=bool(data["initiated"]),
     )
-    # Files written before progress reports existed hold final reports only.
     return NodeReport(
         snapshot,
-        str(data.get("recorded_at", "")),
-        str(data.get("completed_at", "")),
-        complete=bool(data.get("complete", True)),
-        open_channels=tuple(str(s) for s in data.get("open_channels", [])),
+        str(data["recorded_at"]),
+        str(data["completed_at"]),
+        complete=bool(data["complete"]),
+        open_channels=tuple(str(s) for s in data["open_channels"]),
     )
 
 

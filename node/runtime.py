@@ -111,14 +111,10 @@ class NodeRuntime:
         self._recorded_at = dict(state.recorded_at)
         # Reports not yet acked by the collector, and their bytes as stored
         # (a delivered report is deleted only if it is still the stored one).
-        self._reports: dict[str, pb.LocalSnapshot] = {}
         self._report_bytes: dict[str, bytes] = dict(state.reports)
-        for sid, raw in state.reports.items():
-            report = pb.LocalSnapshot.FromString(raw)
-            # Data dirs of nodes that predate the `complete` flag hold only
-            # final reports, none of which sets it.
-            report.complete = wire.is_final(report)
-            self._reports[sid] = report
+        self._reports: dict[str, pb.LocalSnapshot] = {
+            sid: pb.LocalSnapshot.FromString(raw) for sid, raw in state.reports.items()
+        }
         self._lock = threading.Lock()
         self._frames_ready = {peer: threading.Condition(self._lock) for peer in self.outgoing}
         self._reports_ready = threading.Condition(self._lock)

@@ -72,15 +72,6 @@ def progress_report(
     return report
 
 
-def is_final(report: pb.LocalSnapshot) -> bool:
-    """True for a finished local snapshot's report.
-
-    Reports stored by nodes that predate the `complete` flag never set it;
-    they were always final, and always carry `completed_at`.
-    """
-    return report.complete or (bool(report.completed_at) and not report.open_channels)
-
-
 def _local_snapshot(snapshot: LocalSnapshot, recorded_at: str) -> pb.LocalSnapshot:
     return pb.LocalSnapshot(
         snapshot_id=snapshot.snapshot_id,

@@ -197,10 +197,7 @@ def test_final_report_replaces_the_progress_report(running: Running) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         running.stub.ReportLocalSnapshot(contradicting)
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    # A node older than the `complete` flag: final reports with completed_at only.
-    legacy = report_to_pb(reports["n2"])
-    legacy.complete = False
-    running.stub.ReportLocalSnapshot(legacy)
+    running.stub.ReportLocalSnapshot(report_to_pb(reports["n2"]))
     running.stub.ReportLocalSnapshot(report_to_pb(reports["n3"]))
     document = json.loads(running.stub.GetSnapshot(pb.GetSnapshotRequest(snapshot_id="s1")).json)
     assert document["status"] == "complete" and document["waiting"] == {}

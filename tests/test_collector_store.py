@@ -10,7 +10,7 @@ import pytest
 
 from collector import store as store_module
 from collector.assembly import Assembly, InvalidReport, PendingSnapshot
-from collector.store import SnapshotStore, atomic_write_json, report_to_dict
+from collector.store import SnapshotStore, atomic_write_json
 from collector.testing import as_progress, consistent_reports, small_cluster
 
 T0 = 1_800_000_000.0
@@ -108,9 +108,7 @@ def test_pending_reports_round_trip_and_are_dropped_when_finished(tmp_path: Path
     assert not (tmp_path / ".pending" / "s1").exists()
 
 
-def test_progress_report_is_replaced_by_the_final_one_and_old_files_load_as_final(
-    tmp_path: Path,
-) -> None:
+def test_progress_report_is_replaced_by_the_final_one(tmp_path: Path) -> None:
     config = small_cluster()
     store = SnapshotStore(tmp_path)
     reports = consistent_reports(config, "s1")
@@ -126,13 +124,6 @@ def test_progress_report_is_replaced_by_the_final_one_and_old_files_load_as_fina
     store.save_report(pending, reports["n1"])
     (loaded,) = SnapshotStore(tmp_path).load_pending()
     assert loaded.reports == {"n1": reports["n1"]}
-    # A pending file written before progress reports existed: a final report.
-    path = tmp_path / ".pending" / "s1" / "n2.json"
-    old = report_to_dict(reports["n2"])
-    del old["complete"], old["open_channels"]
-    path.write_text(json.dumps(old))
-    (loaded,) = SnapshotStore(tmp_path).load_pending()
-    assert loaded.reports["n2"] == reports["n2"] and loaded.reports["n2"].complete
 
 
 def test_directory_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -221,30 +221,6 @@ def test_snapshot_recorded_and_done_by_one_event_stores_only_the_final_report(tm
         store.close()
 
 
-def test_final_report_stored_before_the_complete_flag_existed_loads_as_final(
-    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
-):
-    runtime.start_snapshot("s1")
-    for peer in ("b", "c"):
-        runtime.receive(wire.frame_for(peer, "a", 1, Marker("s1")))
-    (report,) = runtime.wait_reports(0)
-    old = pb.LocalSnapshot()
-    old.CopyFrom(report)
-    old.ClearField("complete")  # what an older node stored
-    with sqlite3.connect(data_dir / DB_NAME) as db:
-        db.execute(
-            "UPDATE reports SET report = ? WHERE snapshot_id = 's1'", (old.SerializeToString(),)
-        )
-    restarted = reopen(config, data_dir, runtime)
-    try:
-        (loaded,) = restarted.wait_reports(0)
-        assert loaded == report and loaded.complete
-        assert restarted.report_delivered(loaded) is True
-    finally:
-        restarted._store.close()
-    assert stored_reports(data_dir) == {}
-
-
 def test_data_dir_of_another_node_is_refused(config: ClusterConfig, tmp_path: Path):
     store = Store(tmp_path / "x")
     NodeRuntime(config, "a", store)
