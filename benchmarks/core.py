@@ -210,12 +210,14 @@ def bench_memory() -> None:
         rows.append([
             active,
             f"{kept / 1e6:,.2f}",
+            f"{kept / count:,.0f}",
             f"{kept / recorded:,.0f}" if recorded else "-",
             f"{persist_peak / 1e6:,.2f}",
         ])  # fmt: skip
     table(
         f"tracemalloc: a core receives {count:,} transfers while snapshots record them",
-        ["snapshots recording", "MB kept", "bytes per recorded msg",
+        ["snapshots recording", "MB kept", "bytes per transfer",
+         "bytes per recorded entry",
          "transient MB of one persist"],
         rows,
     )  # fmt: skip

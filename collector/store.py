@@ -22,46 +22,18 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collector.assembly import InvalidReport, PendingSnapshot, check_snapshot_id
 from collector.document import NodeReport
+from common.files import TEMP_PREFIX, atomic_write_json, fsync_dir
 from node.core import LocalSnapshot, RecordedMessage
 
 LATEST = "latest.json"
 PENDING_DIR = ".pending"
 BEGIN_FILE = "_begin.json"
-TEMP_PREFIX = ".tmp-"
-
-
-def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write `data` as JSON (indent 2) to `path` so that it is all there or not at all."""
-    target = Path(path)
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    fsync_dir(target.parent)
-
-
-def fsync_dir(directory: str | os.PathLike[str]) -> None:
-    """Make a rename or unlink in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------ (de)serialising

@@ -20,12 +20,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.files import atomic_write_json
 from deploy.errors import DeployError
 
 STATE_SCHEMA_VERSION = 1
@@ -114,17 +114,7 @@ def write_state(path: str | os.PathLike[str], inventory: Inventory, **extra: Any
         ],
     }
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=2)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(file, document)
     return file
 
 

@@ -24,7 +24,6 @@ import argparse
 import gzip
 import io
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -41,6 +40,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from common.files import atomic_write_bytes
 from deploy.cli import SubParsers, add_state_file_option
 from deploy.errors import DeployError
 from deploy.hosts import Inventory, load_hosts
@@ -680,19 +680,6 @@ def run_snapshot(args: argparse.Namespace) -> int:
 SNAPSHOT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.json$")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def snapshot_files(archive: bytes) -> dict[str, bytes]:
     """The top-level ``*.json`` regular files of a tar stream (nothing else is trusted)."""
     files: dict[str, bytes] = {}
@@ -731,7 +718,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             log(f"skipping {name}: not JSON")
             continue
-        write_atomically(out / name, data)
+        atomic_write_bytes(out / name, data)
         if name == "latest.json":
             latest = document
     count = len([n for n in files if n != "latest.json"])

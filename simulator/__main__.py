@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from collector.store import atomic_write_json
+from common.files import atomic_write_json
 from simulator.scenario import ScenarioError, load_scenario
 
 DEFAULT_OUT = "snapshots/sim"

@@ -10,8 +10,9 @@ import pytest
 
 from collector import store as store_module
 from collector.assembly import Assembly, InvalidReport, PendingSnapshot
-from collector.store import SnapshotStore, atomic_write_json
+from collector.store import SnapshotStore
 from collector.testing import as_progress, consistent_reports, small_cluster
+from common.files import atomic_write_json
 
 T0 = 1_800_000_000.0
 
@@ -132,3 +133,8 @@ def test_directory_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(store_module.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
     atomic_write_json(tmp_path / "x.json", {})
     assert len(synced) == 2  # the file, then the directory
+
+
+def test_snapshot_files_are_readable_by_other_users(tmp_path: Path) -> None:
+    atomic_write_json(tmp_path / "s.json", {"a": 1})
+    assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o644
