@@ -16,38 +16,38 @@ files out of the collector's volume, ``status`` lists every service's
 state, ``down`` removes every host's compose project.
 
 Every failure is a :class:`DeployError` naming the host and the step.
+
+Ssh targets and fan-out are :mod:`deploy.targets`, container health
+:mod:`deploy.containers`, image shipping :mod:`deploy.images`, and
+``deployment.json`` :mod:`deploy.deployment`; this module is the commands and
+their arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import re
 import shlex
-import subprocess
 import sys
 import tarfile
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import yaml
 
 from common.files import atomic_write_bytes
 from deploy.cli import SubParsers, add_state_file_option
+from deploy.containers import ContainerState, container_states, wait_healthy
+from deploy.deployment import MANIFEST, load_deployment, refuse_moves
 from deploy.errors import DeployError
-from deploy.hosts import Inventory, load_hosts
+from deploy.hosts import load_hosts
+from deploy.images import DEFAULT_IMAGE, ship_image_build, ship_image_save
 from deploy.plan import (
     COLLECTOR,
     DEFAULT_PROJECT_PREFIX,
-    Plan,
     check_compose,
     make_plan,
     manifest,
@@ -57,423 +57,13 @@ from deploy.plan import (
     render_env,
     services_of_cluster,
 )
-from deploy.progress import Log, reporter
-from deploy.ssh import Remote, SshOptions, parse_ports
+from deploy.ssh import Remote
+from deploy.targets import Target, in_parallel, progress, ssh_options, wait_docker_ready
 
 DEFAULT_REMOTE_DIR = "chandy-lamport"
-DEFAULT_IMAGE = "chandy-lamport:latest"
-MANIFEST = "deployment.json"
-POLL_SECONDS = 2.0
-# Files and directories `--image-transfer build` ships as the build context.
-BUILD_CONTEXT = (
-    "Dockerfile",
-    "pyproject.toml",
-    "README.md",
-    ".dockerignore",
-    "protos",
-    "node",
-    "collector",
-    "initiator",
-    "simulator",
-    "deploy",
-    "common",
-)
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-# ------------------------------------------------------------ connections
-
-
-def progress(step: str) -> Log:
-    """:func:`deploy.progress.reporter`, safe to call from the per-host threads."""
-    log = reporter(step)
-    lock = threading.Lock()
-
-    def locked(message: str) -> None:
-        with lock:
-            log(message)
-
-    return locked
-
-
-@dataclass
-class Target:
-    """A host to act on: its ssh connection, compose project, and compose command."""
-
-    remote: Remote
-    project: str
-    remote_dir: str
-    compose: str | None = None  # "docker compose" or "docker-compose", once detected
-
-    @property
-    def name(self) -> str:
-        return self.remote.name
-
-    def compose_command(self, args: str) -> str:
-        if self.compose is None:
-            self.compose = detect_compose(self.remote)
-        return (
-            f"cd {shlex.quote(self.remote_dir)} && "
-            f"{self.compose} -p {shlex.quote(self.project)} -f compose.yml {args}"
-        )
-
-
-def detect_compose(remote: Remote) -> str:
-    result = remote.run(
-        "if docker compose version >/dev/null 2>&1; then echo 'docker compose'; "
-        "elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi",
-        step="finding docker compose",
-    )
-    found = result.stdout.decode().strip()
-    if not found:
-        raise DeployError(
-            f"{remote.name}: neither `docker compose` nor `docker-compose` is installed "
-            "(the hosts' cloud-init installs the Compose plugin; is it finished?)"
-        )
-    return found
-
-
-def ssh_options(args: argparse.Namespace, inventory: Inventory) -> SshOptions:
-    default_port, host_ports = parse_ports(args.ssh_port or [])
-    unknown = sorted(set(host_ports) - {host.name for host in inventory.hosts})
-    if unknown:
-        raise DeployError(f"--ssh-port names unknown host(s): {', '.join(unknown)}")
-    key = args.ssh_key or inventory.key_path
-    if key is not None and not Path(key).expanduser().is_file():
-        raise DeployError(f"ssh key {key} does not exist (pass --ssh-key PATH)")
-    return SshOptions(
-        user=args.ssh_user or inventory.ssh_user,
-        key=Path(key).expanduser() if key is not None else None,
-        port=default_port,
-        host_ports=host_ports,
-        known_hosts=args.known_hosts,
-        connect_timeout=args.connect_timeout,
-    )
-
-
-def in_parallel(items: Sequence[T], work: Callable[[T], R]) -> list[R]:
-    """``work`` on every item at once; every failure is reported, not only the first."""
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
-        futures = [pool.submit(work, item) for item in items]
-        results: list[R] = []
-        errors: list[str] = []
-        for future in futures:
-            try:
-                results.append(future.result())
-            except DeployError as error:
-                errors.append(str(error))
-    if errors:
-        raise DeployError("\n".join(errors))
-    return results
-
-
-# ------------------------------------------------------------- containers
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    service: str
-    name: str
-    state: str  # running, exited, restarting, created, ...
-    health: str  # healthy, starting, unhealthy, or "-" without a healthcheck
-    restarts: int
-
-    @property
-    def ready(self) -> bool:
-        return self.state == "running" and self.health in ("healthy", "-")
-
-
-def container_states(target: Target, *, step: str) -> dict[str, ContainerState]:
-    """The project's service containers on a host (one-off `run` containers left out)."""
-    label = shlex.quote(f"com.docker.compose.project={target.project}")
-    result = target.remote.run(
-        f"ids=$(docker ps -aq --filter label={label}); "
-        'if [ -n "$ids" ]; then docker inspect $ids; else echo "[]"; fi',
-        step=step,
-    )
-    try:
-        inspected = json.loads(result.stdout or b"[]")
-    except json.JSONDecodeError as error:
-        raise DeployError(
-            f"{target.name}: {step}: unreadable `docker inspect` output: {error}"
-        ) from None
-    states: dict[str, ContainerState] = {}
-    for container in inspected:
-        labels = container.get("Config", {}).get("Labels") or {}
-        if labels.get("com.docker.compose.oneoff", "False") == "True":
-            continue
-        state = container.get("State", {})
-        health = (state.get("Health") or {}).get("Status", "-")
-        service = labels.get("com.docker.compose.service", "?")
-        states[service] = ContainerState(
-            service=service,
-            name=str(container.get("Name", "")).lstrip("/"),
-            state=str(state.get("Status", "?")),
-            health=str(health),
-            restarts=int(container.get("RestartCount", 0)),
-        )
-    return states
-
-
-def container_logs(target: Target, container: str, lines: int = 25) -> str:
-    try:
-        result = target.remote.run(
-            f"docker logs --tail {lines} {shlex.quote(container)} 2>&1",
-            step="reading logs",
-            check=False,
-        )
-    except DeployError as error:
-        return f"(no logs: {error})"
-    return result.stdout.decode(errors="replace").rstrip()
-
-
-def wait_healthy(
-    targets: Sequence[tuple[Target, Sequence[str]]], timeout: float, log: Log
-) -> float:
-    """Poll every host until each listed service is running and healthy; return seconds."""
-    start = time.monotonic()
-    next_report = 0.0
-    while True:
-        pending: list[str] = []
-        for target, services in targets:
-            if not services:
-                continue
-            states = container_states(target, step="checking health")
-            for service in services:
-                current = states.get(service)
-                if current is None:
-                    pending.append(f"{service}@{target.name} (no container)")
-                    continue
-                if current.ready:
-                    continue
-                broken = current.state in ("exited", "dead") or current.health == "unhealthy"
-                if broken or current.restarts >= 3:
-                    raise DeployError(
-                        f"{target.name}: waiting for health: {service} is {current.state}"
-                        f"/{current.health} after {current.restarts} restarts; its last log "
-                        f"lines:\n{container_logs(target, current.name)}"
-                    )
-                pending.append(f"{service}@{target.name} ({current.state}/{current.health})")
-        elapsed = time.monotonic() - start
-        if not pending:
-            return elapsed
-        if elapsed > timeout:
-            raise DeployError(
-                f"waiting for health: not healthy after {timeout:g}s: {', '.join(pending)} "
-                "(`cl-deploy status` shows the state; raise --health-timeout if hosts are slow)"
-            )
-        if elapsed >= next_report:
-            log(f"waiting for {len(pending)} service(s): {', '.join(pending)}")
-            next_report = elapsed + 10
-        time.sleep(POLL_SECONDS)
 
 
 # ------------------------------------------------------------------- up
-
-
-def wait_docker_ready(target: Target, timeout: float, log: Log) -> None:
-    """Wait until ssh answers and Docker runs (fresh EC2 hosts are still in cloud-init)."""
-    start = time.monotonic()
-    said = False
-    while True:
-        try:
-            target.remote.run(
-                "docker info --format '{{.ServerVersion}}'", step="checking Docker", timeout=60
-            )
-            target.compose = detect_compose(target.remote)
-            return
-        except DeployError as error:
-            if time.monotonic() - start > timeout:
-                raise DeployError(
-                    f"{error}\n({target.name}: still not ready after {timeout:g}s)"
-                ) from None
-            if not said:
-                log(
-                    f"{target.name}: waiting for ssh and Docker (cloud-init may still be "
-                    "installing it)..."
-                )
-                said = True
-            time.sleep(5)
-
-
-def local_image_id(image: str) -> str:
-    result = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", image],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise DeployError(
-            f"image {image} is not in the local Docker engine: build it with "
-            "`scripts/build-image.sh`, or use --image-transfer build"
-        )
-    return result.stdout.strip()
-
-
-def remote_image_id(target: Target, image: str) -> str | None:
-    result = target.remote.run(
-        f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null",
-        step="checking the image",
-        check=False,
-    )
-    found = result.stdout.decode().strip()
-    return found if result.returncode == 0 and found else None
-
-
-def ship_image_save(targets: Sequence[Target], image: str, always: bool, log: Log) -> None:
-    """``docker save`` once (gzip), ``docker load`` on every host that lacks the same image."""
-    image_id = local_image_id(image)
-    if always:
-        needing = list(targets)
-    else:
-        have = in_parallel(targets, lambda t: remote_image_id(t, image))
-        needing = [t for t, remote_id in zip(targets, have, strict=True) if remote_id != image_id]
-        for target in targets:
-            if target not in needing:
-                log(f"{target.name}: image {image} already present ({image_id[:19]})")
-    if not needing:
-        return
-    with tempfile.TemporaryDirectory(prefix="cl-deploy-image-") as folder:
-        archive = Path(folder) / "image.tar.gz"
-        log(f"saving image {image} ({image_id[:19]})...")
-        with (
-            archive.open("wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as packed,
-        ):
-            saver = subprocess.Popen(
-                ["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            assert saver.stdout is not None
-            while chunk := saver.stdout.read(1 << 20):
-                packed.write(chunk)
-            _, stderr = saver.communicate()
-            if saver.returncode != 0:
-                raise DeployError(f"docker save {image} failed: {stderr.decode().strip()}")
-        size = archive.stat().st_size / 1e6
-
-        def load(target: Target) -> None:
-            log(f"{target.name}: loading image ({size:.0f} MB)...")
-            target.remote.run_with_file("docker load", archive, step="loading image", timeout=1800)
-            loaded = remote_image_id(target, image)
-            if loaded != image_id:
-                raise DeployError(
-                    f"{target.name}: loading image: {image} there is {loaded}, not {image_id}"
-                )
-            log(f"{target.name}: image loaded")
-
-        in_parallel(needing, load)
-
-
-def build_context_tar(root: Path) -> bytes:
-    """The files the Dockerfile needs, as a gzipped tar (no caches, no virtualenvs)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for entry in BUILD_CONTEXT:
-            path = root / entry
-            if not path.exists():
-                if entry in ("Dockerfile", "pyproject.toml"):
-                    raise DeployError(f"--image-transfer build: {path} is missing")
-                continue
-            archive.add(
-                path,
-                arcname=entry,
-                filter=lambda info: (
-                    None
-                    if "__pycache__" in info.name or info.name.endswith((".pyc", ".pyo"))
-                    else info
-                ),
-            )
-    return buffer.getvalue()
-
-
-def ship_image_build(
-    targets: Sequence[Target], image: str, base_image: str, root: Path, log: Log
-) -> None:
-    """Ship the build context and ``docker build`` on every host (needs a registry there)."""
-    context = build_context_tar(root)
-
-    def build(target: Target) -> None:
-        src = f"{target.remote_dir}/src"
-        log(f"{target.name}: shipping the build context ({len(context) / 1e3:.0f} kB)...")
-        target.remote.run(
-            f"rm -rf {shlex.quote(src)} && mkdir -p {shlex.quote(src)} && "
-            f"tar -xzf - -C {shlex.quote(src)}",
-            input=context,
-            step="shipping the build context",
-        )
-        log(f"{target.name}: building image {image} (a few minutes)...")
-        target.remote.run(
-            f"docker build -q --build-arg BASE_IMAGE={shlex.quote(base_image)} "
-            f"-t {shlex.quote(image)} {shlex.quote(src)}",
-            step="building the image",
-            timeout=1800,
-        )
-        log(f"{target.name}: image built")
-
-    in_parallel(list(targets), build)
-
-
-def read_manifest(remote: Remote, remote_dir: str, step: str) -> dict[str, Any] | None:
-    """A host's deployment.json, or None when it has none (or an unreadable one)."""
-    path = shlex.quote(f"{remote_dir}/{MANIFEST}")
-    result = remote.run(f"cat {path} 2>/dev/null", step=step, check=False)
-    if result.returncode != 0 or not result.stdout.strip():
-        return None
-    try:
-        document = json.loads(result.stdout)
-    except json.JSONDecodeError:
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def state_volume(service: str) -> str:
-    """The compose volume (in compose.yml) that holds a service's state."""
-    return "snapshots" if service == COLLECTOR else f"{service}-data"
-
-
-def refuse_moves(plan: Plan, targets: dict[str, Target], remote_dir: str) -> None:
-    """Refuse to move a service away from a host that still holds its state.
-
-    A node's volume holds its balance and channel sequence numbers; started
-    elsewhere with a fresh volume it would create money and confuse its
-    peers' channels. The collector's volume holds the snapshot files.
-    """
-    previous = in_parallel(
-        list(targets.values()),
-        lambda t: read_manifest(t.remote, remote_dir, "reading the previous deployment"),
-    )
-    moves: dict[str, set[str]] = {}  # old host -> services that would move away
-    for document in previous:
-        for entry in (document or {}).get("hosts", []):
-            old_host = str(entry.get("name"))
-            for service in entry.get("services", []):
-                if (
-                    old_host in targets
-                    and service in dict(plan.placement)
-                    and plan.host_of(service) != old_host
-                ):
-                    moves.setdefault(old_host, set()).add(str(service))
-    problems = []
-    for old_host, services in sorted(moves.items()):
-        target = targets[old_host]
-        label = shlex.quote(f"com.docker.compose.project={target.project}")
-        result = target.remote.run(
-            f"docker volume ls -q --filter label={label}", step="looking for state volumes"
-        )
-        volumes = set(result.stdout.decode().split())
-        for service in sorted(services):
-            if f"{target.project}_{state_volume(service)}" in volumes:
-                problems.append(f"{service} from {old_host} to {plan.host_of(service)}")
-    if problems:
-        raise DeployError(
-            f"moving {', '.join(problems)} would lose its state (volume on the old host): "
-            "keep the previous --assign, or fetch the snapshots and run "
-            "`cl-deploy down --volumes` first"
-        )
 
 
 def read_text(path: Path, what: str) -> str:
@@ -584,68 +174,6 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------- commands after `up`
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """What ``up`` deployed, as read back from a host's deployment.json."""
-
-    document: dict[str, Any]
-    targets: dict[str, Target]
-
-    @property
-    def collector(self) -> Target:
-        return self.targets[str(self.document["collector_host"])]
-
-    @property
-    def image(self) -> str:
-        return str(self.document.get("image", DEFAULT_IMAGE))
-
-    def services(self, host_name: str) -> list[str]:
-        for entry in self.document.get("hosts", []):
-            if entry.get("name") == host_name:
-                return [str(s) for s in entry.get("services", [])]
-        return []
-
-
-def load_deployment(args: argparse.Namespace, step: str) -> Deployed:
-    """Read deployment.json from the first host that has it."""
-    inventory = load_hosts(args.state_file)
-    options = ssh_options(args, inventory)
-    document: dict[str, Any] | None = None
-    unreachable: list[str] = []
-    for host in inventory.hosts:  # every host has the same file; the first that answers
-        try:
-            document = read_manifest(
-                Remote(host, options), args.remote_dir, f"{step}: reading {MANIFEST}"
-            )
-        except DeployError as error:
-            unreachable.append(str(error))
-            continue
-        if document is not None:
-            break
-    if document is None:
-        if unreachable:
-            raise DeployError("\n".join(unreachable))
-        raise DeployError(
-            f"no deployment found in {args.remote_dir}/ on any host: run `cl-deploy up` first "
-            "(with the same --remote-dir)"
-        )
-    projects = {str(e["name"]): str(e["project"]) for e in document.get("hosts", [])}
-    targets = {
-        host.name: Target(
-            Remote(host, options),
-            projects.get(host.name) or project_name(args.project_prefix, host.name),
-            args.remote_dir,
-        )
-        for host in inventory.hosts
-    }
-    if str(document.get("collector_host")) not in targets:
-        raise DeployError(
-            f"{MANIFEST} puts the collector on {document.get('collector_host')!r}, which is not "
-            "in the hosts file: was it re-provisioned? run `cl-deploy up` again"
-        )
-    return Deployed(document, targets)
 
 
 def run_snapshot(args: argparse.Namespace) -> int:

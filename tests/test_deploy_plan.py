@@ -11,6 +11,7 @@ import yaml
 from common.config import parse_cluster
 from deploy.errors import DeployError
 from deploy.hosts import Host
+from deploy.images import build_context_tar
 from deploy.plan import (
     COLLECTOR,
     Service,
@@ -23,7 +24,7 @@ from deploy.plan import (
     render_env,
     services_of_cluster,
 )
-from deploy.remote import build_context_tar, snapshot_files
+from deploy.remote import snapshot_files
 from deploy.ssh import parse_ports
 
 REPO = Path(__file__).resolve().parents[1]
