@@ -39,12 +39,32 @@ marker" happens first records; the later one is a no-op.
 The transport guarantees exactly-once FIFO delivery per channel; a second
 marker for the same snapshot on the same channel therefore indicates a broken
 peer and is refused with `ProtocolViolation` rather than silently absorbed.
+
+Persistence contract
+--------------------
+The caller makes the core durable after every event, in two parts, so that a
+save costs the same however many messages a snapshot has recorded:
+
+* `to_dict()`: balance, counters, finished ids, and per active recording its
+  local state, open channels and *how many* messages it has recorded per
+  channel -- but not the messages themselves. Small; rewritten every event.
+* `MessageRecorded(snapshot_id, sender, message)`: emitted by a transfer
+  receive once per snapshot recording that channel. The caller stores it once,
+  in the same transaction as the `to_dict()` of that event, and may forget a
+  snapshot's messages in the transaction that stores its `LocalSnapshotDone`
+  (which carries them all).
+
+`from_dict(data, recorded)` rebuilds the core from both. It refuses
+(`InvalidState`) messages that do not match the saved counts: a recorded
+channel holds exactly transfers received+1 .. received+count of its
+recording, so a lost, extra or reordered message is detected at restore time
+rather than turning into a wrong snapshot.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # How many finished snapshot ids a node remembers (see NodeCore._finished).
@@ -70,6 +90,10 @@ class InsufficientFunds(CoreError):
 
 class ProtocolViolation(CoreError):
     """A peer sent something the protocol does not allow; it is not applied."""
+
+
+class InvalidState(CoreError, ValueError):
+    """Saved state (`from_dict`) that does not describe a consistent core."""
 
 
 def validate_snapshot_id(snapshot_id: str) -> str:
@@ -139,11 +163,28 @@ class SnapshotRecorded:
 
 
 @dataclass(frozen=True)
+class MessageRecorded:
+    """Snapshot `snapshot_id` recorded `message` as in flight on sender -> this node.
+
+    Not part of `to_dict()`: the caller persists it with the event that
+    produced it and passes it back to `from_dict` (see Persistence contract).
+    """
+
+    snapshot_id: str
+    sender: str
+    message: RecordedMessage
+
+
+@dataclass(frozen=True)
 class LocalSnapshotDone:
     snapshot: LocalSnapshot
 
 
-Action = Send | SnapshotRecorded | LocalSnapshotDone
+Action = Send | SnapshotRecorded | MessageRecorded | LocalSnapshotDone
+
+# snapshot id -> sender -> recorded messages in order: what `from_dict` needs
+# besides `to_dict()`'s data (the MessageRecorded actions of active recordings).
+RecordedMessages = Mapping[str, Mapping[str, Sequence[RecordedMessage]]]
 
 
 # ------------------------------------------------------------------- state
@@ -184,7 +225,7 @@ class NodeCore:
         self._recordings: dict[str, _Recording] = {}
         # Ids of finished local snapshots, oldest first: an initiator arriving
         # late for one of them must not start a second recording under the
-        # same id. Bounded, because the whole state is saved on every event.
+        # same id. Bounded, because they are in `to_dict()`, saved on every event.
         self._finished: dict[str, None] = {}
 
     # ------------------------------------------------------------ queries
@@ -252,10 +293,12 @@ class NodeCore:
         self.received[sender] = expected
         self.balance += transfer.amount
         message = RecordedMessage(transfer.transfer_seq, transfer.amount)
-        for recording in self._recordings.values():
+        actions: list[Action] = []
+        for snapshot_id, recording in self._recordings.items():
             if sender in recording.open_channels:
                 recording.channels[sender].append(message)
-        return []
+                actions.append(MessageRecorded(snapshot_id, sender, message))
+        return actions
 
     def _receive_marker(self, sender: str, snapshot_id: str) -> list[Action]:
         try:
@@ -316,7 +359,11 @@ class NodeCore:
     # -------------------------------------------------------- persistence
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready copy of the whole state, for durable storage."""
+        """A JSON-ready copy of the state, for durable storage, without the
+        recorded messages of active snapshots (their MessageRecorded actions
+        carry those; see Persistence contract). Its size does not grow with
+        the in-flight messages a snapshot records.
+        """
         return {
             "node_id": self.node_id,
             "balance": self.balance,
@@ -332,18 +379,21 @@ class NodeCore:
                     "received": r.received,
                     "initiated": r.initiated,
                     "open_channels": sorted(r.open_channels),
-                    "channels": {
-                        peer: [[m.transfer_seq, m.amount] for m in msgs]
-                        for peer, msgs in r.channels.items()
-                    },
+                    "recorded_counts": {peer: len(msgs) for peer, msgs in r.channels.items()},
                 }
                 for sid, r in self._recordings.items()
             },
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> NodeCore:
-        """Rebuild a core saved with `to_dict`."""
+    def from_dict(
+        cls, data: Mapping[str, object], recorded: RecordedMessages | None = None
+    ) -> NodeCore:
+        """Rebuild a core saved with `to_dict`, plus the messages its active
+        snapshots recorded (`recorded`: every MessageRecorded of those
+        snapshots, in order). Raises InvalidState if they do not match.
+        """
+        recorded = {} if recorded is None else recorded
         d: dict[str, object] = dict(data)
         core = cls(
             str(d["node_id"]),
@@ -355,17 +405,65 @@ class NodeCore:
         core.received = {str(k): int(v) for k, v in d["received"].items()}  # type: ignore[attr-defined]
         core._finished = dict.fromkeys(str(s) for s in d["finished"])  # type: ignore[attr-defined]
         recordings: Mapping[str, Mapping[str, object]] = d["recordings"]  # type: ignore[assignment]
+        unknown = sorted(set(recorded) - set(recordings))
+        if unknown:
+            raise InvalidState(
+                f"{core.node_id}: recorded messages for snapshots that are not recording: "
+                f"{', '.join(unknown)}"
+            )
         for sid, r in recordings.items():
-            channels: Mapping[str, list[list[int]]] = r["channels"]  # type: ignore[assignment]
+            received: dict[str, int] = dict(r["received"])  # type: ignore[call-overload]
+            counts: Mapping[str, int] = r["recorded_counts"]  # type: ignore[assignment]
             core._recordings[sid] = _Recording(
                 balance=int(r["balance"]),  # type: ignore[call-overload]
                 sent=dict(r["sent"]),  # type: ignore[call-overload]
-                received=dict(r["received"]),  # type: ignore[call-overload]
+                received=received,
                 initiated=bool(r["initiated"]),
                 open_channels=set(r["open_channels"]),  # type: ignore[call-overload]
-                channels={
-                    peer: [RecordedMessage(seq, amount) for seq, amount in msgs]
-                    for peer, msgs in channels.items()
-                },
+                channels=_restored_channels(
+                    core.node_id, sid, core.incoming, received, counts, recorded.get(sid, {})
+                ),
             )
         return core
+
+
+def _restored_channels(
+    node_id: str,
+    snapshot_id: str,
+    incoming: Sequence[str],
+    received: Mapping[str, int],
+    counts: Mapping[str, int],
+    recorded: Mapping[str, Sequence[RecordedMessage]],
+) -> dict[str, list[RecordedMessage]]:
+    """The recorded channels of one recording, checked against its saved counts.
+
+    While a channel is recorded every transfer arriving on it is appended, so
+    its messages are exactly transfers received[sender]+1 .. +count.
+    """
+    extra = sorted(set(recorded) - set(incoming))
+    if extra:
+        raise InvalidState(
+            f"{node_id}: snapshot {snapshot_id} has recorded messages from "
+            f"{', '.join(extra)}, which has no channel to {node_id}"
+        )
+    channels: dict[str, list[RecordedMessage]] = {}
+    for peer in incoming:
+        messages = list(recorded.get(peer, ()))
+        first = received[peer] + 1
+        expected = list(range(first, first + counts.get(peer, 0)))
+        found = [m.transfer_seq for m in messages]
+        if found != expected:
+            raise InvalidState(
+                f"{node_id}: snapshot {snapshot_id} recorded on {peer}->{node_id} transfers "
+                f"{_seq_range(expected)}, but the messages restored are {_seq_range(found)}"
+            )
+        channels[peer] = messages
+    return channels
+
+
+def _seq_range(seqs: Sequence[int]) -> str:
+    if not seqs:
+        return "none"
+    if list(seqs) == list(range(seqs[0], seqs[0] + len(seqs))):
+        return f"{seqs[0]}..{seqs[-1]}" if len(seqs) > 1 else str(seqs[0])
+    return ", ".join(map(str, seqs[:10])) + (", ..." if len(seqs) > 10 else "")

@@ -5,12 +5,17 @@ local transfer, a received frame, a snapshot start) runs under the lock as:
 
     actions = core.<event>()           # raises -> nothing changed anywhere
     one SQLite transaction:            # core state + frames + reports together
-        core JSON, outbox frames, next seqs, last applied seq, reports
+        core JSON, recorded messages, outbox frames, next seqs,
+        last applied seq, reports
     publish in memory                  # only after the commit succeeded
     wake the sender / reporter threads
 
 so a debit never exists without its outbox frame, a credit never without its
-last-applied seq, and a marker never without the recording that produced it.
+last-applied seq (nor, while a snapshot records its channel, without its
+recorded-message row), and a marker never without the recording that
+produced it. The core JSON leaves out what active snapshots recorded: each
+recorded message is one row, written once, so an event costs the same at the
+end of a long recording as at its start.
 
 Acknowledgements are the one thing written lazily: forgetting an acked frame
 is folded into the next transaction, because losing that deletion in a crash
@@ -32,15 +37,18 @@ from common.timeutil import utc_now_iso
 from node import wire
 from node.core import (
     Action,
+    InvalidState,
     LocalSnapshotDone,
     Marker,
+    MessageRecorded,
     NodeCore,
     ProtocolViolation,
+    RecordedMessage,
     Send,
     SnapshotRecorded,
     validate_snapshot_id,
 )
-from node.storage import Change, Identity, Store
+from node.storage import Change, Identity, StorageError, Store, StoredState
 from protos import chandy_lamport_pb2 as pb
 
 _log = structlog.get_logger("node.runtime")
@@ -100,7 +108,7 @@ class NodeRuntime:
         else:
             store.check_identity(identity)
         state = store.load()
-        self._core = NodeCore.from_dict(state.core)
+        self._core = self._core_of(state)
         self._last_applied = dict(state.last_applied)
         self._next_seq = dict(state.next_seq)
         self._outbox: dict[str, deque[pb.Frame]] = {
@@ -300,6 +308,20 @@ class NodeRuntime:
 
     # ------------------------------------------------------------- internals
 
+    def _core_of(self, state: StoredState) -> NodeCore:
+        """The core as stored: its JSON plus the messages its active snapshots recorded."""
+        recorded = {
+            sid: {
+                sender: [RecordedMessage(seq, amount) for seq, amount in messages]
+                for sender, messages in by_sender.items()
+            }
+            for sid, by_sender in state.recorded_messages.items()
+        }
+        try:
+            return NodeCore.from_dict(state.core, recorded)
+        except InvalidState as error:
+            raise StorageError(f"data dir {self._store.data_dir}: {error}") from error
+
     def _check_open(self) -> None:
         if self._closed:
             raise NodeClosed(f"node {self.node_id} is shutting down")
@@ -338,6 +360,11 @@ class NodeRuntime:
             elif isinstance(action, SnapshotRecorded):
                 recorded_now[action.snapshot_id] = self._clock()
                 change.recorded.append((action.snapshot_id, recorded_now[action.snapshot_id]))
+            elif isinstance(action, MessageRecorded):
+                message = action.message
+                change.messages.append(
+                    (action.snapshot_id, action.sender, message.transfer_seq, message.amount)
+                )
             elif isinstance(action, LocalSnapshotDone):
                 sid = action.snapshot.snapshot_id
                 recorded_at = recorded_now.get(sid) or self._recorded_at.get(sid, "")
@@ -366,7 +393,7 @@ class NodeRuntime:
             self._store.commit(change)
         except BaseException:
             # The core already moved on in memory; put it back to what is on disk.
-            self._core = NodeCore.from_dict(self._store.load().core)
+            self._core = self._core_of(self._store.load())
             raise
         self._acked.clear()
         if applied is not None:

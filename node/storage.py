@@ -5,6 +5,12 @@ What is stored, and why each piece is needed to resume after SIGKILL:
   meta.identity     node id + channel set: a data dir is never reused by
                     another node or after the topology changed
   meta.core         NodeCore.to_dict() as JSON: balance, counters, snapshots
+                    (without the messages active snapshots recorded)
+  recorded_messages the in-flight messages each active snapshot has recorded
+                    (the core's MessageRecorded actions), one row each,
+                    inserted with the event that recorded it: a save costs
+                    the same however many a snapshot holds; deleted with the
+                    transaction that stores the snapshot's final report
   incoming          per incoming channel, the last applied frame seq: the
                     receiver drops duplicates and detects gaps with it
   outgoing          per outgoing channel, the next frame seq to assign
@@ -47,6 +53,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS recorded (snapshot_id TEXT PRIMARY KEY, recorded_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (snapshot_id TEXT PRIMARY KEY, report BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS recorded_messages (
+    snapshot_id TEXT NOT NULL, sender TEXT NOT NULL,
+    transfer_seq INTEGER NOT NULL, amount INTEGER NOT NULL,
+    PRIMARY KEY (snapshot_id, sender, transfer_seq)
+) WITHOUT ROWID;
 """
 
 
@@ -91,6 +102,8 @@ class StoredState:
     outbox: dict[str, list[tuple[int, bytes]]]  # peer -> [(seq, frame)] ascending
     recorded_at: dict[str, str]
     reports: dict[str, bytes]
+    # snapshot id -> sender -> [(transfer_seq, amount)] ascending
+    recorded_messages: dict[str, dict[str, list[tuple[int, int]]]]
 
 
 @dataclass
@@ -102,7 +115,10 @@ class Change:
     outbox: list[tuple[str, int, bytes]] = field(default_factory=list)  # (peer, seq, frame)
     next_seq: dict[str, int] = field(default_factory=dict)
     recorded: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, time)
-    # Final reports (snapshot done: its `recorded` row goes) and progress
+    # (snapshot id, sender, transfer_seq, amount): recorded in-flight messages
+    messages: list[tuple[str, str, int, int]] = field(default_factory=list)
+    # Final reports (snapshot done: its `recorded` and `recorded_messages`
+    # rows go, the report holds the messages) and progress
     # reports (still recording); either replaces a stored report of the same id.
     reports: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
     progress: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
@@ -198,6 +214,12 @@ class Store:
         core_row = db.execute("SELECT value FROM meta WHERE key = 'core'").fetchone()
         if core_row is None:
             raise StorageError(f"data dir {self.data_dir} has no core state")
+        messages: dict[str, dict[str, list[tuple[int, int]]]] = {}
+        for sid, sender, seq, amount in db.execute(
+            "SELECT snapshot_id, sender, transfer_seq, amount FROM recorded_messages "
+            "ORDER BY snapshot_id, sender, transfer_seq"
+        ):
+            messages.setdefault(sid, {}).setdefault(sender, []).append((seq, amount))
         outbox: dict[str, list[tuple[int, bytes]]] = {}
         for peer, seq, frame in db.execute(
             "SELECT peer, seq, frame FROM outbox ORDER BY peer, seq"
@@ -217,6 +239,7 @@ class Store:
                     "SELECT snapshot_id, report FROM reports ORDER BY rowid"
                 )
             },
+            recorded_messages=messages,
         )
 
     # ---------------------------------------------------------------- write
@@ -242,9 +265,13 @@ class Store:
                 "DELETE FROM outbox WHERE peer = ? AND seq <= ?", list(change.acked.items())
             )
             db.executemany("INSERT OR REPLACE INTO recorded VALUES (?, ?)", change.recorded)
+            # Plain INSERT: a message is recorded once; a second row for it
+            # would be a bug, and it fails the whole transaction.
+            db.executemany("INSERT INTO recorded_messages VALUES (?, ?, ?, ?)", change.messages)
             db.executemany("INSERT OR REPLACE INTO reports VALUES (?, ?)", change.progress)
             for snapshot_id, report in change.reports:
                 db.execute("DELETE FROM recorded WHERE snapshot_id = ?", (snapshot_id,))
+                db.execute("DELETE FROM recorded_messages WHERE snapshot_id = ?", (snapshot_id,))
                 db.execute("INSERT OR REPLACE INTO reports VALUES (?, ?)", (snapshot_id, report))
 
     def acknowledge(self, peer: str, seq: int) -> None:

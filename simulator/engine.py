@@ -42,8 +42,10 @@ from node.core import (
     LocalSnapshot,
     LocalSnapshotDone,
     Marker,
+    MessageRecorded,
     NodeCore,
     Payload,
+    RecordedMessage,
     Send,
     SnapshotRecorded,
     Transfer,
@@ -156,6 +158,11 @@ class Simulation:
                 tuple(dst for src, dst in self._channels if src == node_id),
             )
             for node_id in self._ids
+        }
+        # What a node's store would hold besides the core's JSON: the messages
+        # each active snapshot recorded (MessageRecorded), node -> id -> sender.
+        self._recorded: dict[str, dict[str, dict[str, list[RecordedMessage]]]] = {
+            node_id: {} for node_id in self._ids
         }
         self._snapshots: dict[str, _Progress] = {}
         self._completed: list[str] = []
@@ -285,13 +292,20 @@ class Simulation:
     def restore(self, node: str) -> None:
         """Save `node`'s core as JSON and replace it by one rebuilt from that.
 
-        Models a node process restarting from its durable state; nothing in
-        flight is lost (the transport resends unacknowledged messages).
+        Models a node process restarting from its durable state, as the node
+        stores it: the core's JSON plus the messages its active snapshots
+        recorded, collected from its MessageRecorded actions (not read from
+        the old core). Nothing in flight is lost (the transport resends
+        unacknowledged messages).
         """
-        self._check_node(node, f"restore {node} at tick {self._now}")
+        event = f"restore {node} at tick {self._now}"
+        self._check_node(node, event)
         core = self._cores[node]
         saved = json.loads(json.dumps(core.to_dict()))
-        self._cores[node] = type(core).from_dict(saved)
+        try:
+            self._cores[node] = type(core).from_dict(saved, self._recorded[node])
+        except CoreError as error:
+            raise SimulationError(f"{event}: {error}") from error
 
     def tick(self, n: int = 1) -> None:
         """Advance the clock by `n` ticks, delivering every message that falls due."""
@@ -372,8 +386,12 @@ class Simulation:
             elif isinstance(action, SnapshotRecorded):
                 progress = self._progress(action.snapshot_id)
                 progress.recorded_tick.setdefault(node_id, self._now)
+            elif isinstance(action, MessageRecorded):
+                by_sender = self._recorded[node_id].setdefault(action.snapshot_id, {})
+                by_sender.setdefault(action.sender, []).append(action.message)
             elif isinstance(action, LocalSnapshotDone):
                 snapshot_id = action.snapshot.snapshot_id
+                self._recorded[node_id].pop(snapshot_id, None)
                 progress = self._progress(snapshot_id)
                 progress.reports[node_id] = (action.snapshot, self._now)
                 if progress.document is None and len(progress.reports) == len(self._ids):

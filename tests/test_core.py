@@ -9,9 +9,11 @@ import pytest
 from node.core import (
     InsufficientFunds,
     InvalidSnapshotId,
+    InvalidState,
     LocalSnapshot,
     LocalSnapshotDone,
     Marker,
+    MessageRecorded,
     NodeCore,
     ProtocolViolation,
     RecordedMessage,
@@ -44,7 +46,21 @@ def markers(actions: list) -> list[tuple[str, str]]:
 
 
 def state(c: NodeCore) -> str:
-    return json.dumps(c.to_dict(), sort_keys=True)
+    """What the node saves on every event, plus what active snapshots recorded so far."""
+    progress = {sid: repr(c.progress(sid)) for sid in c.active_snapshots}
+    return json.dumps([c.to_dict(), progress], sort_keys=True)
+
+
+def recorded_by(actions: list) -> dict[str, dict[str, list[RecordedMessage]]]:
+    """What a node's store keeps from `actions`: MessageRecorded of unfinished snapshots."""
+    kept: dict[str, dict[str, list[RecordedMessage]]] = {}
+    for action in actions:
+        if isinstance(action, MessageRecorded):
+            kept.setdefault(action.snapshot_id, {}).setdefault(action.sender, [])
+            kept[action.snapshot_id][action.sender].append(action.message)
+        elif isinstance(action, LocalSnapshotDone):
+            kept.pop(action.snapshot.snapshot_id, None)
+    return kept
 
 
 # ---------------------------------------------------------------- transfers
@@ -317,10 +333,15 @@ def test_concurrent_snapshots_are_independent() -> None:
     c.receive("n2", Transfer(1, 1))  # a: n2, n3 open
     assert markers(c.receive("n3", Marker("b"))) == [("n2", "b"), ("n3", "b")]
     assert c.active_snapshots == ("a", "b")
-    c.receive("n2", Transfer(2, 2))  # a and b record it
-    c.receive("n3", Transfer(1, 3))  # a records, b's n3 is closed
+    assert c.receive("n2", Transfer(2, 2)) == [  # a and b record it
+        MessageRecorded("a", "n2", RecordedMessage(2, 2)),
+        MessageRecorded("b", "n2", RecordedMessage(2, 2)),
+    ]
+    assert c.receive("n3", Transfer(1, 3)) == [  # a records, b's n3 is closed
+        MessageRecorded("a", "n3", RecordedMessage(1, 3)),
+    ]
     assert c.receive("n2", Marker("a")) == []
-    c.receive("n2", Transfer(3, 4))  # only b
+    assert c.receive("n2", Transfer(3, 4)) == [MessageRecorded("b", "n2", RecordedMessage(3, 4))]
     snap_b = done(c.receive("n2", Marker("b")))
     snap_a = done(c.receive("n3", Marker("a")))
     assert snap_a.balance == 100 and snap_b.balance == 101
@@ -402,7 +423,8 @@ def test_to_dict_from_dict_round_trip_mid_snapshot(cut: int) -> None:
     c = core()
     before = script(c, STEPS[:cut])
     saved = json.loads(json.dumps(c.to_dict()))  # really through JSON
-    restored = NodeCore.from_dict(saved)
+    # the recorded messages come from the actions (what the node stores), not from c
+    restored = NodeCore.from_dict(saved, recorded_by(before))
     assert state(restored) == state(c)
     assert restored.active_snapshots == c.active_snapshots
     after = script(restored, STEPS[cut:])
@@ -411,3 +433,80 @@ def test_to_dict_from_dict_round_trip_mid_snapshot(cut: int) -> None:
     # the restored core still refuses what the original refuses
     with pytest.raises(ProtocolViolation):
         restored.receive("n2", Marker("a"))
+
+
+def test_the_script_records_messages_across_cuts() -> None:
+    """The round trip above really restores recorded messages at some cuts."""
+    recorded_at_cut = [recorded_by(script(core(), STEPS[:cut])) for cut in range(len(STEPS) + 1)]
+    assert recorded_at_cut[6] == {
+        "a": {"n2": [RecordedMessage(2, 5)], "n3": [RecordedMessage(1, 6)]},
+        "b": {"n2": [RecordedMessage(2, 5)]},
+    }
+    assert recorded_at_cut[-1] == {}  # both finished: nothing left to keep
+
+
+def test_to_dict_leaves_out_recorded_messages_and_stays_small() -> None:
+    c = core(balance=0)
+    c.initiate_snapshot("s1")
+    small = len(json.dumps(c.to_dict()))
+    actions = [a for i in range(1, 1001) for a in c.receive("n2", Transfer(i, 7))]
+    assert len(actions) == 1000
+    assert actions[-1] == MessageRecorded("s1", "n2", RecordedMessage(1000, 7))
+    data = c.to_dict()
+    assert data["recordings"]["s1"]["recorded_counts"] == {"n2": 1000, "n3": 0}  # type: ignore[index]
+    assert len(json.dumps(data)) < small + 20  # only the counter grew
+    restored = NodeCore.from_dict(json.loads(json.dumps(data)), recorded_by(actions))
+    for finishing in (c, restored):
+        finishing.receive("n2", Marker("s1"))
+    snap = done(restored.receive("n3", Marker("s1")))
+    assert snap == done(c.receive("n3", Marker("s1")))
+    assert snap.channels["n2"] == tuple(RecordedMessage(i, 7) for i in range(1, 1001))
+    assert snap.balance == 0 and snap.received == {"n2": 0, "n3": 0}
+
+
+def recording_core() -> tuple[NodeCore, dict[str, object], list]:
+    """A core recording s1 with transfers 1..3 recorded on n2 -> n1."""
+    c = core()
+    c.receive("n2", Transfer(1, 4))  # before the cut
+    actions = c.initiate_snapshot("s1")
+    for seq in (2, 3, 4):
+        actions += c.receive("n2", Transfer(seq, seq))
+    return c, json.loads(json.dumps(c.to_dict())), actions
+
+
+R = RecordedMessage
+
+
+@pytest.mark.parametrize(
+    ("recorded", "message"),
+    [
+        ({}, "recorded on n2->n1 transfers 2..4, but the messages restored are none"),
+        ({"s1": {"n2": [R(2, 2), R(3, 3)]}}, "transfers 2..4, but the messages restored are 2..3"),
+        ({"s1": {"n2": [R(3, 3), R(4, 4)]}}, "transfers 2..4, but the messages restored are 3..4"),
+        ({"s1": {"n2": [R(2, 2), R(4, 4), R(3, 3)]}}, "restored are 2, 4, 3"),
+        (
+            {"s1": {"n2": [R(2, 2), R(3, 3), R(4, 4), R(5, 5)]}},
+            "transfers 2..4, but the messages restored are 2..5",
+        ),
+        (
+            {"s1": {"n2": [R(2, 2), R(3, 3), R(4, 4)], "n3": [R(1, 1)]}},
+            "recorded on n3->n1 transfers none, but the messages restored are 1",
+        ),
+        ({"s1": {"n9": [R(1, 1)]}}, "recorded messages from n9, which has no channel to n1"),
+        ({"s9": {"n2": [R(1, 1)]}}, "recorded messages for snapshots that are not recording: s9"),
+    ],
+)
+def test_from_dict_refuses_recorded_messages_that_do_not_match(
+    recorded: dict, message: str
+) -> None:
+    _, saved, _ = recording_core()
+    with pytest.raises(InvalidState, match=message):
+        NodeCore.from_dict(saved, recorded)
+
+
+def test_from_dict_with_the_recorded_messages_finishes_like_the_original() -> None:
+    c, saved, actions = recording_core()
+    restored = NodeCore.from_dict(saved, recorded_by(actions))
+    restored.receive("n2", Marker("s1"))
+    c.receive("n2", Marker("s1"))
+    assert done(restored.receive("n3", Marker("s1"))) == done(c.receive("n3", Marker("s1")))

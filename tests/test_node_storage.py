@@ -11,9 +11,16 @@ import pytest
 
 from common.config import ClusterConfig, load_cluster
 from node import wire
-from node.core import Marker, Transfer
+from node.core import Marker, RecordedMessage, Transfer
 from node.runtime import NodeRuntime, SequenceGap
-from node.storage import DB_NAME, DataDirLocked, DataDirMismatch, Store
+from node.storage import (
+    DB_NAME,
+    Change,
+    DataDirLocked,
+    DataDirMismatch,
+    StorageError,
+    Store,
+)
 from node.testing import write_cluster
 from protos import chandy_lamport_pb2 as pb
 
@@ -250,3 +257,185 @@ def test_data_dir_of_another_channel_set_is_refused(config: ClusterConfig, tmp_p
 def test_data_dir_in_use_is_refused(runtime: NodeRuntime, data_dir: Path):
     with pytest.raises(DataDirLocked):
         Store(data_dir)
+
+
+# ------------------------------------------------- recorded in-flight messages
+
+
+def marker_frame(sender: str, seq: int, snapshot_id: str) -> pb.Frame:
+    return wire.frame_for(sender, "a", seq, Marker(snapshot_id))
+
+
+# Two overlapping snapshots at a (peers b, c). s1 records b -> a and c -> a;
+# s2 starts from c's marker and records b -> a only.
+WORKLOAD: list[tuple[str, object]] = [
+    ("send", ("b", 10)),
+    ("frame", transfer_frame("c", 1, 1, 5)),  # before any cut
+    ("start", "s1"),
+    ("frame", transfer_frame("b", 1, 1, 7)),  # s1 on b
+    ("frame", transfer_frame("c", 2, 2, 3)),  # s1 on c
+    ("frame", transfer_frame("b", 2, 2, 2)),  # s1 on b
+    ("frame", marker_frame("c", 3, "s2")),  # s2 recorded, its c closed
+    ("frame", transfer_frame("b", 3, 3, 4)),  # s1 and s2 on b
+    ("frame", marker_frame("c", 4, "s1")),  # s1: c closed
+    ("send", ("c", 1)),
+    ("frame", transfer_frame("b", 4, 4, 1)),  # s1 and s2 on b
+    ("frame", marker_frame("b", 5, "s1")),  # s1 done
+    ("frame", transfer_frame("b", 6, 5, 6)),  # s2 on b
+    ("frame", marker_frame("b", 7, "s2")),  # s2 done
+]
+S1_DONE = 12  # steps after which s1 is done and s2 is not
+
+
+def step(runtime: NodeRuntime, kind: str, arg: object) -> None:
+    if kind == "send":
+        peer, amount = arg  # type: ignore[misc]
+        runtime.send_transfer(peer, amount)
+    elif kind == "start":
+        runtime.start_snapshot(arg)  # type: ignore[arg-type]
+    else:
+        runtime.receive(arg)  # type: ignore[arg-type]
+
+
+def without_times(report: pb.LocalSnapshot) -> pb.LocalSnapshot:
+    copy = pb.LocalSnapshot()
+    copy.CopyFrom(report)
+    copy.ClearField("recorded_at")
+    copy.ClearField("completed_at")
+    return copy
+
+
+def run_workload(
+    config: ClusterConfig, data_dir: Path, restart_after: set[int]
+) -> dict[str, pb.LocalSnapshot]:
+    """Run WORKLOAD at node a, SIGKILL-style restarts after the given steps;
+    returns the final reports, without their times."""
+    runtime = NodeRuntime(config, "a", Store(data_dir))
+    try:
+        for index, (kind, arg) in enumerate(WORKLOAD, start=1):
+            step(runtime, kind, arg)
+            if index in restart_after:
+                runtime = reopen(config, data_dir, runtime)
+        reports = {r.snapshot_id: without_times(r) for r in runtime.wait_reports(0)}
+        assert all(r.complete for r in reports.values())
+        return reports
+    finally:
+        runtime._store.close()
+
+
+def recorded_rows(data_dir: Path) -> list[tuple[object, ...]]:
+    return db_rows(
+        data_dir,
+        "SELECT snapshot_id, sender, transfer_seq, amount FROM recorded_messages "
+        "ORDER BY snapshot_id, sender, transfer_seq",
+    )
+
+
+def test_workload_records_what_a_consistent_cut_needs(config: ClusterConfig, tmp_path: Path):
+    reports = run_workload(config, tmp_path / "a", restart_after=set())
+    channels = {
+        sid: {ch.sender: [(m.transfer_seq, m.amount) for m in ch.messages] for ch in r.channels}
+        for sid, r in reports.items()
+    }
+    assert channels == {
+        "s1": {"b": [(1, 7), (2, 2), (3, 4), (4, 1)], "c": [(2, 3)]},
+        "s2": {"b": [(3, 4), (4, 1), (5, 6)], "c": []},
+    }
+    assert (reports["s1"].balance, reports["s2"].balance) == (95, 107)
+    assert recorded_rows(tmp_path / "a") == []  # both finished: no rows left
+
+
+@pytest.mark.parametrize("restart_after", range(1, len(WORKLOAD)))
+def test_restart_mid_snapshot_gives_exactly_the_same_channel_states(
+    config: ClusterConfig, tmp_path: Path, restart_after: int
+):
+    reference = run_workload(config, tmp_path / "reference", restart_after=set())
+    restarted = run_workload(config, tmp_path / "a", restart_after={restart_after})
+    assert restarted == reference
+
+
+def test_restart_after_every_event_gives_the_same_snapshots(config: ClusterConfig, tmp_path: Path):
+    reference = run_workload(config, tmp_path / "reference", restart_after=set())
+    every = set(range(1, len(WORKLOAD) + 1))
+    assert run_workload(config, tmp_path / "a", restart_after=every) == reference
+
+
+def test_recorded_message_is_one_row_committed_with_its_receive_not_in_the_core_json(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
+):
+    for kind, arg in WORKLOAD[:8]:
+        step(runtime, kind, arg)
+    assert recorded_rows(data_dir) == [
+        ("s1", "b", 1, 7),
+        ("s1", "b", 2, 2),
+        ("s1", "b", 3, 4),
+        ("s1", "c", 2, 3),
+        ("s2", "b", 3, 4),
+    ]
+    core = json.loads(db_rows(data_dir, "SELECT value FROM meta WHERE key = 'core'")[0][0])
+    assert core["recordings"]["s1"]["recorded_counts"] == {"b": 3, "c": 1}
+    assert core["recordings"]["s2"]["recorded_counts"] == {"b": 1, "c": 0}
+    assert "channels" not in core["recordings"]["s1"]
+    assert db_rows(data_dir, "SELECT last_applied FROM incoming WHERE peer = 'b'") == [(3,)]
+
+
+def test_rows_of_a_snapshot_go_in_the_transaction_that_stores_its_final_report(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
+):
+    for kind, arg in WORKLOAD[: S1_DONE - 1]:
+        step(runtime, kind, arg)
+    assert {row[0] for row in recorded_rows(data_dir)} == {"s1", "s2"}
+    step(runtime, *WORKLOAD[S1_DONE - 1])  # b's marker finishes s1
+    assert recorded_rows(data_dir) == [("s2", "b", 3, 4), ("s2", "b", 4, 1)]
+    final = stored_reports(data_dir)["s1"]
+    assert final.complete
+    assert [(m.transfer_seq, m.amount) for m in final.channels[0].messages] == [
+        (1, 7),
+        (2, 2),
+        (3, 4),
+        (4, 1),
+    ]
+
+
+def test_failed_commit_of_a_recording_receive_restores_the_recorded_messages(
+    runtime: NodeRuntime, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    runtime.start_snapshot("s1")
+    runtime.receive(transfer_frame("b", 1, 1, 7))
+    store = runtime._store
+
+    def failing_commit(change: Change) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "commit", failing_commit)
+    with pytest.raises(sqlite3.OperationalError):
+        runtime.receive(transfer_frame("b", 2, 2, 5))
+    monkeypatch.undo()
+    assert runtime.status().balance == 107  # the credit was rolled back
+    progress = runtime._core.progress("s1")
+    assert progress is not None
+    assert progress[0].channels["b"] == (RecordedMessage(1, 7),)  # kept, from disk
+    assert recorded_rows(data_dir) == [("s1", "b", 1, 7)]
+    runtime.receive(transfer_frame("b", 2, 2, 5))  # the sender resends it
+    runtime.receive(marker_frame("b", 3, "s1"))
+    runtime.receive(marker_frame("c", 1, "s1"))
+    (final,) = runtime.wait_reports(0)
+    assert final.complete
+    assert [(m.transfer_seq, m.amount) for m in final.channels[0].messages] == [(1, 7), (2, 5)]
+
+
+def test_lost_recorded_message_row_is_refused_at_start(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
+):
+    runtime.start_snapshot("s1")
+    runtime.receive(transfer_frame("b", 1, 1, 7))
+    runtime.receive(transfer_frame("b", 2, 2, 5))
+    runtime._store.close()
+    with sqlite3.connect(data_dir / DB_NAME) as db:
+        db.execute("DELETE FROM recorded_messages WHERE transfer_seq = 2")
+    store = Store(data_dir)
+    try:
+        with pytest.raises(StorageError, match=r"recorded on b->a transfers 1\.\.2, but the"):
+            NodeRuntime(config, "a", store)
+    finally:
+        store.close()

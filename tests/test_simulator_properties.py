@@ -5,7 +5,8 @@ a simulator seed and delays, and a list of abstract operations that are
 interpreted against the live state so that every one of them is valid:
 transfers of amounts the sender has, snapshots (several at once, several
 initiators of one id, started anywhere mid-traffic), clock ticks, and
-save/restore of a node's core through JSON (to_dict/from_dict).
+save/restore of a node's core through JSON (to_dict/from_dict) plus the
+recorded messages it emitted (MessageRecorded), as the node stores them.
 
 The checks are written here, independently of collector/verify.py, from a
 ledger of every transfer the test issued (and verify.py must agree):
@@ -37,7 +38,16 @@ from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
 from collector.verify import verify_snapshot
-from node.core import Action, LocalSnapshotDone, Marker, NodeCore, Send, Transfer
+from node.core import (
+    Action,
+    LocalSnapshotDone,
+    Marker,
+    MessageRecorded,
+    NodeCore,
+    RecordedMessages,
+    Send,
+    Transfer,
+)
 from simulator.engine import CoreFactory, SimulationError
 from simulator.scenario import (
     Event,
@@ -353,7 +363,11 @@ def test_different_seeds_give_different_interleavings() -> None:
 
 
 class ForgetfulCore(NodeCore):
-    """Forgets to record transfers arriving on its first incoming channel."""
+    """Forgets to record transfers arriving on its first incoming channel.
+
+    Consistently: neither in memory nor in the MessageRecorded actions that
+    its store would keep, so a restore does not bring them back.
+    """
 
     def receive(self, sender: str, payload: Transfer | Marker) -> list[Action]:
         recording = [
@@ -365,6 +379,11 @@ class ForgetfulCore(NodeCore):
         if isinstance(payload, Transfer):
             for sid in recording:
                 self._recordings[sid].channels[sender].pop()
+            actions = [
+                a
+                for a in actions
+                if not (isinstance(a, MessageRecorded) and a.snapshot_id in recording)
+            ]
         return actions
 
 
@@ -404,8 +423,8 @@ class LateMarkerCore(NodeCore):
         return data
 
     @classmethod
-    def from_dict(cls, data: Any) -> NodeCore:
-        core = super().from_dict(data)
+    def from_dict(cls, data: Any, recorded: RecordedMessages | None = None) -> NodeCore:
+        core = super().from_dict(data, recorded)
         assert isinstance(core, LateMarkerCore)
         core.held = [Send(to, Marker(sid)) for to, sid in data["held"]]
         return core
