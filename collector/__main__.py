@@ -24,7 +24,7 @@ from common.cli import (
     add_logging_options,
     configure_logging_from,
 )
-from common.config import ConfigError, load_cluster
+from common.config import ConfigError, load_cluster, port_of
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -55,10 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_cluster(args.cluster)
     except ConfigError as error:
         return _fail(str(error))
-    # The config already checked that the address ends in :digits.
-    port = args.port if args.port is not None else int(config.collector_address.rsplit(":", 1)[1])
+    port = args.port if args.port is not None else port_of(config.collector_address)
     configure_logging_from(args)
 
+    # Imported here: --help and configuration errors need no gRPC.
     from collector.server import CollectorServer
 
     try:

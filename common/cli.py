@@ -7,7 +7,7 @@ EC2 deploy tool configure processes without command lines.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from common.logging import configure_logging
 
@@ -31,10 +31,12 @@ def add_listen_options(
         default=environ.get("CL_LISTEN_HOST", "0.0.0.0"),
         help="interface to listen on (env CL_LISTEN_HOST; default 0.0.0.0)",
     )
+    # A string default goes through `type` too, so a bad CL_PORT is an argparse
+    # error naming it, not a traceback.
     parser.add_argument(
         "--port",
         type=_port,
-        default=_port(environ["CL_PORT"]) if environ.get("CL_PORT") else None,
+        default=environ.get("CL_PORT") or None,
         help=f"port to listen on (env CL_PORT; default {port_default})",
     )
 
@@ -42,14 +44,14 @@ def add_listen_options(
 def add_logging_options(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     parser.add_argument(
         "--log-level",
-        type=str.upper,
+        type=choice_of(LOG_LEVELS, "CL_LOG_LEVEL", str.upper),
         choices=LOG_LEVELS,
         default=environ.get("CL_LOG_LEVEL", "INFO").upper(),
         help="env CL_LOG_LEVEL; default INFO",
     )
     parser.add_argument(
         "--log-format",
-        type=str.lower,
+        type=choice_of(LOG_FORMATS, "CL_LOG_FORMAT", str.lower),
         choices=LOG_FORMATS,
         default=environ.get("CL_LOG_FORMAT", "auto").lower(),
         help="auto (JSON unless stderr is a terminal), json or console (env CL_LOG_FORMAT)",
@@ -61,7 +63,27 @@ def configure_logging_from(args: argparse.Namespace) -> None:
     configure_logging(args.log_level, json=json)
 
 
+def choice_of(
+    choices: Sequence[str], env_key: str, normalise: Callable[[str], str]
+) -> Callable[[str], str]:
+    """An argparse `type` that normalises and checks a value.
+
+    argparse checks `choices` only for values given on the command line; this
+    also refuses a bad default taken from `env_key`, with one line naming it.
+    """
+
+    def convert(text: str) -> str:
+        value = normalise(text)
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not one of {', '.join(choices)} (option or env {env_key})"
+            )
+        return value
+
+    return convert
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (option or env CL_PORT)")
     return int(text)

@@ -2,8 +2,10 @@
 
 A cluster YAML names the nodes, the directed channels between them, the
 collector and the workload. Every value can be overridden from the
-environment (see `ENVIRONMENT` and the README), which is how compose files and
-the EC2 deploy tool point one shared file at different addresses.
+environment (CL_COLLECTOR_ADDRESS, CL_TOPOLOGY, CL_TRANSFER_RATE,
+CL_MAX_AMOUNT, CL_SNAPSHOT_TIMEOUT, CL_LINK_DELAY_MS, CL_NODE_<ID>_ADDRESS,
+CL_NODE_<ID>_BALANCE; see the README), which is how compose files and the
+EC2 deploy tool point one shared file at different addresses.
 
 Anything that cannot work is refused at load time with one `ConfigError`
 whose message names the file, the field and the problem.
@@ -11,31 +13,20 @@ whose message names the file, the field and the problem.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common.topology import TOPOLOGIES, build_channels, unreachable_pairs
+from common.topology import TOPOLOGIES, Channel, build_channels, unreachable_pairs
 
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9._\[\]:-]+:\d{1,5}$")
-
-ENVIRONMENT = {
-    "CL_CLUSTER_FILE": "path of the cluster YAML",
-    "CL_COLLECTOR_ADDRESS": "collector host:port",
-    "CL_TOPOLOGY": "complete | ring | star | random (replaces `topology`/`channels`)",
-    "CL_TRANSFER_RATE": "transfers per second sent by each node",
-    "CL_MAX_AMOUNT": "largest single transfer",
-    "CL_SNAPSHOT_TIMEOUT": "seconds before an unfinished snapshot is stored as aborted",
-    "CL_LINK_DELAY_MS": "added latency of every channel, in milliseconds",
-    "CL_NODE_<ID>_ADDRESS": "address of node <ID> (upper case, '-' as '_')",
-    "CL_NODE_<ID>_BALANCE": "initial balance of node <ID>",
-}
 
 
 class ConfigError(Exception):
@@ -87,6 +78,15 @@ class ClusterConfig:
 
     def outgoing(self, node_id: str) -> tuple[str, ...]:
         return tuple(sorted(dst for src, dst in self.channels if src == node_id))
+
+
+# Builds the error for (field, problem); each file format names its own file.
+Fail = Callable[[str, str], Exception]
+
+
+def port_of(address: str) -> int:
+    """The port of a `host:port` address that passed ADDRESS_PATTERN."""
+    return int(address.rsplit(":", 1)[1])
 
 
 def env_key(node_id: str, field_name: str) -> str:
@@ -178,27 +178,11 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
     ids = [node.id for node in nodes]
 
     topology = environ.get("CL_TOPOLOGY", raw.get("topology"))
-    raw_channels = raw.get("channels")
-    if "CL_TOPOLOGY" in environ:
-        raw_channels = None
-    if topology is not None and raw_channels is not None:
-        raise fail("channels", "give either `topology` or `channels`, not both")
-    if raw_channels is None:
-        topology = topology or "complete"
-        if topology not in TOPOLOGIES:
-            raise fail("topology", f"{topology!r} is not one of {', '.join(TOPOLOGIES)}")
-        seed = _integer(raw.get("seed", 0))
-        if seed is None:
-            raise fail("seed", "expected an integer")
-        channels = build_channels(topology, ids, seed=seed)
-    else:
-        channels = parse_channels(raw_channels, ids, fail)
-    for src, dst in unreachable_pairs(ids, channels)[:1]:
-        raise fail(
-            "channels",
-            f"markers cannot reach {dst} from {src}: every node must reach every other "
-            "node along directed channels (the graph must be strongly connected)",
-        )
+    raw_channels = None if "CL_TOPOLOGY" in environ else raw.get("channels")
+    seed = _integer(raw.get("seed", 0))
+    if seed is None:
+        raise fail("seed", "expected an integer")
+    channels = resolve_channels(topology or None, raw_channels, ids, seed, fail)
 
     collector = environ.get("CL_COLLECTOR_ADDRESS", raw.get("collector"))
     if not isinstance(collector, str) or not ADDRESS_PATTERN.fullmatch(collector):
@@ -238,10 +222,36 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
     )
 
 
-def parse_channels(raw: Any, ids: list[str], fail: Any) -> list[tuple[str, str]]:
+def resolve_channels(
+    topology: Any, raw_channels: Any, ids: Sequence[str], seed: int, fail: Fail
+) -> list[Channel]:
+    """The channels of a named `topology` (default complete) or of an explicit
+    `[from, to]` list, refused unless every node can reach every other one.
+    """
+    if topology is not None and raw_channels is not None:
+        raise fail("channels", "give either `topology` or `channels`, not both")
+    if raw_channels is None:
+        topology = "complete" if topology is None else topology
+        if topology not in TOPOLOGIES:
+            raise fail("topology", f"{topology!r} is not one of {', '.join(TOPOLOGIES)}")
+        channels = build_channels(topology, ids, seed=seed)
+    else:
+        channels = parse_channels(raw_channels, ids, fail)
+    missing = unreachable_pairs(ids, channels)
+    if missing:
+        src, dst = missing[0]
+        raise fail(
+            "channels",
+            f"markers cannot reach {dst} from {src}: every node must reach every other "
+            "node along directed channels (the graph must be strongly connected)",
+        )
+    return channels
+
+
+def parse_channels(raw: Any, ids: Sequence[str], fail: Fail) -> list[Channel]:
     if not isinstance(raw, list) or not raw:
         raise fail("channels", "expected a non-empty list of [from, to] pairs")
-    channels: list[tuple[str, str]] = []
+    channels: list[Channel] = []
     for index, pair in enumerate(raw):
         where = f"channels[{index}]"
         if not isinstance(pair, list) or len(pair) != 2:
@@ -269,11 +279,11 @@ def _integer(value: Any) -> int | None:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number: "nan" or "inf" would pass every range check below."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None

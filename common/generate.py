@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from common.config import ConfigError, parse_cluster
 from common.topology import TOPOLOGIES
 
@@ -191,8 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         args.link_delay_ms,
     )
-    import yaml
-
     try:  # refuse to write a cluster that nodes would refuse to start with
         parse_cluster(yaml.safe_load(cluster), args.cluster_out, {})
     except ConfigError as error:

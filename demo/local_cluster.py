@@ -30,14 +30,15 @@ from typing import IO, Any
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.config import ClusterConfig, load_cluster
+from common.generate import node_ids
+from common.healthcheck import check
+from initiator.client import CHANNEL_OPTIONS
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 COLLECTOR = "collector"
-CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 STOP_GRACE_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
 
@@ -80,18 +81,16 @@ class LocalCluster:
         link_delay_ms: float = 0.0,
         snapshot_dir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
-        fresh: bool = True,
     ) -> None:
         if nodes < 2:
             raise ValueError("a cluster needs at least 2 nodes")
         self.workdir = Path(workdir).resolve()
-        if fresh:
-            for sub in ("data", "logs"):
-                shutil.rmtree(self.workdir / sub, ignore_errors=True)
+        for sub in ("data", "logs"):  # a fresh cluster: no state from an earlier run
+            shutil.rmtree(self.workdir / sub, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.snapshot_dir = Path(snapshot_dir or self.workdir / "snapshots").resolve()
-        self.node_ids = [f"n{i}" for i in range(1, nodes + 1)]
+        self.node_ids = node_ids(nodes)
         self.topology = topology
         self.balance = balance
         self.transfer_rate = transfer_rate
@@ -201,10 +200,6 @@ class LocalCluster:
             self.start_node(node_id)
         self.wait_healthy(timeout=timeout)
 
-    def is_running(self, name: str) -> bool:
-        process = self.processes.get(name)
-        return process is not None and process.poll() is None
-
     def stop_process(self, name: str, grace: float = STOP_GRACE_SECONDS) -> int | None:
         """SIGTERM, wait up to `grace`, then SIGKILL; returns the exit status."""
         process = self.processes.get(name)
@@ -236,17 +231,6 @@ class LocalCluster:
 
     def stop_node(self, node_id: str) -> int | None:
         return self.stop_process(node_id)
-
-    def restart_node(self, node_id: str, kill: bool = False, timeout: float = 30.0) -> None:
-        if kill:
-            self.kill_node(node_id)
-        else:
-            self.stop_node(node_id)
-        self.start_node(node_id)
-        self.wait_healthy([node_id], timeout=timeout)
-
-    def stop_collector(self) -> int | None:
-        return self.stop_process(COLLECTOR)
 
     def stop(self) -> None:
         """Stop every process this cluster started: nodes first, then the collector."""
@@ -295,7 +279,7 @@ class LocalCluster:
                     f"{name} is not running (exit status {code}); log {self.log_path(name)}:\n"
                     + self.log_tail(name)
                 )
-            if self._serving(self.address(name)):
+            if check(self.address(name), timeout=1.0) is None:
                 waiting.pop(0)
                 continue
             if time.monotonic() > deadline:
@@ -304,17 +288,6 @@ class LocalCluster:
                     + self.log_tail(name)
                 )
             time.sleep(0.1)
-
-    @staticmethod
-    def _serving(address: str) -> bool:
-        try:
-            with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1.0
-                )
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def node_status(self, node_id: str, timeout: float = 2.0) -> pb.NodeStatus:
         with grpc.insecure_channel(self.address(node_id), options=CHANNEL_OPTIONS) as channel:

@@ -9,11 +9,10 @@ which adds its subcommands with ``subparsers.add_parser(...)`` and sets
 being the exit status. Handlers raise :class:`DeployError` for failures the
 operator can fix; :func:`main` prints those as one line and exits 1.
 
-To add the ssh + compose steps (``up``, ``snapshot``, ``fetch``, ``status``,
-``down``): write ``deploy/remote.py`` with such a ``register`` (reading the
-hosts with :func:`deploy.hosts.load_hosts` from ``args.state_file``; use
-:func:`add_state_file_option` for the same option) and append
-``"deploy.remote"`` to :data:`COMMAND_MODULES`.
+``deploy.aws_commands`` registers ``provision`` and ``destroy`` (boto3),
+``deploy.remote`` the ssh + compose steps (``up``, ``snapshot``, ``fetch``,
+``status``, ``down``); both read or write the hosts file named by
+:func:`add_state_file_option`.
 """
 
 from __future__ import annotations

@@ -37,12 +37,18 @@ BUILD_CONTEXT = (
 )
 
 
+NO_DOCKER = "the `docker` client is not installed on this machine (it saves the image)"
+
+
 def local_image_id(image: str) -> str:
-    result = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", image],
-        capture_output=True,
-        text=True,
-    )
+    try:
+        result = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", image],
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:
+        raise DeployError(NO_DOCKER) from None
     if result.returncode != 0:
         raise DeployError(
             f"image {image} is not in the local Docker engine: build it with "

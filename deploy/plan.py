@@ -60,10 +60,6 @@ class HostPlan:
     def name(self) -> str:
         return self.host.name
 
-    @property
-    def has_collector(self) -> bool:
-        return COLLECTOR in self.services
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -88,10 +84,6 @@ class Plan:
     @property
     def collector_host(self) -> HostPlan:
         return self.host_plan(self.host_of(COLLECTOR))
-
-    @property
-    def nodes(self) -> tuple[str, ...]:
-        return tuple(service for service, _ in self.placement if service != COLLECTOR)
 
 
 # ------------------------------------------------------------------ inputs
@@ -126,10 +118,10 @@ def parse_address_port(address: str, where: str) -> int:
     return int(port)
 
 
-def services_of_cluster(cluster: Mapping[str, Any], source: str = "cluster file") -> list[Service]:
+def services_of_cluster(cluster: Any, source: str = "cluster file") -> list[Service]:
     """The collector, then every node, with the ports they listen on (from their addresses)."""
     try:
-        parse_cluster(dict(cluster), source, {})
+        parse_cluster(cluster, source, {})
     except ConfigError as error:
         raise DeployError(str(error)) from None
     collector_port = parse_address_port(cluster["collector"], f"{source}: collector")

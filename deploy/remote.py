@@ -35,6 +35,7 @@ import tarfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -66,11 +67,16 @@ DEFAULT_REMOTE_DIR = "chandy-lamport"
 # ------------------------------------------------------------------- up
 
 
-def read_text(path: Path, what: str) -> str:
+def read_yaml_file(path: Path, what: str) -> tuple[str, Any]:
+    """The text of a local YAML file and what it parses to, or a DeployError naming it."""
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DeployError(f"cannot read {what} {path}: {error.strerror}") from None
+    try:
+        return text, yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise DeployError(f"{what} {path} is not valid YAML: {error}".replace("\n", " ")) from None
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -78,10 +84,10 @@ def run_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     inventory = load_hosts(args.state_file)
     options = ssh_options(args, inventory)
-    compose_text = read_text(args.compose, "compose file")
-    cluster = yaml.safe_load(read_text(args.cluster, "cluster file"))
+    compose_text, compose = read_yaml_file(args.compose, "compose file")
+    _, cluster = read_yaml_file(args.cluster, "cluster file")
     services = services_of_cluster(cluster, str(args.cluster))
-    check_compose(yaml.safe_load(compose_text), services, str(args.compose))
+    check_compose(compose, services, str(args.compose))
     plan = make_plan(
         inventory.hosts, services, parse_assignments(args.assign or []), args.project_prefix
     )
@@ -238,17 +244,20 @@ def run_fetch(args: argparse.Namespace) -> int:
     )
     files = snapshot_files(result.stdout)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     latest = None
-    for name, data in sorted(files.items()):
-        try:
-            document = json.loads(data)
-        except json.JSONDecodeError:
-            log(f"skipping {name}: not JSON")
-            continue
-        atomic_write_bytes(out / name, data)
-        if name == "latest.json":
-            latest = document
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in sorted(files.items()):
+            try:
+                document = json.loads(data)
+            except json.JSONDecodeError:
+                log(f"skipping {name}: not JSON")
+                continue
+            atomic_write_bytes(out / name, data)
+            if name == "latest.json":
+                latest = document
+    except OSError as error:
+        raise DeployError(f"cannot write the snapshot files into {out}: {error}") from None
     count = len([n for n in files if n != "latest.json"])
     print(f"fetched {count} snapshot file(s) from {target.name} into {out}/")
     if isinstance(latest, dict):

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deploy.errors import DeployError
 from deploy.hosts import Host
@@ -115,6 +116,17 @@ class Remote:
         detail = f":\n{tail}" if tail else ""
         return DeployError(f"{self.name}: {step} failed (exit {returncode}){detail}")
 
+    def _call(
+        self, argv: list[str], *, step: str, timeout: float | None, **kwargs: Any
+    ) -> subprocess.CompletedProcess[bytes]:
+        """`subprocess.run`, with a timeout or a missing ssh/scp client as a DeployError."""
+        try:
+            return subprocess.run(argv, timeout=timeout, **kwargs)
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
+        except FileNotFoundError:
+            raise DeployError(f"the `{argv[0]}` client is not installed on this machine") from None
+
     def run(
         self,
         command: str,
@@ -125,30 +137,23 @@ class Remote:
         check: bool = True,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a shell command on the host, capturing its output."""
-        try:
-            result = subprocess.run(
-                self.ssh_argv(command),
-                input=input,
-                capture_output=True,
-                timeout=timeout,
-                stdin=None if input is not None else subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
-        except FileNotFoundError:
-            raise DeployError("the `ssh` client is not installed on this machine") from None
+        result = self._call(
+            self.ssh_argv(command),
+            step=step,
+            timeout=timeout,
+            input=input,
+            capture_output=True,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         if result.returncode == SSH_CONNECTION_FAILED or (check and result.returncode != 0):
             raise self._failure(step, result.returncode, result.stderr)
         return result
 
     def run_attached(self, command: str, *, step: str, timeout: float | None = None) -> int:
         """Run a command with its output going straight to ours; return its exit status."""
-        try:
-            result = subprocess.run(
-                self.ssh_argv(command), stdin=subprocess.DEVNULL, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
+        result = self._call(
+            self.ssh_argv(command), step=step, timeout=timeout, stdin=subprocess.DEVNULL
+        )
         if result.returncode == SSH_CONNECTION_FAILED:
             raise self._failure(step, result.returncode, None)
         return result.returncode
@@ -158,12 +163,13 @@ class Remote:
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a command on the host with a local file as its stdin (``ssh host cmd < file``)."""
         with path.open("rb") as stdin:
-            try:
-                result = subprocess.run(
-                    self.ssh_argv(command), stdin=stdin, capture_output=True, timeout=timeout
-                )
-            except subprocess.TimeoutExpired:
-                raise DeployError(f"{self.name}: {step} timed out after {timeout:g}s") from None
+            result = self._call(
+                self.ssh_argv(command),
+                step=step,
+                timeout=timeout,
+                stdin=stdin,
+                capture_output=True,
+            )
         if result.returncode != 0:
             raise self._failure(step, result.returncode, result.stderr or result.stdout)
         return result
@@ -191,14 +197,13 @@ class Remote:
                 *paths,
                 f"{self.options.user}@{host}:{incoming}/",
             ]
-            try:
-                result = subprocess.run(
-                    argv, capture_output=True, timeout=300, stdin=subprocess.DEVNULL
-                )
-            except subprocess.TimeoutExpired:
-                raise DeployError(f"{self.name}: {step} timed out (scp)") from None
-            except FileNotFoundError:
-                raise DeployError("the `scp` client is not installed on this machine") from None
+            result = self._call(
+                argv,
+                step=f"{step} (scp)",
+                timeout=300,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+            )
             if result.returncode != 0:
                 raise self._failure(f"{step} (scp)", result.returncode, result.stderr)
         moves = " && ".join(

@@ -22,7 +22,7 @@ import grpc
 
 from collector.assembly import InvalidReport, check_snapshot_id
 from common.config import ClusterConfig
-from initiator.summary import EXIT_ERROR, EXIT_NO_INITIATOR, exit_code
+from initiator.summary import EXIT_ERROR, EXIT_NO_INITIATOR, EXIT_USAGE, exit_code
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
@@ -51,7 +51,7 @@ def validated_id(snapshot_id: str) -> str:
     try:
         return check_snapshot_id(snapshot_id)
     except InvalidReport as error:
-        raise InitiatorError(str(error), exit_code=2) from error
+        raise InitiatorError(str(error), exit_code=EXIT_USAGE) from error
 
 
 def _describe(error: grpc.RpcError) -> str:

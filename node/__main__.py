@@ -16,11 +16,15 @@ from common.cli import (
     add_cluster_option,
     add_listen_options,
     add_logging_options,
+    choice_of,
     configure_logging_from,
 )
 from common.config import ConfigError, load_cluster
 from node.server import NodeOptions, PortUnavailable, serve
 from node.storage import StorageError
+
+# SQLite `synchronous` modes a node may run with; OFF could lose an acked credit.
+DB_SYNCHRONOUS_MODES = ("full", "normal")
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -49,7 +53,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db-synchronous",
-        choices=["full", "normal"],
+        type=choice_of(DB_SYNCHRONOUS_MODES, "CL_DB_SYNCHRONOUS", str.lower),
+        choices=DB_SYNCHRONOUS_MODES,
         default=env("CL_DB_SYNCHRONOUS", "full").lower(),
         help="SQLite synchronous mode (env CL_DB_SYNCHRONOUS; full survives power loss)",
     )

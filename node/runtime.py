@@ -127,7 +127,6 @@ class NodeRuntime:
         self._frames_ready = {peer: threading.Condition(self._lock) for peer in self.outgoing}
         self._reports_ready = threading.Condition(self._lock)
         self._closed = False
-        self.duplicates = 0  # frames received again and dropped (statistics)
         log.info(
             "state loaded",
             balance=self._core.balance,
@@ -194,7 +193,6 @@ class NodeRuntime:
                 raise BadFrame(f"frame from {sender} has seq 0 (sequence numbers start at 1)")
             last = self._last_applied[sender]
             if frame.seq <= last:
-                self.duplicates += 1
                 return last
             if frame.seq != last + 1:
                 raise SequenceGap(

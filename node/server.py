@@ -6,13 +6,11 @@ Servicers are adapters: they convert and call the runtime.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import threading
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -20,13 +18,14 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
-from common.config import ClusterConfig
+from common.config import ClusterConfig, port_of
+from initiator.client import new_snapshot_id
 from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
 from node.core import InvalidSnapshotId, validate_snapshot_id
 from node.reporter import Reporter
 from node.runtime import NodeRuntime
 from node.storage import Store
-from node.workload import DEFAULT_MAX_IN_FLIGHT, Workload
+from node.workload import Workload
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
@@ -38,15 +37,6 @@ DEFAULT_GRACE = 1.0
 
 class PortUnavailable(OSError):
     """The gRPC server could not bind its listen address."""
-
-
-def new_snapshot_id() -> str:
-    """`snap-YYYYmmddTHHMMSSZ-<6 hex>`: sortable by time, unique enough to share."""
-    return f"snap-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def port_of(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
 
 
 class NodeServicer(pb_grpc.NodeServicer):
@@ -87,9 +77,7 @@ class NodeOptions:
     listen_host: str = "0.0.0.0"
     port: int | None = None  # None: the port of the node's own address; 0: any free port
     max_transfers: int | None = None
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     db_synchronous: str = "FULL"
-    seed: int | None = None
 
 
 class NodeServer:
@@ -147,8 +135,6 @@ class NodeServer:
             rate=config.workload.transfer_rate,
             max_amount=config.workload.max_amount,
             max_transfers=options.max_transfers,
-            max_in_flight=options.max_in_flight,
-            seed=options.seed,
         )
         for thread in (*self._senders, self._reporter, self.workload):
             thread.start()

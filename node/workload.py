@@ -15,7 +15,7 @@ log = structlog.get_logger("node.workload")
 
 # Unacknowledged frames per channel above which the workload stops choosing
 # that peer: a peer that is down must not grow the outbox without bound.
-DEFAULT_MAX_IN_FLIGHT = 1000
+MAX_IN_FLIGHT = 1000
 
 
 class Workload(threading.Thread):
@@ -31,18 +31,15 @@ class Workload(threading.Thread):
         rate: float,
         max_amount: int,
         max_transfers: int | None = None,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        seed: int | None = None,
     ) -> None:
         super().__init__(name=f"workload-{runtime.node_id}", daemon=True)
         self.runtime = runtime
         self.rate = rate
         self.max_amount = max_amount
         self.max_transfers = max_transfers
-        self.max_in_flight = max_in_flight
         self.sent = 0  # transfers made
         self.attempts = 0  # ticks, including those skipped for lack of money
-        self._rng = random.Random(seed)
+        self._rng = random.Random()
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -62,9 +59,7 @@ class Workload(threading.Thread):
                 return
             self.attempts += 1
             try:
-                if self.runtime.send_random_transfer(
-                    self._rng, self.max_amount, self.max_in_flight
-                ):
+                if self.runtime.send_random_transfer(self._rng, self.max_amount, MAX_IN_FLIGHT):
                     self.sent += 1
             except NodeClosed:
                 return

@@ -37,7 +37,6 @@ from common.topology import unreachable_pairs
 from node.core import (
     Action,
     CoreError,
-    InsufficientFunds,
     InvalidSnapshotId,
     LocalSnapshot,
     LocalSnapshotDone,
@@ -220,10 +219,6 @@ class Simulation:
         """Ids of started snapshots that some node has not finished yet."""
         return tuple(sid for sid, p in self._snapshots.items() if p.document is None)
 
-    def is_completed(self, snapshot_id: str) -> bool:
-        progress = self._snapshots.get(snapshot_id)
-        return progress is not None and progress.document is not None
-
     def document(self, snapshot_id: str) -> dict[str, Any]:
         """The document of a snapshot: final if complete, else aborted as of now."""
         progress = self._snapshots.get(snapshot_id)
@@ -256,8 +251,6 @@ class Simulation:
             raise TransferRejected(f"{event}: the amount must be a positive integer")
         try:
             actions = self._cores[src].send_transfer(dst, amount)
-        except InsufficientFunds as error:
-            raise TransferRejected(f"{event}: {error}") from error
         except (CoreError, ValueError) as error:
             raise TransferRejected(f"{event}: {error}") from error
         self._perform(src, actions)

@@ -27,8 +27,7 @@ from typing import Any
 
 import yaml
 
-from common.config import NODE_ID_PATTERN, parse_channels, read_yaml
-from common.topology import TOPOLOGIES, build_channels, unreachable_pairs
+from common.config import NODE_ID_PATTERN, read_yaml, resolve_channels
 from node.core import InvalidSnapshotId, NodeCore, validate_snapshot_id
 from simulator.engine import CoreFactory, Simulation, SimulationError
 
@@ -201,23 +200,7 @@ def parse_scenario(raw: Any, source: str = "<memory>") -> Scenario:
     nodes = _parse_nodes(raw.get("nodes"), fail)
     ids = list(nodes)
 
-    topology = raw.get("topology")
-    raw_channels = raw.get("channels")
-    if topology is not None and raw_channels is not None:
-        raise fail("channels", "give either `topology` or `channels`, not both")
-    if raw_channels is None:
-        topology = "complete" if topology is None else topology
-        if topology not in TOPOLOGIES:
-            raise fail("topology", f"{topology!r} is not one of {', '.join(TOPOLOGIES)}")
-        channels = build_channels(topology, ids, seed=seed)
-    else:
-        channels = parse_channels(raw_channels, ids, fail)
-    for src, dst in unreachable_pairs(ids, channels)[:1]:
-        raise fail(
-            "channels",
-            f"markers cannot reach {dst} from {src}: every node must reach every other "
-            "node along directed channels (the graph must be strongly connected)",
-        )
+    channels = resolve_channels(raw.get("topology"), raw.get("channels"), ids, seed, fail)
 
     raw_events = raw.get("events", [])
     if raw_events is None:
