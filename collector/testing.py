@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from collector.document import NodeReport
 from common.config import ClusterConfig, parse_cluster
@@ -90,27 +90,3 @@ def as_progress(report: NodeReport, open_channels: Sequence[str]) -> NodeReport:
         complete=False,
         open_channels=tuple(sorted(open_channels)),
     )
-
-
-def check_cut(document: Mapping[str, object]) -> list[str]:
-    """Independent check of a complete document: problems found (empty when sound).
-
-    Conservation and the per-channel rule, recomputed from the raw numbers
-    without looking at the document's own "verification" field.
-    """
-    problems = []
-    nodes: Mapping[str, Mapping[str, object]] = document["nodes"]  # type: ignore[assignment]
-    channels: Sequence[Mapping[str, object]] = document["channels"]  # type: ignore[assignment]
-    total = sum(int(state["balance"]) for state in nodes.values())  # type: ignore[call-overload]
-    for channel in channels:
-        src, dst = str(channel["from"]), str(channel["to"])
-        messages: Sequence[Mapping[str, int]] = channel["messages"]  # type: ignore[assignment]
-        total += sum(m["amount"] for m in messages)
-        sent = int(nodes[src]["sent"][dst])  # type: ignore[index]
-        received = int(nodes[dst]["received"][src])  # type: ignore[index]
-        seqs = [m["seq"] for m in messages]
-        if seqs != list(range(received + 1, sent + 1)):
-            problems.append(f"{src}->{dst}: recorded {seqs}, sent {sent}, received {received}")
-    if total != document["expected_total"]:
-        problems.append(f"total {total} != expected {document['expected_total']}")
-    return problems

@@ -2,8 +2,10 @@
 
     cl-initiator [--node ID]... [--snapshot-id ID] [--count N --interval S]
                  [--no-wait] [--json] [--timeout S] [--cluster FILE] [--collector HOST:PORT]
+    cl-initiator --show ID|latest [--json]     a stored snapshot, through the collector
+    cl-initiator --list                        every snapshot the collector knows
 
-Exit status: 0 every snapshot complete and verified; 1 collector unreachable or
+Exit status (also for --show): 0 every snapshot complete and verified; 1 collector unreachable or
 gave up waiting; 2 bad option or configuration; 3 a snapshot was aborted;
 4 a snapshot failed verification; 5 no chosen node could be reached to start
 a snapshot. With --count, the highest status of all the snapshots.
@@ -24,11 +26,19 @@ from common.config import ConfigError, load_cluster
 from initiator.client import (
     InitiatorError,
     StartResult,
+    get_snapshot,
+    list_snapshots,
     new_snapshot_id,
     take_snapshot,
     validated_id,
 )
-from initiator.summary import EXIT_NO_INITIATOR, EXIT_USAGE, format_progress, format_summary
+from initiator.summary import (
+    EXIT_NO_INITIATOR,
+    EXIT_USAGE,
+    exit_code,
+    format_progress,
+    format_summary,
+)
 
 # A progress line is repeated at least this often while nothing changes.
 PROGRESS_REFRESH_SECONDS = 5.0
@@ -55,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-wait", action="store_true", help="trigger and print the id only")
     parser.add_argument(
         "--json", action="store_true", help="print the snapshot JSON document instead of a summary"
+    )
+    reading = parser.add_mutually_exclusive_group()
+    reading.add_argument(
+        "--show",
+        metavar="ID",
+        help="print a finished snapshot ('latest' for the newest) instead of taking one",
+    )
+    reading.add_argument(
+        "--list", action="store_true", help="list every snapshot the collector knows, oldest first"
     )
     parser.add_argument(
         "--timeout",
@@ -101,6 +120,17 @@ def print_start_error(failure: StartResult) -> None:
     )
 
 
+def read_snapshots(collector: str, show: str | None, as_json: bool) -> int:
+    """--list and --show: read what the collector stored, take nothing."""
+    if show is None:
+        for snapshot_id, status in list_snapshots(collector):
+            print(f"{snapshot_id}  {status}", flush=True)
+        return 0
+    document = get_snapshot(collector, show)
+    print(json.dumps(document, indent=2) if as_json else format_summary(document), flush=True)
+    return exit_code(document)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -121,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         return fail(str(error))
     collector = args.collector or config.collector_address
+    if args.show or args.list:
+        try:
+            return read_snapshots(collector, args.show, as_json=args.json)
+        except InitiatorError as error:
+            return fail(str(error), error.exit_code)
     timeout = args.timeout if args.timeout is not None else config.snapshot_timeout + 30.0
     try:
         if args.snapshot_id:

@@ -173,6 +173,40 @@ def wait_snapshot(
     raise InitiatorError(f"gave up waiting for {snapshot_id} after {elapsed:.0f}s{reason}")
 
 
+def _collector_call(collector_address: str, call: Callable[[Any], Any]) -> Any:
+    """Run `call(stub)` against the collector; errors become one InitiatorError."""
+    try:
+        with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
+            return call(pb_grpc.CollectorStub(channel))
+    except grpc.RpcError as error:
+        raise InitiatorError(f"collector {collector_address}: {_describe(error)}") from error
+
+
+def get_snapshot(collector_address: str, snapshot_id: str) -> dict[str, Any]:
+    """The stored document of a finished snapshot (`latest` for the newest one)."""
+    if snapshot_id != "latest":
+        validated_id(snapshot_id)
+    reply = _collector_call(
+        collector_address,
+        lambda stub: stub.GetSnapshot(
+            pb.GetSnapshotRequest(snapshot_id=snapshot_id), timeout=RPC_TIMEOUT
+        ),
+    )
+    if not reply.json:
+        raise InitiatorError(f"snapshot {reply.snapshot_id} is still {reply.status}")
+    document: dict[str, Any] = json.loads(reply.json)
+    return document
+
+
+def list_snapshots(collector_address: str) -> list[tuple[str, str]]:
+    """(snapshot id, status) of every snapshot the collector knows, oldest first."""
+    reply = _collector_call(
+        collector_address,
+        lambda stub: stub.ListSnapshots(pb.ListSnapshotsRequest(), timeout=RPC_TIMEOUT),
+    )
+    return [(item.snapshot_id, item.status) for item in reply.snapshots]
+
+
 def take_snapshot(
     config: ClusterConfig,
     collector_address: str,

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +19,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from collector.server import CollectorServer
 from collector.testing import (
     as_progress,
-    check_cut,
     consistent_reports,
     report_to_pb,
     small_cluster,
 )
 from common.config import ClusterConfig
+from node.testing import free_port
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
+from tests.snapshot_check import assert_verified_snapshot
 
 
 class Running:
@@ -64,7 +63,8 @@ def test_complete_snapshot_is_stored_and_served(running: Running) -> None:
     reply = running.stub.GetSnapshot(pb.GetSnapshotRequest(snapshot_id="s1"))
     assert reply.status == "complete"
     document = json.loads(reply.json)
-    assert document["verification"]["ok"] and check_cut(document) == []
+    config = running.config
+    assert_verified_snapshot(document, config.expected_total, config.node_ids, config.channels)
     on_disk = json.loads((running.directory / "s1.json").read_text())
     assert on_disk == document
     assert json.loads((running.directory / "latest.json").read_text()) == document
@@ -201,27 +201,30 @@ def test_final_report_replaces_the_progress_report(running: Running) -> None:
     running.stub.ReportLocalSnapshot(report_to_pb(reports["n3"]))
     document = json.loads(running.stub.GetSnapshot(pb.GetSnapshotRequest(snapshot_id="s1")).json)
     assert document["status"] == "complete" and document["waiting"] == {}
-    assert document["verification"]["ok"] and check_cut(document) == []
+    config = running.config
+    assert_verified_snapshot(document, config.expected_total, config.node_ids, config.channels)
     stale = report_to_pb(as_progress(reports["n1"], ["n2"]))
     running.stub.ReportLocalSnapshot(stale)  # late: acknowledged and ignored
 
 
 def test_wait_snapshot_streams_progress(running: Running) -> None:
     running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
-    received: list[pb.SnapshotProgress] = []
     stream = running.stub.WaitSnapshot(pb.WaitSnapshotRequest(snapshot_id="s1"), timeout=10)
-    reader = threading.Thread(target=lambda: received.extend(stream))
-    reader.start()
+    # In lock step: each report is sent only once the stream has shown the
+    # previous state, so no two changes can fold into one message.
+    received = [next(stream)]
     reports = consistent_reports(running.config, "s1")
     for node in running.config.node_ids:
-        time.sleep(0.2)
         running.stub.ReportLocalSnapshot(report_to_pb(reports[node]))
-    reader.join(10)
+        message = next(stream)
+        while message.reported == received[-1].reported:  # a heartbeat, nothing new
+            message = next(stream)
+        received.append(message)
+    assert list(stream) == []  # the final message ended the stream
     assert [len(m.reported) for m in received] == [0, 1, 2, 3]
     assert [list(m.missing) for m in received][:2] == [["n1", "n2", "n3"], ["n2", "n3"]]
-    assert (
-        received[-1].status == "complete" and json.loads(received[-1].json)["status"] == "complete"
-    )
+    assert [m.status for m in received] == ["pending", "pending", "pending", "complete"]
+    assert json.loads(received[-1].json)["status"] == "complete"
     assert all(not m.json for m in received[:-1])
 
 
@@ -286,12 +289,6 @@ def test_restart_after_the_deadline_aborts_the_snapshot(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the process
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_cli_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "collector", "--cluster", str(tmp_path / "missing.yaml")],
@@ -305,7 +302,7 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(
         yaml.safe_dump(

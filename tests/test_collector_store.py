@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from collector import store as store_module
 from collector.assembly import Assembly, InvalidReport, PendingSnapshot
 from collector.store import SnapshotStore
 from collector.testing import as_progress, consistent_reports, small_cluster
+from common import files as files_module
 from common.files import atomic_write_json
 
 T0 = 1_800_000_000.0
@@ -34,7 +34,7 @@ def test_crash_between_temp_write_and_rename_keeps_old_file(
     def crash(src: str, dst: str) -> None:
         raise OSError("simulated crash before rename")
 
-    monkeypatch.setattr(store_module.os, "replace", crash)
+    monkeypatch.setattr(files_module.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         atomic_write_json(target, {"version": 2})
     assert json.loads(target.read_text()) == {"version": 1}
@@ -130,7 +130,7 @@ def test_progress_report_is_replaced_by_the_final_one(tmp_path: Path) -> None:
 def test_directory_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(store_module.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(files_module.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
     atomic_write_json(tmp_path / "x.json", {})
     assert len(synced) == 2  # the file, then the directory
 

@@ -417,9 +417,10 @@ def test_quota_exceeded_is_a_clear_error(ec2: Any, tmp_path: Path, code: str) ->
     ],
 )
 def test_bad_spec_is_refused_before_any_call(
-    tmp_path: Path, overrides: dict[str, Any], message: str
+    aws_env: None, tmp_path: Path, overrides: dict[str, Any], message: str
 ) -> None:
-    # No AWS mock and no credentials needed: validation comes first.
+    # No AWS mock: validation comes first. (Fake credentials, so that a call made
+    # anyway fails with an AuthFailure, never launches anything on a real account.)
     with pytest.raises(DeployError, match=message):
         provision(_spec(tmp_path, **overrides), log=_quiet)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -18,14 +17,9 @@ from collector.server import CollectorServer
 from collector.testing import consistent_reports, report_to_pb
 from common.config import load_cluster
 from initiator.__main__ import main
+from node.testing import free_port
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class FakeNodes(pb_grpc.NodeServicer):
@@ -85,13 +79,13 @@ def quiet_logs() -> Iterator[None]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    collector_port = _free_port()
+    collector_port = free_port()
     path = tmp_path / "cluster.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "nodes": [
-                    {"id": f"n{i}", "address": f"127.0.0.1:{_free_port()}", "balance": 100}
+                    {"id": f"n{i}", "address": f"127.0.0.1:{free_port()}", "balance": 100}
                     for i in range(1, 4)
                 ],
                 "collector": f"127.0.0.1:{collector_port}",
@@ -213,7 +207,7 @@ def test_collector_unreachable_exits_1(tmp_path: Path, capsys) -> None:  # type:
                     {"id": "n1", "address": "127.0.0.1:1", "balance": 1},
                     {"id": "n2", "address": "127.0.0.1:2", "balance": 1},
                 ],
-                "collector": f"127.0.0.1:{_free_port()}",
+                "collector": f"127.0.0.1:{free_port()}",
             }
         )
     )

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
 
-from collector.verify import verify_snapshot
+from collector.server import CollectorServer
 from common.config import load_cluster
 from node import wire
 from node.channels import CLIENT_OPTIONS, SENDER_METADATA
@@ -28,6 +26,7 @@ from node.testing import (
 )
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
+from tests.snapshot_check import assert_verified_snapshot
 
 
 @pytest.fixture
@@ -88,14 +87,17 @@ def test_transfers_flow_and_money_is_conserved(tmp_path: Path, start_nodes):
     balances = {"a": 1000, "b": 1000, "c": 1000, "d": 1000}
     ports = write_cluster(tmp_path / "c.yaml", balances, transfer_rate=300, max_amount=30)
     nodes = start_nodes(tmp_path / "c.yaml", balances, port=None)
-    time.sleep(1.0)
+    wait_until(
+        lambda: all(node.workload.sent > 50 for node in nodes.values()),
+        20,
+        what="every node to send more than 50 transfers",
+    )
 
-    # Mid-run, a snapshot of three nodes ... and afterwards the drained total.
+    # Stop the workloads mid-run; once the channels drain, all money is back in balances.
     for node in nodes.values():
         node.workload.stop()
     statuses = wait_drained(ports)
 
-    assert all(node.workload.sent > 50 for node in nodes.values())
     assert sum(s.balance for s in statuses.values()) == sum(balances.values())
     assert all(node.runtime.in_flight_amount() == 0 for node in nodes.values())
 
@@ -169,48 +171,6 @@ def test_start_snapshot_names_validates_and_deduplicates(ring_a: int):
         assert stub.GetStatus(pb.GetStatusRequest()).active_snapshots == [reply.snapshot_id]
 
 
-class ReportSink(pb_grpc.CollectorServicer):
-    """The collector's report endpoint, nothing more: keeps what nodes send."""
-
-    def __init__(self) -> None:
-        self.reports: dict[str, dict[str, pb.LocalSnapshot]] = {}
-        self.lock = threading.Lock()
-
-    def ReportLocalSnapshot(self, request, context):  # noqa: N802
-        with self.lock:  # a final report replaces the node's progress report, not vice versa
-            reports = self.reports.setdefault(request.snapshot_id, {})
-            known = reports.get(request.node_id)
-            if known is None or not known.complete:
-                reports[request.node_id] = request
-        return pb.ReportReply()
-
-    def verdict(self, snapshot_id: str, channels, expected_total: int) -> dict:
-        reports = self.reports[snapshot_id]
-        nodes = {
-            node_id: {"balance": r.balance, "sent": dict(r.sent), "received": dict(r.received)}
-            for node_id, r in reports.items()
-        }
-        recorded = {
-            (ch.sender, node_id): [{"seq": m.transfer_seq, "amount": m.amount} for m in ch.messages]
-            for node_id, r in reports.items()
-            for ch in r.channels
-        }
-        return verify_snapshot(
-            expected_total,
-            nodes,
-            [{"from": s, "to": d, "messages": recorded[(s, d)]} for s, d in channels],
-        )
-
-
-def start_sink(port: int) -> tuple[grpc.Server, ReportSink]:
-    sink = ReportSink()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_CollectorServicer_to_server(sink, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    return server, sink
-
-
 def test_killed_node_resumes_and_a_snapshot_across_the_restart_completes(tmp_path: Path):
     balances = {"a": 1000, "b": 1000, "c": 1000}
     collector_port = free_port()
@@ -232,7 +192,7 @@ def test_killed_node_resumes_and_a_snapshot_across_the_restart_completes(tmp_pat
         )
 
     processes = {node_id: node(node_id).start() for node_id in balances}
-    sink_server = None
+    collector = None
     try:
         for process in processes.values():
             process.wait_healthy()
@@ -249,17 +209,17 @@ def test_killed_node_resumes_and_a_snapshot_across_the_restart_completes(tmp_pat
         # Restarted b sends nothing of its own: its peers' workloads finish.
         processes["b"] = node("b", CL_TRANSFER_RATE="0").start()
         processes["b"].wait_healthy()
-        # The collector comes up only now: reports wait, durably, until it does.
-        sink_server, sink = start_sink(collector_port)
-        wait_until(
-            lambda: sum(r.complete for r in sink.reports.get("across", {}).values()) == 3,
-            15,
-            what="3 complete reports",
-        )
-        verdict = sink.verdict("across", config.channels, config.expected_total)
-        assert verdict["ok"], verdict
-        assert sink.reports["across"]["a"].initiated
-        assert sink.reports["across"]["a"].recorded_at <= sink.reports["across"]["a"].completed_at
+        # The (real) collector comes up only now: reports wait, durably, until it does.
+        collector = CollectorServer(config, str(tmp_path / "snaps"), "127.0.0.1", collector_port)
+        collector.start()
+        stored = tmp_path / "snaps" / "across.json"
+        wait_until(stored.exists, 15, what="the collector to store snapshot 'across'")
+        document = json.loads(stored.read_text())
+        assert_verified_snapshot(document, config.expected_total, config.node_ids, config.channels)
+        assert document["initiators"] == ["a"]  # from a's report: no initiator told it
+        assert [n for n, state in document["nodes"].items() if state["initiated"]] == ["a"]
+        a = document["nodes"]["a"]
+        assert a["recorded_at"] <= a["completed_at"]
 
         def finished(node_id: str) -> bool:
             lines = (tmp_path / f"{node_id}.log").read_text().splitlines()
@@ -271,5 +231,5 @@ def test_killed_node_resumes_and_a_snapshot_across_the_restart_completes(tmp_pat
     finally:
         for process in processes.values():
             process.kill()
-        if sink_server is not None:
-            sink_server.stop(None)
+        if collector is not None:
+            collector.stop(grace=0.5)

@@ -267,8 +267,7 @@ def test_user_data_is_shared_with_the_boto3_path() -> None:
     script = script_path.read_text(encoding="utf-8")
     assert script == USER_DATA
     assert "docker-compose-plugin" in script
-    if shutil.which("bash"):
-        subprocess.run(["bash", "-n", str(script_path)], check=True)
+    subprocess.run(["bash", "-n", str(script_path)], check=True)
 
 
 def test_outputs_are_what_the_deploy_tool_reads() -> None:

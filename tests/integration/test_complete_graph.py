@@ -11,7 +11,8 @@ import pytest
 
 from demo.local_cluster import COLLECTOR, LocalCluster
 from initiator.client import begin_snapshot, start_on_nodes, wait_snapshot
-from tests.integration.conftest import assert_verified, snapshot, transfers_sent
+from tests.integration.conftest import assert_verified, snapshot
+from tests.snapshot_check import transfers_sent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
