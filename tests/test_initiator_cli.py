@@ -214,3 +214,30 @@ def test_collector_unreachable_exits_1(tmp_path: Path, capsys) -> None:  # type:
     code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
     assert code == 1
     assert "collector at 127.0.0.1:" in err
+
+
+def test_show_and_list_read_what_the_collector_stored(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, snaps = cluster
+    code, out, err = _run(capsys, "--cluster", str(path), "--list")
+    assert (code, out) == (0, ""), err
+    nodes = FakeNodes(path, down={"n3"})
+    try:
+        assert _run(capsys, "--cluster", str(path), "--snapshot-id", "n3-down")[0] == 3
+        nodes.down.clear()  # n3 reports again from the next snapshot on
+        assert _run(capsys, "--cluster", str(path), "--snapshot-id", "after")[0] == 0
+    finally:
+        nodes.stop()
+    code, out, err = _run(capsys, "--cluster", str(path), "--list")
+    assert code == 0, err
+    assert out.splitlines() == ["n3-down  aborted", "after  complete"]
+
+    code, out, _ = _run(capsys, "--cluster", str(path), "--show", "latest")
+    assert code == 0 and out.startswith("snapshot after: COMPLETE")
+    code, out, _ = _run(capsys, "--cluster", str(path), "--show", "n3-down", "--json")
+    assert code == 3
+    assert json.loads(out) == json.loads((snaps / "n3-down.json").read_text())
+
+    code, _, err = _run(capsys, "--cluster", str(path), "--show", "never-taken")
+    assert code == 1 and "NOT_FOUND" in err
+    code, _, err = _run(capsys, "--cluster", str(path), "--show", "../etc/passwd")
+    assert code == 2 and "invalid snapshot id" in err
