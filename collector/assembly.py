@@ -53,11 +53,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from collector.document import NodeReport, build_document
 from common.config import ClusterConfig
+from common.timeutil import iso_utc
 from node.core import InvalidSnapshotId, validate_snapshot_id
 
 
@@ -89,11 +89,6 @@ class Progress:
     reported: tuple[str, ...]  # nodes whose local snapshot is complete
     missing: tuple[str, ...]  # the other nodes (including those in `recorded`)
     recorded: tuple[str, ...] = ()  # recorded their state, still waiting for markers
-
-
-def iso(seconds: float) -> str:
-    """Seconds since the epoch as ISO 8601 UTC with milliseconds (like utc_now_iso)."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def check_snapshot_id(snapshot_id: str) -> str:
@@ -325,8 +320,8 @@ class Assembly:
         document = build_document(
             snapshot_id=pending.snapshot_id,
             initiators=sorted(pending.initiators),
-            started_at=iso(pending.started),
-            completed_at=iso(now),
+            started_at=iso_utc(pending.started),
+            completed_at=iso_utc(now),
             expected_total=self.config.expected_total,
             node_ids=self.config.node_ids,
             channels=self.config.channels,

@@ -80,7 +80,8 @@ def report_from_pb(message: pb.LocalSnapshot) -> NodeReport:
 
 
 def fill_zero_counters(config: ClusterConfig, report: NodeReport) -> NodeReport:
-    """Proto3 may omit a zero counter; the document lists every channel's counter."""
+    """The report's counters for exactly this node's channels, missing ones as 0, so
+    the document lists every channel's counter whatever the sender left out."""
     snap = report.snapshot
     sent = {peer: int(snap.sent.get(peer, 0)) for peer in config.outgoing(snap.node_id)}
     received = {peer: int(snap.received.get(peer, 0)) for peer in config.incoming(snap.node_id)}

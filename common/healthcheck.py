@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.net import CHANNEL_OPTIONS, describe_rpc_error
+
 DEFAULT_PORT = 50051
 DEFAULT_TIMEOUT = 3.0
 
@@ -31,18 +33,13 @@ def default_address(environ: Mapping[str, str] = os.environ) -> str:
 
 def check(address: str, service: str = "", timeout: float = DEFAULT_TIMEOUT) -> str | None:
     """Return None when `service` at `address` is SERVING, else why not (one line)."""
-    # Never route a local probe through an HTTP proxy taken from the environment.
-    options = [("grpc.enable_http_proxy", 0)]
     try:
-        with grpc.insecure_channel(address, options=options) as channel:
+        with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=service)
             response = stub.Check(request, timeout=timeout)
     except grpc.RpcError as exc:
-        if isinstance(exc, grpc.Call):
-            details = f": {exc.details()}" if exc.details() else ""
-            return f"{address}: {exc.code().name}{details}"
-        return f"{address}: {exc}"
+        return f"{address}: {describe_rpc_error(exc)}"
     if response.status != health_pb2.HealthCheckResponse.SERVING:
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
         return f"{address}: service {service!r} is {status}"

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from common.timeutil import new_snapshot_id
 from common.topology import TOPOLOGIES
 from demo.local_cluster import ClusterError, LocalCluster
 from initiator.__main__ import ProgressPrinter, print_start_error
-from initiator.client import InitiatorError, new_snapshot_id, take_snapshot
+from initiator.client import InitiatorError, take_snapshot
 from initiator.summary import EXIT_OK, format_summary
 
 

@@ -20,7 +20,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ import yaml
 from common.config import ClusterConfig, load_cluster
 from common.generate import node_ids
 from common.healthcheck import check
-from initiator.client import CHANNEL_OPTIONS
+from common.net import CHANNEL_OPTIONS, free_ports
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
@@ -45,20 +44,6 @@ _PR_SET_PDEATHSIG = 1
 
 class ClusterError(Exception):
     """A process of the local cluster did not start or did not become healthy."""
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports that were free a moment ago (all bound at once, then closed)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child

@@ -23,12 +23,12 @@ from typing import TextIO
 
 from common.cli import add_cluster_option
 from common.config import ConfigError, load_cluster
+from common.timeutil import new_snapshot_id
 from initiator.client import (
     InitiatorError,
     StartResult,
     get_snapshot,
     list_snapshots,
-    new_snapshot_id,
     take_snapshot,
     validated_id,
 )

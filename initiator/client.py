@@ -10,24 +10,21 @@ concurrently, then `Collector.WaitSnapshot` until the collector decides.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
-from collector.assembly import InvalidReport, check_snapshot_id
 from common.config import ClusterConfig
+from common.net import CHANNEL_OPTIONS, describe_rpc_error
 from initiator.summary import EXIT_ERROR, EXIT_NO_INITIATOR, EXIT_USAGE, exit_code
+from node.core import InvalidSnapshotId, validate_snapshot_id
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
-# Local tools never go through an HTTP proxy taken from the environment.
-CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 RPC_TIMEOUT = 5.0
 
 ProgressCallback = Callable[[str, Sequence[str], Sequence[str], float], None]
@@ -41,24 +38,11 @@ class InitiatorError(Exception):
         self.exit_code = exit_code
 
 
-def new_snapshot_id(now: datetime | None = None, token: str | None = None) -> str:
-    """A fresh id like snap-20261121T050108Z-a1b2c3."""
-    now = now or datetime.now(UTC)
-    return f"snap-{now:%Y%m%dT%H%M%SZ}-{token or secrets.token_hex(3)}"
-
-
 def validated_id(snapshot_id: str) -> str:
     try:
-        return check_snapshot_id(snapshot_id)
-    except InvalidReport as error:
+        return validate_snapshot_id(snapshot_id)
+    except InvalidSnapshotId as error:
         raise InitiatorError(str(error), exit_code=EXIT_USAGE) from error
-
-
-def _describe(error: grpc.RpcError) -> str:
-    if isinstance(error, grpc.Call):
-        details = error.details() or ""
-        return f"{error.code().name}: {details}" if details else error.code().name
-    return str(error)
 
 
 @dataclass(frozen=True)
@@ -88,17 +72,14 @@ def begin_snapshot(
     initiators: Sequence[str],
     timeout: float = RPC_TIMEOUT,
 ) -> None:
-    with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
-        try:
-            pb_grpc.CollectorStub(channel).BeginSnapshot(
-                pb.BeginSnapshotRequest(snapshot_id=snapshot_id, initiators=list(initiators)),
-                timeout=timeout,
-                wait_for_ready=True,
-            )
-        except grpc.RpcError as error:
-            raise InitiatorError(
-                f"collector at {collector_address} refused or unreachable: {_describe(error)}"
-            ) from error
+    _collector_call(
+        collector_address,
+        lambda stub: stub.BeginSnapshot(
+            pb.BeginSnapshotRequest(snapshot_id=snapshot_id, initiators=list(initiators)),
+            timeout=timeout,
+            wait_for_ready=True,
+        ),
+    )
 
 
 def start_on_node(
@@ -110,7 +91,7 @@ def start_on_node(
                 pb.StartSnapshotRequest(snapshot_id=snapshot_id), timeout=timeout
             )
         except grpc.RpcError as error:
-            return StartResult(node_id, address, ok=False, error=_describe(error))
+            return StartResult(node_id, address, ok=False, error=describe_rpc_error(error))
     return StartResult(node_id, address, ok=True, already_recorded=reply.already_recorded)
 
 
@@ -163,10 +144,10 @@ def wait_snapshot(
         except grpc.RpcError as error:
             code = error.code() if isinstance(error, grpc.Call) else None
             if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise InitiatorError(f"collector: {_describe(error)}") from error
+                raise InitiatorError(f"collector: {describe_rpc_error(error)}") from error
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 break
-            last_error = _describe(error)
+            last_error = describe_rpc_error(error)
         time.sleep(0.5)
     elapsed = time.monotonic() - start
     reason = f" (last error: {last_error})" if last_error else ""
@@ -179,7 +160,9 @@ def _collector_call(collector_address: str, call: Callable[[Any], Any]) -> Any:
         with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
             return call(pb_grpc.CollectorStub(channel))
     except grpc.RpcError as error:
-        raise InitiatorError(f"collector {collector_address}: {_describe(error)}") from error
+        raise InitiatorError(
+            f"collector at {collector_address} refused or unreachable: {describe_rpc_error(error)}"
+        ) from error
 
 
 def get_snapshot(collector_address: str, snapshot_id: str) -> dict[str, Any]:

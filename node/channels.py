@@ -27,6 +27,7 @@ import grpc
 import structlog
 from structlog.contextvars import bind_contextvars
 
+from common.net import NO_PROXY
 from node.runtime import (
     BadFrame,
     FrameRejected,
@@ -56,9 +57,7 @@ CLIENT_OPTIONS: list[tuple[str, int]] = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
-    # Peers are addressed directly; an HTTP proxy from the environment would
-    # swallow node-to-node traffic.
-    ("grpc.enable_http_proxy", 0),
+    NO_PROXY,
 ]
 
 SERVER_OPTIONS: list[tuple[str, int]] = [

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from common.config import ClusterConfig, port_of
-from initiator.client import new_snapshot_id
+from common.timeutil import new_snapshot_id
 from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
 from node.core import InvalidSnapshotId, validate_snapshot_id
 from node.reporter import Reporter

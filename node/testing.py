@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import grpc
 import yaml
 
 from common.healthcheck import check
+from common.net import free_ports
 from node.channels import CLIENT_OPTIONS
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
@@ -33,9 +33,7 @@ class WaitTimeout(AssertionError):
 
 def free_port() -> int:
     """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def write_cluster(

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from collector.assembly import Assembly
 from collector.testing import as_progress, consistent_reports, small_cluster, with_balance
-from initiator.client import new_snapshot_id, validated_id
+from common.timeutil import new_snapshot_id
+from initiator.client import validated_id
 from initiator.summary import exit_code, format_progress, format_summary
 
 T0 = 1_800_000_000.0
