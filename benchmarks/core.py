@@ -95,7 +95,8 @@ def bench_receive() -> float:
 
 def persist(core: NodeCore) -> str:
     """What NodeRuntime._apply and Store.commit do to the core on every event
-    (plus one small row per MessageRecorded, not measured here)."""
+    (plus one small row per MessageRecorded or LocalSnapshotDone, not measured
+    here)."""
     return json.dumps(core.to_dict())
 
 

@@ -42,19 +42,24 @@ peer and is refused with `ProtocolViolation` rather than silently absorbed.
 
 Persistence contract
 --------------------
-The caller makes the core durable after every event, in two parts, so that a
-save costs the same however many messages a snapshot has recorded:
+The caller makes the core durable after every event, in three parts, so that
+a save costs the same however many messages a snapshot has recorded and
+however many snapshots the node has taken:
 
-* `to_dict()`: balance, counters, finished ids, and per active recording its
-  local state, open channels and *how many* messages it has recorded per
-  channel -- but not the messages themselves. Small; rewritten every event.
+* `to_dict()`: balance, counters, and per active recording its local state,
+  open channels and *how many* messages it has recorded per channel -- but
+  not the messages themselves, nor the finished ids. Small; rewritten every
+  event.
 * `MessageRecorded(snapshot_id, sender, message)`: emitted by a transfer
   receive once per snapshot recording that channel. The caller stores it once,
   in the same transaction as the `to_dict()` of that event, and may forget a
   snapshot's messages in the transaction that stores its `LocalSnapshotDone`
   (which carries them all).
+* `LocalSnapshotDone`: the caller stores the snapshot id once, in order, in
+  the transaction of that event, and hands back at least the newest
+  `FINISHED_MEMORY` of them.
 
-`from_dict(data, recorded)` rebuilds the core from both. It refuses
+`from_dict(data, recorded, finished)` rebuilds the core from all three. It refuses
 (`InvalidState`) messages that do not match the saved counts: a recorded
 channel holds exactly transfers received+1 .. received+count of its
 recording, so a lost, extra or reordered message is detected at restore time
@@ -225,7 +230,7 @@ class NodeCore:
         self._recordings: dict[str, _Recording] = {}
         # Ids of finished local snapshots, oldest first: an initiator arriving
         # late for one of them must not start a second recording under the
-        # same id. Bounded, because they are in `to_dict()`, saved on every event.
+        # same id. Bounded, so that memory and restore time stay bounded.
         self._finished: dict[str, None] = {}
 
     # ------------------------------------------------------------ queries
@@ -361,8 +366,9 @@ class NodeCore:
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready copy of the state, for durable storage, without the
         recorded messages of active snapshots (their MessageRecorded actions
-        carry those; see Persistence contract). Its size does not grow with
-        the in-flight messages a snapshot records.
+        carry those) and without the finished ids (their LocalSnapshotDone
+        actions do; see Persistence contract). Its size grows neither with
+        the in-flight messages a snapshot records nor with the snapshots taken.
         """
         return {
             "node_id": self.node_id,
@@ -371,7 +377,6 @@ class NodeCore:
             "outgoing": list(self.outgoing),
             "sent": dict(self.sent),
             "received": dict(self.received),
-            "finished": list(self._finished),
             "recordings": {
                 sid: {
                     "balance": r.balance,
@@ -387,11 +392,16 @@ class NodeCore:
 
     @classmethod
     def from_dict(
-        cls, data: Mapping[str, object], recorded: RecordedMessages | None = None
+        cls,
+        data: Mapping[str, object],
+        recorded: RecordedMessages | None = None,
+        finished: Iterable[str] = (),
     ) -> NodeCore:
         """Rebuild a core saved with `to_dict`, plus the messages its active
         snapshots recorded (`recorded`: every MessageRecorded of those
-        snapshots, in order). Raises InvalidState if they do not match.
+        snapshots, in order) and the ids of its finished snapshots (oldest
+        first; the newest FINISHED_MEMORY are kept). Raises InvalidState if
+        the recorded messages do not match.
         """
         recorded = {} if recorded is None else recorded
         d: dict[str, object] = dict(data)
@@ -403,7 +413,7 @@ class NodeCore:
         )
         core.sent = {str(k): int(v) for k, v in d["sent"].items()}  # type: ignore[attr-defined]
         core.received = {str(k): int(v) for k, v in d["received"].items()}  # type: ignore[attr-defined]
-        core._finished = dict.fromkeys(str(s) for s in d["finished"])  # type: ignore[attr-defined]
+        core._finished = dict.fromkeys(list(finished)[-FINISHED_MEMORY:])
         recordings: Mapping[str, Mapping[str, object]] = d["recordings"]  # type: ignore[assignment]
         unknown = sorted(set(recorded) - set(recordings))
         if unknown:

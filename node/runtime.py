@@ -307,7 +307,8 @@ class NodeRuntime:
     # ------------------------------------------------------------- internals
 
     def _core_of(self, state: StoredState) -> NodeCore:
-        """The core as stored: its JSON plus the messages its active snapshots recorded."""
+        """The core as stored: its JSON, the messages its active snapshots
+        recorded and the ids of the snapshots it finished."""
         recorded = {
             sid: {
                 sender: [RecordedMessage(seq, amount) for seq, amount in messages]
@@ -316,7 +317,7 @@ class NodeRuntime:
             for sid, by_sender in state.recorded_messages.items()
         }
         try:
-            return NodeCore.from_dict(state.core, recorded)
+            return NodeCore.from_dict(state.core, recorded, state.finished)
         except InvalidState as error:
             raise StorageError(f"data dir {self._store.data_dir}: {error}") from error
 

@@ -5,12 +5,17 @@ What is stored, and why each piece is needed to resume after SIGKILL:
   meta.identity     node id + channel set: a data dir is never reused by
                     another node or after the topology changed
   meta.core         NodeCore.to_dict() as JSON: balance, counters, snapshots
-                    (without the messages active snapshots recorded)
+                    (without the messages active snapshots recorded and
+                    without the finished ids)
   recorded_messages the in-flight messages each active snapshot has recorded
                     (the core's MessageRecorded actions), one row each,
                     inserted with the event that recorded it: a save costs
                     the same however many a snapshot holds; deleted with the
                     transaction that stores the snapshot's final report
+  finished          ids of finished local snapshots, oldest first, one row
+                    each, inserted with the final report; only the newest
+                    FINISHED_MEMORY are kept (a late initiator of one of them
+                    must not start it again)
   incoming          per incoming channel, the last applied frame seq: the
                     receiver drops duplicates and detects gaps with it
   outgoing          per outgoing channel, the next frame seq to assign
@@ -41,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.core import FINISHED_MEMORY
+
 DB_NAME = "node.sqlite3"
 LOCK_NAME = "node.lock"
 
@@ -58,6 +65,7 @@ CREATE TABLE IF NOT EXISTS recorded_messages (
     transfer_seq INTEGER NOT NULL, amount INTEGER NOT NULL,
     PRIMARY KEY (snapshot_id, sender, transfer_seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS finished (snapshot_id TEXT NOT NULL UNIQUE);
 """
 
 
@@ -104,6 +112,7 @@ class StoredState:
     reports: dict[str, bytes]
     # snapshot id -> sender -> [(transfer_seq, amount)] ascending
     recorded_messages: dict[str, dict[str, list[tuple[int, int]]]]
+    finished: list[str]  # finished snapshot ids, oldest first
 
 
 @dataclass
@@ -118,7 +127,7 @@ class Change:
     # (snapshot id, sender, transfer_seq, amount): recorded in-flight messages
     messages: list[tuple[str, str, int, int]] = field(default_factory=list)
     # Final reports (snapshot done: its `recorded` and `recorded_messages`
-    # rows go, the report holds the messages) and progress
+    # rows go, the report holds the messages; its id joins `finished`) and progress
     # reports (still recording); either replaces a stored report of the same id.
     reports: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
     progress: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
@@ -240,6 +249,9 @@ class Store:
                 )
             },
             recorded_messages=messages,
+            finished=[
+                sid for (sid,) in db.execute("SELECT snapshot_id FROM finished ORDER BY rowid")
+            ],
         )
 
     # ---------------------------------------------------------------- write
@@ -273,6 +285,12 @@ class Store:
                 db.execute("DELETE FROM recorded WHERE snapshot_id = ?", (snapshot_id,))
                 db.execute("DELETE FROM recorded_messages WHERE snapshot_id = ?", (snapshot_id,))
                 db.execute("INSERT OR REPLACE INTO reports VALUES (?, ?)", (snapshot_id, report))
+                db.execute("INSERT INTO finished VALUES (?)", (snapshot_id,))
+            if change.reports:
+                db.execute(
+                    "DELETE FROM finished WHERE rowid <= (SELECT MAX(rowid) FROM finished) - ?",
+                    (FINISHED_MEMORY,),
+                )
 
     def acknowledge(self, peer: str, seq: int) -> None:
         """The peer durably applied every frame up to `seq`: forget them."""

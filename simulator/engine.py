@@ -159,10 +159,12 @@ class Simulation:
             for node_id in self._ids
         }
         # What a node's store would hold besides the core's JSON: the messages
-        # each active snapshot recorded (MessageRecorded), node -> id -> sender.
+        # each active snapshot recorded (MessageRecorded), node -> id -> sender,
+        # and the ids of the snapshots it finished (LocalSnapshotDone), in order.
         self._recorded: dict[str, dict[str, dict[str, list[RecordedMessage]]]] = {
             node_id: {} for node_id in self._ids
         }
+        self._finished: dict[str, list[str]] = {node_id: [] for node_id in self._ids}
         self._snapshots: dict[str, _Progress] = {}
         self._completed: list[str] = []
         self._auto_id = 0
@@ -287,16 +289,18 @@ class Simulation:
 
         Models a node process restarting from its durable state, as the node
         stores it: the core's JSON plus the messages its active snapshots
-        recorded, collected from its MessageRecorded actions (not read from
-        the old core). Nothing in flight is lost (the transport resends
-        unacknowledged messages).
+        recorded and the ids it finished, collected from its MessageRecorded
+        and LocalSnapshotDone actions (not read from the old core). Nothing
+        in flight is lost (the transport resends unacknowledged messages).
         """
         event = f"restore {node} at tick {self._now}"
         self._check_node(node, event)
         core = self._cores[node]
         saved = json.loads(json.dumps(core.to_dict()))
         try:
-            self._cores[node] = type(core).from_dict(saved, self._recorded[node])
+            self._cores[node] = type(core).from_dict(
+                saved, self._recorded[node], self._finished[node]
+            )
         except CoreError as error:
             raise SimulationError(f"{event}: {error}") from error
 
@@ -385,6 +389,7 @@ class Simulation:
             elif isinstance(action, LocalSnapshotDone):
                 snapshot_id = action.snapshot.snapshot_id
                 self._recorded[node_id].pop(snapshot_id, None)
+                self._finished[node_id].append(snapshot_id)
                 progress = self._progress(snapshot_id)
                 progress.reports[node_id] = (action.snapshot, self._now)
                 if progress.document is None and len(progress.reports) == len(self._ids):

@@ -63,6 +63,11 @@ def recorded_by(actions: list) -> dict[str, dict[str, list[RecordedMessage]]]:
     return kept
 
 
+def finished_by(actions: list) -> list[str]:
+    """What a node's store keeps from `actions`: the ids of finished snapshots, in order."""
+    return [a.snapshot.snapshot_id for a in actions if isinstance(a, LocalSnapshotDone)]
+
+
 # ---------------------------------------------------------------- transfers
 
 
@@ -424,7 +429,7 @@ def test_to_dict_from_dict_round_trip_mid_snapshot(cut: int) -> None:
     before = script(c, STEPS[:cut])
     saved = json.loads(json.dumps(c.to_dict()))  # really through JSON
     # the recorded messages come from the actions (what the node stores), not from c
-    restored = NodeCore.from_dict(saved, recorded_by(before))
+    restored = NodeCore.from_dict(saved, recorded_by(before), finished_by(before))
     assert state(restored) == state(c)
     assert restored.active_snapshots == c.active_snapshots
     after = script(restored, STEPS[cut:])

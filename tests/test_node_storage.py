@@ -439,3 +439,27 @@ def test_lost_recorded_message_row_is_refused_at_start(
             NodeRuntime(config, "a", store)
     finally:
         store.close()
+
+
+def test_finished_ids_are_rows_kept_across_restarts_and_bounded(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("node.storage.FINISHED_MEMORY", 2)
+    for index, sid in enumerate(("s1", "s2", "s3"), start=1):
+        runtime.start_snapshot(sid)
+        for peer in ("b", "c"):
+            runtime.receive(wire.frame_for(peer, "a", index, Marker(sid)))
+    assert "finished" not in json.loads(
+        db_rows(data_dir, "SELECT value FROM meta WHERE key = 'core'")[0][0]
+    )  # type: ignore[arg-type]
+    assert db_rows(data_dir, "SELECT snapshot_id FROM finished ORDER BY rowid") == [
+        ("s2",),
+        ("s3",),
+    ]
+    restarted = reopen(config, data_dir, runtime)
+    try:
+        # a late initiator of a finished snapshot does not start it again
+        assert restarted.start_snapshot("s3") is True
+        assert restarted.status().active_snapshots == []
+    finally:
+        restarted._store.close()

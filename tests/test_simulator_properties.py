@@ -423,8 +423,10 @@ class LateMarkerCore(NodeCore):
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, recorded: RecordedMessages | None = None) -> NodeCore:
-        core = super().from_dict(data, recorded)
+    def from_dict(
+        cls, data: Any, recorded: RecordedMessages | None = None, finished: Iterable[str] = ()
+    ) -> NodeCore:
+        core = super().from_dict(data, recorded, finished)
         assert isinstance(core, LateMarkerCore)
         core.held = [Send(to, Marker(sid)) for to, sid in data["held"]]
         return core
