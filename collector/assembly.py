@@ -228,6 +228,10 @@ class Assembly:
     def restore(self, pending: PendingSnapshot) -> None:
         """Reload a pending snapshot saved before a restart (already validated)."""
         if pending.snapshot_id not in self._finished:
+            # As in add_report: a node that initiated says so in its report.
+            pending.initiators |= {
+                node for node, report in pending.reports.items() if report.snapshot.initiated
+            }
             self._pending[pending.snapshot_id] = pending
 
     def begin(self, snapshot_id: str, initiators: Iterable[str], now: float) -> bool:

@@ -175,9 +175,12 @@ class SnapshotStore:
         )
 
     def save_report(self, pending: PendingSnapshot, report: NodeReport) -> None:
-        """Persist one node's report (and the snapshot's start) before it is acknowledged."""
-        self.save_pending(pending)
+        """Persist one node's report (and the snapshot's start, the first time)
+        before it is acknowledged. Initiators named by reports are not written
+        to the begin file: `Assembly.restore` derives them from the reports."""
         folder = self._pending_dir(pending.snapshot_id)
+        if not (folder / BEGIN_FILE).exists():
+            self.save_pending(pending)
         atomic_write_json(folder / f"{report.snapshot.node_id}.json", report_to_dict(report))
 
     def load_pending(self) -> list[PendingSnapshot]:
