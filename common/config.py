@@ -85,8 +85,17 @@ Fail = Callable[[str, str], Exception]
 
 
 def port_of(address: str) -> int:
-    """The port of a `host:port` address that passed ADDRESS_PATTERN."""
+    """The port of a `host:port` address that passed `is_address`."""
     return int(address.rsplit(":", 1)[1])
+
+
+def is_address(value: object) -> bool:
+    """`value` is host:port with a port a server can listen on (1-65535)."""
+    return (
+        isinstance(value, str)
+        and ADDRESS_PATTERN.fullmatch(value) is not None
+        and 0 < port_of(value) < 65536
+    )
 
 
 def env_key(node_id: str, field_name: str) -> str:
@@ -162,7 +171,7 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
         seen.add(node_id)
         address_key = env_key(node_id, "ADDRESS")
         address = environ.get(address_key, entry["address"])
-        if not isinstance(address, str) or not ADDRESS_PATTERN.fullmatch(address):
+        if not is_address(address):
             origin = f" (from {address_key})" if address_key in environ else ""
             raise fail(f"{where}.address", f"{address!r} is not host:port{origin}")
         balance_key = env_key(node_id, "BALANCE")
@@ -185,7 +194,7 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
     channels = resolve_channels(topology or None, raw_channels, ids, seed, fail)
 
     collector = environ.get("CL_COLLECTOR_ADDRESS", raw.get("collector"))
-    if not isinstance(collector, str) or not ADDRESS_PATTERN.fullmatch(collector):
+    if not is_address(collector):
         raise fail("collector", f"missing or not host:port: {collector!r}")
 
     raw_workload = raw.get("workload", {}) or {}

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from common.config import ConfigError, parse_cluster
+from common.config import ConfigError, parse_cluster, port_of
 from deploy.errors import DeployError
 from deploy.hosts import Host
 
@@ -110,26 +110,15 @@ def parse_assignments(values: Iterable[str]) -> dict[str, str]:
     return assignments
 
 
-def parse_address_port(address: str, where: str) -> int:
-    """The port of a ``host:port`` address from the cluster file."""
-    _, sep, port = str(address).rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise DeployError(f"{where}: {address!r} is not host:port")
-    return int(port)
-
-
 def services_of_cluster(cluster: Any, source: str = "cluster file") -> list[Service]:
     """The collector, then every node, with the ports they listen on (from their addresses)."""
     try:
-        parse_cluster(cluster, source, {})
+        config = parse_cluster(cluster, source, {})
     except ConfigError as error:
         raise DeployError(str(error)) from None
-    collector_port = parse_address_port(cluster["collector"], f"{source}: collector")
-    services = [Service(COLLECTOR, collector_port)]
-    for index, node in enumerate(cluster["nodes"]):
-        where = f"{source}: nodes[{index}].address"
-        services.append(Service(str(node["id"]), parse_address_port(node["address"], where)))
-    return services
+    return [Service(COLLECTOR, port_of(config.collector_address))] + [
+        Service(node.id, port_of(node.address)) for node in config.nodes
+    ]
 
 
 def check_compose(compose: Any, services: Sequence[Service], source: str = "compose file") -> None:

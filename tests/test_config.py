@@ -330,3 +330,10 @@ def test_bad_environment_values_are_named(
         load_cluster(path, environ={variable: value})
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+
+
+def test_address_port_must_be_listenable(tmp_path: Path) -> None:
+    for port in ("0", "65536", "99999"):
+        expected = f"nodes\\[0\\].address: 'n1:{port}' is not host:port"
+        with pytest.raises(ConfigError, match=expected):
+            load_cluster(write(tmp_path, GOOD.replace("n1:50051", f"n1:{port}")), environ={})
