@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Mapping, Sequence
-from types import FrameType
 
 from common.cli import (
+    ShutdownSignal,
     add_cluster_option,
     add_listen_options,
     add_logging_options,
@@ -61,20 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here: --help and configuration errors need no gRPC.
     from collector.server import CollectorServer
 
+    shutdown = ShutdownSignal()
     try:
         server = CollectorServer(config, args.snapshot_dir, args.listen_host, port)
     except (OSError, RuntimeError) as error:
         return _fail(f"cannot start on {args.listen_host}:{port}: {error}")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     server.start()
-    while not stop.wait(1.0):
-        pass
+    shutdown.wait()
     server.stop()
     return 0
 

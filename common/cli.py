@@ -7,6 +7,8 @@ EC2 deploy tool configure processes without command lines.
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from common.logging import configure_logging
@@ -87,3 +89,26 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (option or env CL_PORT)")
     return int(text)
+
+
+class ShutdownSignal:
+    """Catches SIGTERM and SIGINT from the moment it is made (in the main
+    thread, before the process starts serving), so a stop request during
+    start-up still ends in a graceful shutdown."""
+
+    def __init__(self) -> None:
+        self.name = ""
+        self._received = threading.Event()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.name = signal.Signals(signum).name
+        self._received.set()
+
+    def wait(self) -> str:
+        """Block until a signal arrived; returns its name."""
+        # A timed wait: the handler runs between bytecodes of this thread.
+        while not self._received.wait(1.0):
+            pass
+        return self.name

@@ -6,8 +6,6 @@ Servicers are adapters: they convert and call the runtime.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
+from common.cli import ShutdownSignal
 from common.config import ClusterConfig, port_of
 from common.timeutil import new_snapshot_id
 from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
@@ -173,18 +172,10 @@ class NodeServer:
 
 def serve(config: ClusterConfig, node_id: str, options: NodeOptions) -> None:
     """Run a node until SIGTERM or SIGINT, then shut it down gracefully."""
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        _log.info("shutdown requested", signal=signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    shutdown = ShutdownSignal()
     bind_contextvars(node_id=node_id)
     node = NodeServer(config, node_id, options)
     node.start()
     _log.info("node ready", pid=os.getpid())
-    while not stopping.wait(1.0):
-        pass
+    _log.info("shutdown requested", signal=shutdown.wait())
     node.stop()
