@@ -187,12 +187,15 @@ def _same_state(a: NodeReport, b: NodeReport) -> bool:
 class Assembly:
     """The collector's state: pending snapshots and the ids of finished ones."""
 
-    def __init__(self, config: ClusterConfig, finished: Mapping[str, str] | None = None) -> None:
-        """`finished` maps the ids already stored (after a restart) to their status."""
+    def __init__(
+        self, config: ClusterConfig, finished: Mapping[str, tuple[str, str]] | None = None
+    ) -> None:
+        """`finished` maps the ids already stored (after a restart) to their
+        (status, completed_at)."""
         self.config = config
         self.timeout = config.snapshot_timeout
         self._pending: dict[str, PendingSnapshot] = {}
-        self._finished: dict[str, str] = dict(finished or {})
+        self._finished: dict[str, tuple[str, str]] = dict(finished or {})
 
     # ------------------------------------------------------------ queries
 
@@ -201,6 +204,12 @@ class Assembly:
 
     def pending(self, snapshot_id: str) -> PendingSnapshot | None:
         return self._pending.get(snapshot_id)
+
+    @property
+    def finished_ids(self) -> tuple[tuple[str, str], ...]:
+        """(id, status) of every finished snapshot, in order of completion."""
+        order = sorted(self._finished.items(), key=lambda item: (item[1][1], item[0]))
+        return tuple((sid, status) for sid, (status, _) in order)
 
     @property
     def pending_ids(self) -> tuple[str, ...]:
@@ -215,7 +224,7 @@ class Assembly:
         pending = self._pending.get(snapshot_id)
         if pending is None:
             if snapshot_id in self._finished:
-                return Progress(snapshot_id, self._finished[snapshot_id], (), ())
+                return Progress(snapshot_id, self._finished[snapshot_id][0], (), ())
             return None
         reports = pending.reports
         reported = tuple(n for n in self.config.node_ids if n in reports and reports[n].complete)
@@ -332,5 +341,5 @@ class Assembly:
             reports=dict(pending.reports),
             timed_out=timed_out,
         )
-        self._finished[pending.snapshot_id] = document["status"]
+        self._finished[pending.snapshot_id] = (document["status"], document["completed_at"])
         return document

@@ -101,10 +101,9 @@ class CollectorService(pb_grpc.CollectorServicer):
         self.store = store
         self.clock = clock
         self._cond = threading.Condition()
-        self._index: dict[str, tuple[str, str]] = {}  # id -> (status, completed_at)
-        for stored in store.finished():
-            self._index[stored.snapshot_id] = (stored.status, stored.completed_at)
-        self.assembly = Assembly(config, {sid: st for sid, (st, _) in self._index.items()})
+        self.assembly = Assembly(
+            config, {s.snapshot_id: (s.status, s.completed_at) for s in store.finished()}
+        )
         self._reload_pending()
         self._stopping = threading.Event()
         self._ticker = threading.Thread(
@@ -162,7 +161,6 @@ class CollectorService(pb_grpc.CollectorServicer):
     def _store_document(self, document: dict[str, Any]) -> None:
         """Called with the lock held, for every snapshot that just finished."""
         path = self.store.write_document(document)
-        self._index[document["snapshot_id"]] = (document["status"], document["completed_at"])
         log.bind(snapshot_id=document["snapshot_id"]).info(
             "snapshot finished",
             status=document["status"],
@@ -270,10 +268,10 @@ class CollectorService(pb_grpc.CollectorServicer):
         self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
     ) -> pb.SnapshotList:
         with self._cond:
-            finished = sorted(self._index.items(), key=lambda item: (item[1][1], item[0]))
+            finished = self.assembly.finished_ids
             pending = self.assembly.pending_ids
         snapshots = [
-            pb.SnapshotDocument(snapshot_id=sid, status=status) for sid, (status, _) in finished
+            pb.SnapshotDocument(snapshot_id=sid, status=status) for sid, status in finished
         ]
         snapshots += [pb.SnapshotDocument(snapshot_id=sid, status="pending") for sid in pending]
         return pb.SnapshotList(snapshots=snapshots)
