@@ -57,9 +57,20 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; `snapshot` passes the options it does not know, in
+    order, to cl-initiator (`initiator_args`), every other command refuses them."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "initiator_args"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.initiator_args = [arg for arg in extra if arg != "--"]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)

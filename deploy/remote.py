@@ -185,20 +185,7 @@ def run_up(args: argparse.Namespace) -> int:
 def run_snapshot(args: argparse.Namespace) -> int:
     log = progress("snapshot")
     deployed = load_deployment(args, "snapshot")
-    options: list[str] = []
-    for node in args.node or []:
-        options += ["--node", node]
-    for flag, value in (
-        ("--snapshot-id", args.snapshot_id),
-        ("--count", args.count),
-        ("--interval", args.interval),
-        ("--timeout", args.timeout),
-    ):
-        if value is not None:
-            options += [flag, str(value)]
-    options += ["--no-wait"] if args.no_wait else []
-    options += ["--json"] if args.json else []
-    options += list(args.initiator_args or [])
+    options = list(args.initiator_args)
     target = deployed.collector
     log(f"{target.name}: running the initiator ({shlex.join(options) or 'defaults'})...")
     code = target.remote.run_attached(
@@ -485,26 +472,15 @@ def register(subparsers: SubParsers) -> None:
     snapshot = subparsers.add_parser(
         "snapshot",
         help="run the initiator on the collector's host and print its summary",
-        description="Run `compose run --rm initiator` on the collector's host; the exit "
-        "status is the initiator's (0 complete and verified, 3 aborted, 4 failed "
-        "verification). Arguments after `--` go to cl-initiator as they are.",
+        description="Run `compose run --rm initiator` on the collector's host with every "
+        "option this command does not know itself passed to cl-initiator as it is (--node, "
+        "--snapshot-id, --count, --json, --show, --list, ...); the exit status is the "
+        "initiator's (0 complete and verified, 3 aborted, 4 failed verification).",
+        # An initiator option must never be taken for an abbreviation of ours.
+        allow_abbrev=False,
     )
     _common(snapshot)
-    snapshot.add_argument(
-        "--node",
-        action="append",
-        metavar="ID",
-        help="initiating node (repeatable; default: the first node)",
-    )
-    snapshot.add_argument("--snapshot-id", metavar="ID")
-    snapshot.add_argument("--count", type=int, help="number of snapshots in sequence")
-    snapshot.add_argument("--interval", type=float, help="seconds between snapshots")
-    snapshot.add_argument("--timeout", type=float, help="seconds to wait for each snapshot")
-    snapshot.add_argument("--no-wait", action="store_true", help="trigger and print the id only")
-    snapshot.add_argument("--json", action="store_true", help="print the snapshot JSON")
-    snapshot.add_argument(
-        "initiator_args", nargs="*", metavar="-- ARGS", help="more cl-initiator arguments"
-    )
+    snapshot.set_defaults(initiator_args=[])
     snapshot.set_defaults(handler=run_snapshot)
 
     fetch = subparsers.add_parser(

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from common.config import parse_cluster
+from deploy.cli import parse_args
 from deploy.errors import DeployError
 from deploy.hosts import Host
 from deploy.images import build_context_tar
@@ -216,3 +217,15 @@ def test_build_context_has_the_dockerfile_and_packages_but_no_caches() -> None:
     assert "Dockerfile" in names and "pyproject.toml" in names
     assert any(name.startswith("node/") for name in names)
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
+
+
+def test_snapshot_passes_initiator_options_on_in_order_and_others_refuse_them() -> None:
+    args = parse_args(
+        ["snapshot", "--snapshot-id", "s1", "--hosts", "h.json", "--node", "n2", "--json"]
+    )
+    assert args.initiator_args == ["--snapshot-id", "s1", "--node", "n2", "--json"]
+    assert args.state_file == Path("h.json")
+    assert parse_args(["snapshot", "--", "--show", "latest"]).initiator_args == ["--show", "latest"]
+    assert parse_args(["snapshot"]).initiator_args == []
+    with pytest.raises(SystemExit):
+        parse_args(["status", "--json"])
