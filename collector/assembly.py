@@ -75,6 +75,7 @@ class ReportOutcome(enum.Enum):
     DUPLICATE = "duplicate"  # the same report again (a retry): nothing to do
     CONFLICT = "conflict"  # the same node reported something else before: refused
     ALREADY_FINISHED = "already_finished"  # too late: acknowledged and ignored
+    NOT_BEGUN = "not_begun"  # nobody began this snapshot (require_begin): refused
 
 
 @dataclass
@@ -207,11 +208,17 @@ class Assembly:
     """The collector's state: pending snapshots and the ids of finished ones."""
 
     def __init__(
-        self, config: ClusterConfig, finished: Mapping[str, tuple[str, str]] | None = None
+        self,
+        config: ClusterConfig,
+        finished: Mapping[str, tuple[str, str]] | None = None,
+        require_begin: bool = False,
     ) -> None:
         """`finished` maps the ids already stored (after a restart) to their
-        (status, completed_at)."""
+        (status, completed_at). With `require_begin`, a report for a snapshot
+        nobody began is NOT_BEGUN instead of starting it (the collector's
+        rule: an initiator always begins first)."""
         self.config = config
+        self.require_begin = require_begin
         self.timeout = config.snapshot_timeout
         self._pending: dict[str, PendingSnapshot] = {}
         self._finished: dict[str, tuple[str, str]] = dict(finished or {})
@@ -233,6 +240,10 @@ class Assembly:
     @property
     def pending_ids(self) -> tuple[str, ...]:
         return tuple(sorted(self._pending, key=lambda sid: (self._pending[sid].started, sid)))
+
+    @property
+    def pending_snapshots(self) -> list[PendingSnapshot]:
+        return [self._pending[sid] for sid in self.pending_ids]
 
     def deadline(self, snapshot_id: str) -> float | None:
         pending = self._pending.get(snapshot_id)
@@ -292,6 +303,8 @@ class Assembly:
         if snapshot_id in self._finished:
             return ReportOutcome.ALREADY_FINISHED
         pending = self._pending.get(snapshot_id)
+        if pending is None and self.require_begin:
+            return ReportOutcome.NOT_BEGUN
         if pending is None or node not in pending.reports:
             return ReportOutcome.ACCEPTED
         before = pending.reports[node]

@@ -23,7 +23,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from collector.assembly import (
     Assembly,
     InvalidReport,
-    PendingSnapshot,
     Progress,
     ReportOutcome,
     check_snapshot_id,
@@ -42,6 +41,8 @@ SERVICE_NAME = "chandy_lamport.Collector"
 TICK_SECONDS = 0.2
 # How often a WaitSnapshot stream repeats its progress when nothing changes.
 HEARTBEAT_SECONDS = 2.0
+# A report carries every in-flight message a node recorded for one snapshot.
+MAX_REPORT_BYTES = 32 * 1024 * 1024
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -115,7 +116,9 @@ class CollectorService(pb_grpc.CollectorServicer):
         self.clock = clock
         self._cond = threading.Condition()
         self.assembly = Assembly(
-            config, {s.snapshot_id: (s.status, s.completed_at) for s in store.finished()}
+            config,
+            {s.snapshot_id: (s.status, s.completed_at) for s in store.finished()},
+            require_begin=True,
         )
         self._reload_pending()
         self._stopping = threading.Event()
@@ -130,7 +133,6 @@ class CollectorService(pb_grpc.CollectorServicer):
             bound = log.bind(snapshot_id=pending.snapshot_id)
             if self.assembly.is_finished(pending.snapshot_id):
                 bound.info("pending reports of a finished snapshot dropped")
-                self.store.drop_pending(pending.snapshot_id)
                 continue
             for node_id, report in list(pending.reports.items()):
                 try:
@@ -153,6 +155,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             for document in self.assembly.complete_ready(self.clock()):
                 self._store_document(document)
             self._expire()
+            self.store.compact(self.assembly.pending_snapshots)
 
     def start(self) -> None:
         self._ticker.start()
@@ -168,11 +171,15 @@ class CollectorService(pb_grpc.CollectorServicer):
                 self._expire()
 
     def _expire(self) -> None:
-        for document in self.assembly.expire(self.clock()):
+        documents = self.assembly.expire(self.clock())
+        for document in documents:
             self._store_document(document)
+        if documents:
+            self.store.compact(self.assembly.pending_snapshots)
 
     def _store_document(self, document: dict[str, Any]) -> None:
-        """Called with the lock held, for every snapshot that just finished."""
+        """Called with the lock held, for every snapshot that just finished:
+        its document is written (once, durably) before anyone is told."""
         path = self.store.write_document(document)
         log.bind(snapshot_id=document["snapshot_id"]).info(
             "snapshot finished",
@@ -191,17 +198,20 @@ class CollectorService(pb_grpc.CollectorServicer):
         self, request: pb.BeginSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.BeginSnapshotReply:
         bound = log.bind(snapshot_id=request.snapshot_id)
+        ticket = 0
         try:
             with self._cond:
                 changed = self.assembly.begin(request.snapshot_id, request.initiators, self.clock())
                 if changed:
                     pending = self.assembly.pending(request.snapshot_id)
                     assert pending is not None
-                    self.store.save_pending(pending)
+                    ticket = self.store.append_begin(pending)
                     self._cond.notify_all()
         except InvalidReport as error:
             bound.warning("begin refused", error=str(error))
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        if ticket:
+            self.store.sync(ticket)  # durable before the initiator starts the snapshot
         bound.info(
             "snapshot begun" if changed else "begin for a known snapshot",
             initiators=list(request.initiators),
@@ -220,19 +230,21 @@ class CollectorService(pb_grpc.CollectorServicer):
             bound.warning("report refused", error=str(error))
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid report: {error}")
         report = fill_zero_counters(self.config, report)
+        ticket = 0
         with self._cond:
             outcome = self.assembly.classify(report)
             if outcome is ReportOutcome.ACCEPTED:
-                # Durable before it is applied and acknowledged: a restart keeps it.
-                now = self.clock()
-                pending = self.assembly.pending(request.snapshot_id)
-                if pending is None:
-                    pending = PendingSnapshot(request.snapshot_id, now)
-                self.store.save_report(pending, report)
-                outcome, document = self.assembly.add_report(report, now)
+                ticket = self.store.append_report(report)
+                outcome, document = self.assembly.add_report(report, self.clock())
                 if document is not None:
-                    self._store_document(document)
+                    self._store_document(document)  # durable: the log line is not needed
+                    self.store.compact(self.assembly.pending_snapshots)
+                    ticket = 0
                 self._cond.notify_all()
+        if ticket:
+            # Durable before it is acknowledged (a restart keeps it); reports
+            # arriving together share one fsync.
+            self.store.sync(ticket)
         if outcome is ReportOutcome.ACCEPTED:
             bound.info(
                 "report accepted" if report.complete else "progress report accepted",
@@ -243,6 +255,14 @@ class CollectorService(pb_grpc.CollectorServicer):
             bound.info("duplicate report acknowledged", complete=report.complete)
         elif outcome is ReportOutcome.ALREADY_FINISHED:
             bound.warning("report for a finished snapshot acknowledged and ignored")
+        elif outcome is ReportOutcome.NOT_BEGUN:
+            bound.warning("report for a snapshot nobody began refused")
+            _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"snapshot {request.snapshot_id} was never begun at this collector: an "
+                "initiator calls Collector.BeginSnapshot before starting a snapshot",
+            )
         else:
             bound.error("conflicting report refused: this node reported a different state before")
             _abort(
@@ -364,6 +384,8 @@ class CollectorServer:
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
+                ("grpc.max_metadata_size", 8 * 1024),
             ],
         )
         pb_grpc.add_CollectorServicer_to_server(self.service, self.server)
@@ -388,4 +410,5 @@ class CollectorServer:
         self.health.enter_graceful_shutdown()
         self.service.stop()
         self.server.stop(grace).wait()
+        self.service.store.close()
         log.info("collector stopped")

@@ -1,19 +1,26 @@
-"""The snapshot directory: finished snapshot files and pending reports, written atomically.
+"""The snapshot directory: finished snapshot files and an append-only log of pending ones.
 
 Layout of the directory:
 
-    <snapshot_id>.json              one finished snapshot (complete or aborted)
-    latest.json                     a copy of the most recently finished snapshot
-    .pending/<snapshot_id>/_begin.json      when the collector first heard of it, initiators
-    .pending/<snapshot_id>/<node_id>.json   one node's latest report, as received (a
-                                            final report replaces a progress one)
+    <snapshot_id>.json      one finished snapshot (complete or aborted), written once
+    latest.json             a hard link to the most recently finished one (a copy
+                            where the file system has no hard links)
+    .pending/log.jsonl      append-only: one JSON line per begin and per accepted
+                            report of the snapshots not finished yet
 
-Every file is written with `atomic_write_json`: a temporary file in the same
-directory, fsync, `os.replace`, fsync of the directory. A reader therefore
-sees the old file or the new one, never a torn one, even after a power cut.
-A finished snapshot's file is written before its pending reports are
-removed, so a crash in between loses nothing (the restart sees the file and
-drops the leftovers).
+A finished snapshot's file is written once with `atomic_write_json` (temp
+file, fsync, `os.replace`, fsync of the directory): a reader sees it whole
+or not at all, even after a power cut; `latest.json` is then re-linked to it
+(rename of a new link: atomic too), so the document's bytes are written once.
+
+Pending state costs one append and one fsync per begin or report, and the
+fsyncs of reports that arrive together are shared (`sync`, group commit: a
+thread whose line was appended before another thread's fsync started does
+not fsync again). A crash can tear only the last line, which `load_pending`
+skips (its sender was never acknowledged and sends it again). Lines of
+finished snapshots are garbage: `compact` truncates the log when nothing is
+pending, and rewrites it with only the pending snapshots when it has grown
+beyond COMPACT_BYTES.
 """
 
 from __future__ import annotations
@@ -21,19 +28,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collector.assembly import InvalidReport, PendingSnapshot, check_snapshot_id
 from collector.document import NodeReport
-from common.files import TEMP_PREFIX, atomic_write_json, fsync_dir
+from common.files import TEMP_PREFIX, atomic_write_bytes, atomic_write_json, fsync_dir
 from node.core import LocalSnapshot, RecordedMessage
 
 LATEST = "latest.json"
 PENDING_DIR = ".pending"
-BEGIN_FILE = "_begin.json"
+LOG_NAME = "log.jsonl"
+COMPACT_BYTES = 16 * 1024 * 1024
 
 
 # ------------------------------------------------------------ (de)serialising
@@ -96,21 +104,35 @@ class StoredSnapshot:
 
 
 class SnapshotStore:
-    """File I/O of the collector; it decides nothing."""
+    """File I/O of the collector; it decides nothing.
+
+    `append_*` and `compact` are called with the collector's lock held (one
+    writer); `sync` may be called by several threads at once, without it.
+    """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.pending_root = self.directory / PENDING_DIR
+        created = not self.pending_root.exists()
         self.pending_root.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
+        if created:
+            fsync_dir(self.directory)
+        self.log_path = self.pending_root / LOG_NAME
+        self._written = 0  # bytes ever appended (tickets)
+        self._synced = 0  # every ticket <= this is durable
+        self._sync_lock = threading.Lock()
+        self._size = self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def close(self) -> None:
+        """Nothing stays open between calls; kept for symmetry with the node's store."""
 
     def _remove_temporaries(self) -> None:
         """Temporary files left by a crash mid-write are garbage: the target is intact."""
-        for folder in [self.directory, self.pending_root, *self.pending_root.iterdir()]:
-            if folder.is_dir():
-                for temp in folder.glob(f"{TEMP_PREFIX}*"):
-                    with contextlib.suppress(OSError):
-                        temp.unlink()
+        for folder in (self.directory, self.pending_root):
+            for temp in folder.glob(f"{TEMP_PREFIX}*"):
+                with contextlib.suppress(OSError):
+                    temp.unlink()
 
     def path(self, snapshot_id: str) -> Path:
         return self.directory / f"{check_snapshot_id(snapshot_id)}.json"
@@ -118,12 +140,19 @@ class SnapshotStore:
     # -------------------------------------------------------- finished ones
 
     def write_document(self, document: dict[str, Any]) -> Path:
-        """Store a finished snapshot, update latest.json, then drop its pending reports."""
+        """Store a finished snapshot (durably, once) and point latest.json at it."""
         snapshot_id = document["snapshot_id"]
         path = self.path(snapshot_id)
         atomic_write_json(path, document)
-        atomic_write_json(self.directory / LATEST, document)
-        self.drop_pending(snapshot_id)
+        latest = self.directory / LATEST
+        link = self.directory / f"{TEMP_PREFIX}latest-{snapshot_id}"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            os.link(path, link)
+            os.replace(link, latest)
+        except OSError:
+            atomic_write_json(latest, document)
         return path
 
     def read_text(self, snapshot_id: str) -> str | None:
@@ -159,61 +188,100 @@ class SnapshotStore:
 
     # ---------------------------------------------------------- pending ones
 
-    def _pending_dir(self, snapshot_id: str) -> Path:
-        return self.pending_root / check_snapshot_id(snapshot_id)
+    def append_begin(self, pending: PendingSnapshot) -> int:
+        """Log when and by whom a snapshot was started; the ticket for `sync`."""
+        check_snapshot_id(pending.snapshot_id)
+        return self._append({"begin": _begin_dict(pending)})
 
-    def save_pending(self, pending: PendingSnapshot) -> None:
-        """Persist when and by whom the snapshot was started."""
-        folder = self._pending_dir(pending.snapshot_id)
-        created = not folder.exists()
-        folder.mkdir(exist_ok=True)
+    def append_report(self, report: NodeReport) -> int:
+        """Log one accepted report; the ticket for `sync`."""
+        check_snapshot_id(report.snapshot.snapshot_id)
+        return self._append({"report": report_to_dict(report)})
+
+    def _append(self, record: dict[str, Any]) -> int:
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+        created = not self.log_path.exists()
+        with open(self.log_path, "ab") as log:
+            log.write(line)  # to the OS now; durable at `sync`
         if created:
             fsync_dir(self.pending_root)
-        atomic_write_json(
-            folder / BEGIN_FILE,
-            {
-                "snapshot_id": pending.snapshot_id,
-                "started": pending.started,
-                "initiators": sorted(pending.initiators),
-            },
-        )
+        self._written += len(line)
+        self._size += len(line)
+        return self._written
 
-    def save_report(self, pending: PendingSnapshot, report: NodeReport) -> None:
-        """Persist one node's report (and the snapshot's start, the first time)
-        before it is acknowledged. Initiators named by reports are not written
-        to the begin file: `Assembly.restore` derives them from the reports."""
-        folder = self._pending_dir(pending.snapshot_id)
-        if not (folder / BEGIN_FILE).exists():
-            self.save_pending(pending)
-        atomic_write_json(folder / f"{report.snapshot.node_id}.json", report_to_dict(report))
+    def sync(self, ticket: int) -> None:
+        """Return once everything up to `ticket` is on disk (one fsync for a group)."""
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return  # another thread's fsync covered it
+            upto = self._written
+            fd = os.open(self.log_path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            self._synced = max(self._synced, upto)
+
+    def save_pending(self, pending: PendingSnapshot) -> None:
+        """`append_begin` and `sync`."""
+        self.sync(self.append_begin(pending))
+
+    def save_report(self, report: NodeReport) -> None:
+        """`append_report` and `sync`."""
+        self.sync(self.append_report(report))
 
     def load_pending(self) -> list[PendingSnapshot]:
-        """Every pending snapshot saved before a restart (unreadable files are skipped)."""
-        loaded = []
-        for folder in sorted(self.pending_root.iterdir()):
-            begin = folder / BEGIN_FILE
-            try:
-                check_snapshot_id(folder.name)
-                meta = json.loads(begin.read_text(encoding="utf-8"))
-            except (InvalidReport, OSError, ValueError):
-                continue
-            pending = PendingSnapshot(
-                folder.name, float(meta["started"]), set(meta.get("initiators", []))
-            )
-            for path in sorted(folder.glob("*.json")):
-                if path.name == BEGIN_FILE or path.name.startswith("."):
-                    continue
+        """Every pending snapshot in the log (torn or unreadable lines are skipped)."""
+        pending: dict[str, PendingSnapshot] = {}
+        if not self.log_path.exists():
+            return []
+        with open(self.log_path, "rb") as log:
+            for raw in log:
                 try:
-                    report = report_from_dict(json.loads(path.read_text(encoding="utf-8")))
-                except (OSError, ValueError, KeyError, TypeError):
+                    record = json.loads(raw)
+                    if "begin" in record:
+                        begin = record["begin"]
+                        sid = check_snapshot_id(str(begin["snapshot_id"]))
+                        known = pending.setdefault(
+                            sid, PendingSnapshot(sid, float(begin["started"]))
+                        )
+                        known.initiators |= {str(n) for n in begin.get("initiators", [])}
+                    else:
+                        report = report_from_dict(record["report"])
+                        sid = report.snapshot.snapshot_id
+                        if sid in pending:  # a report is logged only after its begin
+                            pending[sid].reports[report.snapshot.node_id] = report
+                except (InvalidReport, ValueError, KeyError, TypeError, AttributeError):
                     continue
-                if report.snapshot.snapshot_id == folder.name:
-                    pending.reports[report.snapshot.node_id] = report
-            loaded.append(pending)
-        return loaded
+        return list(pending.values())
 
-    def drop_pending(self, snapshot_id: str) -> None:
-        folder = self._pending_dir(snapshot_id)
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            fsync_dir(self.pending_root)
+    def compact(self, pending: list[PendingSnapshot]) -> None:
+        """Drop the lines of finished snapshots: truncate when nothing is pending,
+        rewrite with only `pending` when the log has grown beyond COMPACT_BYTES."""
+        if pending and self._size <= COMPACT_BYTES:
+            return
+        with self._sync_lock:
+            if not pending:
+                if self._size:
+                    os.truncate(self.log_path, 0)
+                self._size = 0
+            else:
+                lines = []
+                for snapshot in pending:
+                    lines.append({"begin": _begin_dict(snapshot)})
+                    lines += [{"report": report_to_dict(r)} for r in snapshot.reports.values()]
+                data = b"".join(
+                    (json.dumps(line, separators=(",", ":")) + "\n").encode("utf-8")
+                    for line in lines
+                )
+                atomic_write_bytes(self.log_path, data)
+                self._size = len(data)
+            self._synced = self._written  # nothing unsynced is still needed
+
+
+def _begin_dict(pending: PendingSnapshot) -> dict[str, Any]:
+    return {
+        "snapshot_id": pending.snapshot_id,
+        "started": pending.started,
+        "initiators": sorted(pending.initiators),
+    }

@@ -11,8 +11,6 @@ import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from common.logging import configure_logging
-
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("auto", "json", "console")
 
@@ -61,6 +59,10 @@ def add_logging_options(parser: argparse.ArgumentParser, environ: Mapping[str, s
 
 
 def configure_logging_from(args: argparse.Namespace) -> None:
+    # Imported here: structlog (and the asyncio it pulls in) costs a CLI that
+    # only parses options, such as cl-initiator, tens of milliseconds.
+    from common.logging import configure_logging
+
     json = None if args.log_format == "auto" else args.log_format == "json"
     configure_logging(args.log_level, json=json)
 

@@ -25,6 +25,9 @@ import yaml
 
 from common.topology import TOPOLOGIES, Channel, build_channels, unreachable_pairs
 
+# Balances, their sum and transfer amounts travel as int64 (protobuf) and sit
+# in SQLite INTEGER columns: anything larger is refused at load.
+INT64_MAX = 2**63 - 1
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9._\[\]:-]+:\d{1,5}$")
 
@@ -183,8 +186,13 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
                 f"{where}.balance",
                 f"expected a non-negative integer, got {raw_balance!r}{origin}",
             )
+        if balance > INT64_MAX:
+            raise fail(f"{where}.balance", f"{balance} is beyond int64 (at most {INT64_MAX})")
         nodes.append(NodeSpec(node_id, address, balance))
     ids = [node.id for node in nodes]
+    total = sum(node.balance for node in nodes)
+    if total > INT64_MAX:
+        raise fail("nodes", f"the balances add up to {total}, beyond int64 (at most {INT64_MAX})")
 
     topology = environ.get("CL_TOPOLOGY", raw.get("topology"))
     raw_channels = None if "CL_TOPOLOGY" in environ else raw.get("channels")
@@ -209,8 +217,8 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
             "workload.transfer_rate", "expected a non-negative number of transfers per second"
         )
     max_amount = _integer(environ.get("CL_MAX_AMOUNT", raw_workload.get("max_amount", 50)))
-    if max_amount is None or max_amount < 1:
-        raise fail("workload.max_amount", "expected a positive integer")
+    if max_amount is None or not 1 <= max_amount <= INT64_MAX:
+        raise fail("workload.max_amount", f"expected a positive integer up to {INT64_MAX}")
 
     timeout = _number(environ.get("CL_SNAPSHOT_TIMEOUT", raw.get("snapshot_timeout", 30.0)))
     if timeout is None or timeout <= 0:

@@ -3,16 +3,22 @@
     take_snapshot(config, collector_address, ["n1"], snapshot_id) -> SnapshotOutcome
 
 First `Collector.BeginSnapshot` (so the collector times the snapshot out even
-if no node ever reports), then `Node.StartSnapshot` at every chosen node
-concurrently, then `Collector.WaitSnapshot` until the collector decides.
+if no node ever reports), then the `Collector.WaitSnapshot` stream is opened
+and `Node.StartSnapshot` sent to every chosen node at once (non-blocking
+futures, no threads), then the stream is read until the collector decides.
+
+One gRPC channel per address for the whole process (`Connections`), so
+`--count N` and the demo pay for connection set-up once. Imports are kept
+to what a snapshot needs: this is on the path of every `cl-initiator` run.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +72,49 @@ class SnapshotOutcome:
         return [s for s in self.starts if not s.ok]
 
 
+class Connections:
+    """One gRPC channel per address, made on first use and reused until `close`.
+
+    The one place the initiator makes channels (credentials go here).
+    """
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = self._channels[address] = grpc.insecure_channel(
+                    address, options=CHANNEL_OPTIONS
+                )
+            return channel
+
+    def collector(self, address: str) -> pb_grpc.CollectorStub:
+        return pb_grpc.CollectorStub(self.channel(address))
+
+    def node(self, address: str) -> pb_grpc.NodeStub:
+        return pb_grpc.NodeStub(self.channel(address))
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+
+# Shared by every call that is not given its own.
+CONNECTIONS = Connections()
+atexit.register(CONNECTIONS.close)
+
+
 def begin_snapshot(
     collector_address: str,
     snapshot_id: str,
     initiators: Sequence[str],
     timeout: float = RPC_TIMEOUT,
+    connections: Connections = CONNECTIONS,
 ) -> None:
     _collector_call(
         collector_address,
@@ -79,32 +123,55 @@ def begin_snapshot(
             timeout=timeout,
             wait_for_ready=True,
         ),
+        connections,
     )
 
 
 def start_on_node(
-    node_id: str, address: str, snapshot_id: str, timeout: float = RPC_TIMEOUT
+    node_id: str,
+    address: str,
+    snapshot_id: str,
+    timeout: float = RPC_TIMEOUT,
+    connections: Connections = CONNECTIONS,
 ) -> StartResult:
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        try:
-            reply = pb_grpc.NodeStub(channel).StartSnapshot(
-                pb.StartSnapshotRequest(snapshot_id=snapshot_id), timeout=timeout
-            )
-        except grpc.RpcError as error:
-            return StartResult(node_id, address, ok=False, error=describe_rpc_error(error))
-    return StartResult(node_id, address, ok=True, already_recorded=reply.already_recorded)
+    (result,) = _start_all([(node_id, address)], snapshot_id, timeout, connections)
+    return result
 
 
 def start_on_nodes(
-    config: ClusterConfig, node_ids: Sequence[str], snapshot_id: str, timeout: float = RPC_TIMEOUT
+    config: ClusterConfig,
+    node_ids: Sequence[str],
+    snapshot_id: str,
+    timeout: float = RPC_TIMEOUT,
+    connections: Connections = CONNECTIONS,
 ) -> list[StartResult]:
     """Node.StartSnapshot at every node at once (same id); one result per node, in order."""
-    with ThreadPoolExecutor(max_workers=max(1, len(node_ids))) as pool:
-        jobs = [
-            pool.submit(start_on_node, node_id, config.node(node_id).address, snapshot_id, timeout)
-            for node_id in node_ids
-        ]
-        return [job.result() for job in jobs]
+    targets = [(node_id, config.node(node_id).address) for node_id in node_ids]
+    return _start_all(targets, snapshot_id, timeout, connections)
+
+
+def _start_all(
+    targets: Sequence[tuple[str, str]],
+    snapshot_id: str,
+    timeout: float,
+    connections: Connections,
+) -> list[StartResult]:
+    request = pb.StartSnapshotRequest(snapshot_id=snapshot_id)
+    calls = [
+        (node_id, address, connections.node(address).StartSnapshot.future(request, timeout=timeout))
+        for node_id, address in targets
+    ]
+    results = []
+    for node_id, address, call in calls:
+        try:
+            reply = call.result()
+        except grpc.RpcError as error:
+            results.append(StartResult(node_id, address, ok=False, error=describe_rpc_error(error)))
+            continue
+        results.append(
+            StartResult(node_id, address, ok=True, already_recorded=reply.already_recorded)
+        )
+    return results
 
 
 def wait_snapshot(
@@ -112,11 +179,14 @@ def wait_snapshot(
     snapshot_id: str,
     timeout: float | None = None,
     on_progress: ProgressCallback | None = None,
+    connections: Connections = CONNECTIONS,
+    stream: Any = None,
 ) -> dict[str, Any]:
     """Block until the collector finishes `snapshot_id`; returns its JSON document.
 
     Progress goes to `on_progress(id, reported, missing, elapsed)` as it arrives.
     A broken stream (collector restarting) is reopened until `timeout` runs out.
+    `stream`: a WaitSnapshot call already opened (see `open_wait`).
     """
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
@@ -124,12 +194,9 @@ def wait_snapshot(
     while deadline is None or time.monotonic() < deadline:
         remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
         try:
-            with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
-                stream = pb_grpc.CollectorStub(channel).WaitSnapshot(
-                    pb.WaitSnapshotRequest(snapshot_id=snapshot_id),
-                    timeout=remaining,
-                    wait_for_ready=True,
-                )
+            if stream is None:
+                stream = open_wait(collector_address, snapshot_id, remaining, connections)
+            try:
                 for progress in stream:
                     if on_progress is not None:
                         on_progress(
@@ -141,6 +208,8 @@ def wait_snapshot(
                     if progress.json:
                         document: dict[str, Any] = json.loads(progress.json)
                         return document
+            finally:
+                stream = None
         except grpc.RpcError as error:
             code = error.code() if isinstance(error, grpc.Call) else None
             if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
@@ -154,11 +223,24 @@ def wait_snapshot(
     raise InitiatorError(f"gave up waiting for {snapshot_id} after {elapsed:.0f}s{reason}")
 
 
-def _collector_call(collector_address: str, call: Callable[[Any], Any]) -> Any:
+def open_wait(
+    collector_address: str,
+    snapshot_id: str,
+    timeout: float | None,
+    connections: Connections = CONNECTIONS,
+) -> Any:
+    """Open the WaitSnapshot stream now (it is read later by `wait_snapshot`)."""
+    return connections.collector(collector_address).WaitSnapshot(
+        pb.WaitSnapshotRequest(snapshot_id=snapshot_id), timeout=timeout, wait_for_ready=True
+    )
+
+
+def _collector_call(
+    collector_address: str, call: Callable[[Any], Any], connections: Connections = CONNECTIONS
+) -> Any:
     """Run `call(stub)` against the collector; errors become one InitiatorError."""
     try:
-        with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
-            return call(pb_grpc.CollectorStub(channel))
+        return call(connections.collector(collector_address))
     except grpc.RpcError as error:
         raise InitiatorError(
             f"collector at {collector_address} refused or unreachable: {describe_rpc_error(error)}"
@@ -200,21 +282,29 @@ def take_snapshot(
     timeout: float | None = None,
     on_progress: ProgressCallback | None = None,
     on_start_error: Callable[[StartResult], None] | None = None,
+    connections: Connections = CONNECTIONS,
 ) -> SnapshotOutcome:
     """Begin, start at `node_ids`, and (unless `wait` is false) wait for the result."""
     validated_id(snapshot_id)
     for node_id in node_ids:
         config.node(node_id)  # ConfigError names an unknown node
-    begin_snapshot(collector_address, snapshot_id, node_ids)
-    outcome = SnapshotOutcome(snapshot_id, start_on_nodes(config, node_ids, snapshot_id))
+    begin_snapshot(collector_address, snapshot_id, node_ids, connections=connections)
+    # Opened before the starts, so the collector's answer is not one more round trip away.
+    stream = open_wait(collector_address, snapshot_id, timeout, connections) if wait else None
+    starts = start_on_nodes(config, node_ids, snapshot_id, connections=connections)
+    outcome = SnapshotOutcome(snapshot_id, starts)
     for failure in outcome.start_errors:
         if on_start_error is not None:
             on_start_error(failure)
     if len(outcome.start_errors) == len(outcome.starts):
+        if stream is not None:
+            stream.cancel()
         outcome.exit_code = EXIT_NO_INITIATOR
         return outcome
-    if not wait:
+    if stream is None:
         return outcome
-    outcome.document = wait_snapshot(collector_address, snapshot_id, timeout, on_progress)
+    outcome.document = wait_snapshot(
+        collector_address, snapshot_id, timeout, on_progress, connections, stream=stream
+    )
     outcome.exit_code = exit_code(outcome.document)
     return outcome

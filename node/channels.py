@@ -1,44 +1,66 @@
-"""The directed channels over gRPC: sender threads and the receiving handler.
+"""The directed channels over gRPC (asyncio): sender tasks and the receiving handler.
 
-Frame format: a `Frame` protobuf (sender, receiver, seq, transfer | marker);
-`seq` counts every frame on the directed channel, markers included, from 1.
+Frame format: a `Frame` protobuf (sender, receiver, seq, transfer | marker,
+lamport); `seq` counts every frame on the directed channel, markers
+included, from 1.
 
-Sending (one `PeerSender` thread per outgoing channel): open one long-lived
-`Node.Channel` stream, send every unacknowledged frame in seq order, then
-every new one as the runtime queues it. The receiver's acks ("everything up to
-seq is durably applied") let the runtime forget frames. When the stream breaks
-the thread reconnects with backoff and starts again from the oldest
-unacknowledged frame: the receiver drops what it had already applied.
+Sending (one `PeerSender` task per outgoing channel): open one long-lived
+`Node.Channel` stream, write every unacknowledged frame in seq order, then
+every new one as the runtime publishes it. The receiver's acks are
+cumulative ("everything up to seq is durably applied") and let the runtime
+forget frames. When the stream breaks the task reconnects after a jittered
+exponential backoff (peers that lost the same node do not retry in
+lockstep) and starts again from the oldest unacknowledged frame: the
+receiver drops what it had already applied.
 
-Receiving (`serve_channel`): the stream's first message is an ack carrying the
-last applied seq, so a reconnecting sender learns at once what survived. Each
-frame is then applied (or dropped as a duplicate) and acked only after its
-transaction committed. A frame that must not be applied aborts the stream with
-a status that says whose fault it was.
+Receiving (`ChannelService.serve`): the stream's first message is an ack
+carrying the last applied seq, so a reconnecting sender learns at once what
+survived. A reader task hands every frame to the group committer without
+waiting for the previous one; the handler writes one cumulative ack whenever
+commits moved the channel forward, so frames that arrived together are
+applied in one transaction and acknowledged with one ack -- always after
+the commit. A frame that must not be applied aborts the stream with a status
+that says whose fault it was.
+
+Streams are bounded (`StreamLimits`): a configured peer has at most
+`per_peer` streams, and a newer one supersedes the oldest (a peer that
+reconnects after a crash must not wait for its dead stream's keepalive);
+streams that name no sender (their frames name it) share `anonymous` slots,
+beyond which they are refused with RESOURCE_EXHAUSTED. Health, status and
+snapshot RPCs are not streams and are always answered: nothing here blocks
+the event loop. The peer's identity is `identity_of(context)`: today the
+`cl-sender` metadata; with mTLS, the certificate (one function to change).
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import contextlib
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import grpc
+import grpc.aio
 import structlog
-from structlog.contextvars import bind_contextvars
 
-from common.net import NO_PROXY
+from node.committer import GroupCommitter
 from node.runtime import (
     BadFrame,
     FrameRejected,
     NodeClosed,
     NodeRuntime,
+    ReceiveFrame,
     SequenceGap,
     UnknownSender,
     WrongReceiver,
 )
+from node.transport import CLIENT_OPTIONS, SERVER_OPTIONS
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
+
+__all__ = ["CLIENT_OPTIONS", "SERVER_OPTIONS", "SENDER_METADATA", "Backoff", "PeerSender"]
 
 log = structlog.get_logger("node.channels")
 
@@ -46,29 +68,9 @@ log = structlog.get_logger("node.channels")
 # check the channel and send its initial ack before any frame arrives.
 SENDER_METADATA = "cl-sender"
 
-KEEPALIVE_TIME_MS = 10_000
-KEEPALIVE_TIMEOUT_MS = 5_000
-
-CLIENT_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-    NO_PROXY,
-]
-
-SERVER_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
-    ("grpc.http2.max_ping_strikes", 0),
-    # Without this a second node started on the same port silently shares it.
-    ("grpc.so_reuseport", 0),
-]
+# Frames read from one stream and not yet committed: beyond this the reader
+# stops reading (HTTP/2 flow control then slows the sender down).
+MAX_PENDING_PER_STREAM = 4096
 
 REJECTION_CODES = {
     UnknownSender: grpc.StatusCode.PERMISSION_DENIED,
@@ -83,17 +85,22 @@ def rejection_code(error: FrameRejected) -> grpc.StatusCode:
 
 
 class Backoff:
-    """Reconnect delays: `initial`, doubling up to `maximum`; reset on success."""
+    """Reconnect delays: exponential from `initial` up to `maximum`, each one
+    drawn uniformly from [delay/2, delay] so that retries spread out; reset
+    on success."""
 
-    def __init__(self, initial: float = 0.2, maximum: float = 2.0) -> None:
+    def __init__(
+        self, initial: float = 0.2, maximum: float = 2.0, rng: random.Random | None = None
+    ) -> None:
         self.initial = initial
         self.maximum = maximum
         self.delay = initial
+        self._rng = rng or random.Random()
 
     def next(self) -> float:
         delay = self.delay
         self.delay = min(self.delay * 2, self.maximum)
-        return delay
+        return self._rng.uniform(delay / 2, delay)
 
     def reset(self) -> None:
         self.delay = self.initial
@@ -102,137 +109,305 @@ class Backoff:
 # ----------------------------------------------------------------- sending
 
 
-class PeerSender(threading.Thread):
-    """Keeps the channel to one peer streaming until `stop`."""
+class PeerSender:
+    """Keeps the channel to one peer streaming until cancelled."""
 
     def __init__(
-        self, runtime: NodeRuntime, peer: str, address: str, link_delay: float = 0.0
+        self,
+        runtime: NodeRuntime,
+        peer: str,
+        channel: grpc.aio.Channel,
+        link_delay: float = 0.0,
+        backoff: Backoff | None = None,
     ) -> None:
-        super().__init__(name=f"sender-{runtime.node_id}->{peer}", daemon=True)
         self.runtime = runtime
         self.peer = peer
-        self.address = address
+        self.channel = channel
         self.link_delay = link_delay
+        self.backoff = backoff or Backoff()
+        self.ready = asyncio.Event()  # set when the runtime published frames for `peer`
         self._newest_seen = 0
-        self.backoff = Backoff()
-        self._stopping = threading.Event()
-        self._call_lock = threading.Lock()
-        self._call: grpc.Call | None = None
+        self._log = log.bind(node_id=runtime.node_id, peer=peer)
 
-    def stop(self) -> None:
-        self._stopping.set()
-        with self._call_lock:
-            if self._call is not None:
-                self._call.cancel()
+    async def run(self) -> None:
+        stub = pb_grpc.NodeStub(self.channel)
+        while True:
+            if await self._stream_once(stub):
+                self.backoff.reset()
+            await asyncio.sleep(self.backoff.next())
 
-    def run(self) -> None:
-        bind_contextvars(node_id=self.runtime.node_id, peer=self.peer)
-        with grpc.insecure_channel(self.address, options=CLIENT_OPTIONS) as channel:
-            stub = pb_grpc.NodeStub(channel)
-            while not self._stopping.is_set():
-                if self._stream_once(stub):
-                    self.backoff.reset()
-                self._stopping.wait(self.backoff.next())
+    async def _stream_once(self, stub: pb_grpc.NodeStub) -> bool:
+        """Run one stream until it breaks; True if the peer answered at all."""
+        call = stub.Channel(metadata=((SENDER_METADATA, self.runtime.node_id),))
+        connected = asyncio.Event()
+        reader = asyncio.create_task(self._read_acks(call, connected))
+        try:
+            await self._write_frames(call, reader)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            pass
+        finally:
+            call.cancel()
+            if not reader.done():
+                reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            if connected.is_set():
+                self.runtime.set_connected(self.peer, "out", False)
+        return connected.is_set()
 
-    def _frames(self, done: threading.Event) -> Iterator[pb.Frame]:
+    async def _write_frames(self, call: grpc.aio.StreamStreamCall, reader: asyncio.Task) -> None:
         after = 0  # a new stream starts from the oldest unacknowledged frame
-        while not done.is_set() and not self._stopping.is_set():
-            frames = self.runtime.wait_frames(self.peer, after, timeout=0.5)
+        while not reader.done():
+            frames = self.runtime.frames_after(self.peer, after)
+            if not frames:
+                self.ready.clear()
+                waiter = asyncio.ensure_future(self.ready.wait())
+                try:
+                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter
+                continue
             first_seen = time.monotonic()
             for frame in frames:
-                self._hold(frame.seq, first_seen)
-                yield frame
+                await self._hold(frame.seq, first_seen)
+                if reader.done():
+                    return
+                await call.write(frame)
                 after = frame.seq
 
-    def _hold(self, seq: int, first_seen: float) -> None:
+    async def _hold(self, seq: int, first_seen: float) -> None:
         """Simulated link latency (`link_delay_ms`): a new frame leaves about
-        `link_delay` after this thread first saw it, so that on a fast LAN
-        money is visibly in flight. Every frame waits the same time, in seq
-        order, so FIFO holds; resent frames are not delayed again.
+        `link_delay` after this task first saw it, so that on a fast LAN money
+        is visibly in flight. Every frame waits the same time, in seq order,
+        so FIFO holds; resent frames are not delayed again.
         """
         if self.link_delay <= 0 or seq <= self._newest_seen:
             return
         self._newest_seen = seq
-        self._stopping.wait(max(0.0, first_seen + self.link_delay - time.monotonic()))
+        delay = first_seen + self.link_delay - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
-    def _stream_once(self, stub: pb_grpc.NodeStub) -> bool:
-        """Run one stream until it breaks; True if the peer answered at all."""
-        done = threading.Event()
-        call = stub.Channel(self._frames(done), metadata=((SENDER_METADATA, self.runtime.node_id),))
-        with self._call_lock:
-            self._call = call
-            if self._stopping.is_set():
-                call.cancel()
-        connected = False
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall, connected: asyncio.Event) -> None:
         try:
-            for ack in call:
-                if not connected:
-                    connected = True
+            while True:
+                ack = await call.read()
+                if ack is grpc.aio.EOF:
+                    if connected.is_set():
+                        self._log.info("peer disconnected", reason="stream closed by peer")
+                    return
+                if not connected.is_set():
+                    connected.set()
                     self.runtime.set_connected(self.peer, "out", True)
-                    log.info("peer connected", address=self.address, acked=ack.seq)
+                    self._log.info("peer connected", acked=ack.seq)
                 self.runtime.acknowledge(self.peer, ack.seq)
-            if connected:
-                log.info("peer disconnected", reason="stream closed by peer")
-        except grpc.RpcError as error:
+        except grpc.aio.AioRpcError as error:
             code, details = error.code(), error.details()
-            if self._stopping.is_set():
-                pass
-            elif code in REJECTION_CODES.values():
-                log.error("peer rejected channel", code=code.name, details=details)
-            elif connected:
-                log.warning("peer disconnected", code=code.name, details=details)
+            if code == grpc.StatusCode.CANCELLED:
+                return
+            if code in REJECTION_CODES.values() or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self._log.error("peer rejected channel", code=code.name, details=details)
+            elif connected.is_set():
+                self._log.warning("peer disconnected", code=code.name, details=details)
             else:
-                log.debug("peer unreachable", address=self.address, code=code.name)
-        finally:
-            done.set()
-            if connected:
-                self.runtime.set_connected(self.peer, "out", False)
-            with self._call_lock:
-                self._call = None
-        return connected
+                self._log.debug("peer unreachable", code=code.name)
 
 
 # --------------------------------------------------------------- receiving
 
 
-def serve_channel(
-    runtime: NodeRuntime, requests: Iterator[pb.Frame], context: grpc.ServicerContext
-) -> Iterator[pb.Ack]:
-    """The Node.Channel handler: apply frames in order, ack each one."""
-    bind_contextvars(node_id=runtime.node_id)
-    metadata = dict(context.invocation_metadata())
-    claimed = metadata.get(SENDER_METADATA)
-    peer = claimed if isinstance(claimed, str) else None
-    if peer is not None:
-        if peer not in runtime.incoming:
-            _reject(context, UnknownSender(f"{peer!r} has no channel to {runtime.node_id}"), peer)
-        log.info("peer connected", peer=peer, direction="incoming")
-        runtime.set_connected(peer, "in", True)
-    try:
+@dataclass
+class StreamLimits:
+    per_peer: int = 2  # streams of one configured peer; a newer one supersedes the oldest
+    anonymous: int = 16  # streams that name no sender, together
+
+
+@dataclass(eq=False)
+class _Stream:
+    peer: str | None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: int = 0
+    ack_seq: int = 0
+    error: BaseException | None = None
+    superseded: bool = False
+    reader_done: bool = False
+
+    def on_result(self, future: asyncio.Future[object]) -> None:
+        result = future.result()
+        self.pending -= 1
+        if self.pending < MAX_PENDING_PER_STREAM:
+            self.room.set()
+        if isinstance(result, BaseException):
+            if self.error is None:
+                self.error = result
+        elif isinstance(result, int) and result > self.ack_seq:
+            self.ack_seq = result
+        self.wake.set()
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.wake.set()
+
+
+class StreamRegistry:
+    """Open Channel streams, by peer; enforces `StreamLimits`."""
+
+    def __init__(self, limits: StreamLimits) -> None:
+        self.limits = limits
+        self._by_peer: dict[str, list[_Stream]] = {}
+        self._anonymous: list[_Stream] = []
+
+    def admit(self, stream: _Stream) -> bool:
+        """Register `stream`; False if it must be refused (RESOURCE_EXHAUSTED)."""
+        if stream.peer is None:
+            if len(self._anonymous) >= self.limits.anonymous:
+                return False
+            self._anonymous.append(stream)
+            return True
+        streams = self._by_peer.setdefault(stream.peer, [])
+        while len(streams) >= self.limits.per_peer:
+            oldest = streams.pop(0)
+            oldest.superseded = True
+            oldest.wake.set()
+        streams.append(stream)
+        return True
+
+    def release(self, stream: _Stream) -> None:
+        if stream.peer is None:
+            if stream in self._anonymous:
+                self._anonymous.remove(stream)
+        else:
+            streams = self._by_peer.get(stream.peer, [])
+            if stream in streams:
+                streams.remove(stream)
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._anonymous) + sum(len(s) for s in self._by_peer.values())
+
+
+def metadata_identity(context: grpc.aio.ServicerContext) -> str | None:
+    """The sender a stream claims (`cl-sender` metadata), or None."""
+    for key, value in context.invocation_metadata() or ():
+        if key == SENDER_METADATA and isinstance(value, str):
+            return value
+    return None
+
+
+class ChannelService:
+    """The receiving end of every incoming channel of one node."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        committer: GroupCommitter,
+        limits: StreamLimits | None = None,
+        identity_of: Callable[[grpc.aio.ServicerContext], str | None] = metadata_identity,
+    ) -> None:
+        self.runtime = runtime
+        self.committer = committer
+        self.registry = StreamRegistry(limits or StreamLimits())
+        self.identity_of = identity_of
+        self._log = log.bind(node_id=runtime.node_id)
+
+    async def serve(self, context: grpc.aio.ServicerContext) -> None:
+        """The Node.Channel handler (reads with context.read, acks with context.write)."""
+        runtime = self.runtime
+        peer = self.identity_of(context)
+        if peer is not None and peer not in runtime.incoming:
+            await self._reject(
+                context, UnknownSender(f"{peer!r} has no channel to {runtime.node_id}"), peer
+            )
+        stream = _Stream(peer, ack_seq=-1)  # anonymous: no ack until a frame is applied
+        if not self.registry.admit(stream):
+            self._log.warning("stream refused: too many", open=self.registry.open_streams)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{runtime.node_id} has {self.registry.limits.anonymous} streams that name no "
+                f"sender open already; name the sender in '{SENDER_METADATA}' metadata",
+            )
+        reader = asyncio.create_task(self._read(context, stream))
         if peer is not None:
-            yield pb.Ack(seq=runtime.last_applied(peer))
-        for frame in requests:
-            if peer is not None and frame.sender != peer:
-                _reject(
-                    context,
-                    UnknownSender(f"frame from {frame.sender!r} on the stream of {peer!r}"),
-                    peer,
-                )
-            try:
-                seq = runtime.receive(frame)
-            except FrameRejected as error:
-                _reject(context, error, frame.sender)
-            except NodeClosed:
+            runtime.set_connected(peer, "in", True)
+            self._log.info("peer connected", peer=peer, direction="incoming")
+        try:
+            acked = -1
+            if peer is not None:
+                acked = stream.ack_seq = runtime.last_applied(peer)
+                await context.write(pb.Ack(seq=acked))
+            while True:
+                await stream.wake.wait()
+                stream.wake.clear()
+                if stream.ack_seq > acked:
+                    acked = stream.ack_seq
+                    await context.write(pb.Ack(seq=acked))
+                if stream.error is not None:
+                    break
+                if stream.superseded:
+                    await context.abort(
+                        grpc.StatusCode.ABORTED, f"superseded by a newer stream from {peer}"
+                    )
+                if stream.reader_done and stream.pending == 0:
+                    return
+            error = stream.error
+            if isinstance(error, FrameRejected):
+                await self._reject(context, error, peer)
+            elif isinstance(error, NodeClosed):
                 # Not applied, not acked: the sender resends it to the next incarnation.
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"{runtime.node_id} is shutting down")
-            yield pb.Ack(seq=seq)
-    finally:
-        if peer is not None:
-            runtime.set_connected(peer, "in", False)
-            log.info("peer disconnected", peer=peer, direction="incoming")
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"{runtime.node_id} is shutting down"
+                )
+            else:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"{runtime.node_id} could not apply: {error}"
+                )
+        finally:
+            reader.cancel()
+            self.registry.release(stream)
+            if peer is not None:
+                runtime.set_connected(peer, "in", False)
+                self._log.info("peer disconnected", peer=peer, direction="incoming")
 
+    async def _read(self, context: grpc.aio.ServicerContext, stream: _Stream) -> None:
+        incoming = self.runtime.incoming
+        try:
+            while stream.error is None:
+                frame = await context.read()
+                if frame is grpc.aio.EOF:
+                    break
+                sender = frame.sender
+                if stream.peer is not None and sender != stream.peer:
+                    stream.fail(
+                        UnknownSender(f"frame from {sender!r} on the stream of {stream.peer!r}")
+                    )
+                    return
+                if sender not in incoming:
+                    stream.fail(
+                        UnknownSender(f"{sender!r} has no channel to {self.runtime.node_id}")
+                    )
+                    return
+                while stream.pending >= MAX_PENDING_PER_STREAM:
+                    stream.room.clear()
+                    await stream.room.wait()
+                stream.pending += 1
+                self.committer.submit(ReceiveFrame(frame)).add_done_callback(stream.on_result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the stream broke (peer gone): stop reading
+            if stream.error is None and not isinstance(error, grpc.aio.AioRpcError):
+                self._log.debug("stream read failed", error=repr(error))
+        stream.reader_done = True
+        stream.wake.set()
 
-def _reject(context: grpc.ServicerContext, error: FrameRejected, peer: str | None) -> None:
-    code = rejection_code(error)
-    log.warning("frame rejected", peer=peer, code=code.name, reason=str(error))
-    context.abort(code, str(error))
+    async def _reject(
+        self, context: grpc.aio.ServicerContext, error: FrameRejected, peer: str | None
+    ) -> None:
+        code = rejection_code(error)
+        self._log.warning("frame rejected", peer=peer, code=code.name, reason=str(error))
+        await context.abort(code, str(error))

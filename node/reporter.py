@@ -1,104 +1,159 @@
-"""Delivers local snapshot reports to the collector, retrying until acked.
+"""Delivers local snapshot reports to the collector (asyncio), retrying until acked.
 
-Reports are durable (the runtime stores each one in the transaction that
-produced it) and are deleted only after the collector acked them, so a
-collector that is away, or a node restart, delays a report but never loses
-it. The collector may therefore see a report twice.
+One final report per node per snapshot: it is stored in the transaction of
+the event that finished the local snapshot and deleted (through the group
+committer) only after the collector acked it, so a collector that is away,
+or a node restart, delays a report but never loses it. The collector may
+therefore see a report twice, and deduplicates.
 
-Per snapshot a node keeps one report: a progress report (complete=false,
-naming the channels still open) from when it records, renewed whenever a
-marker closes a channel, and finally the final report. Each replaces the
-previous one under the same snapshot id, so only the newest is sent; if the
-replacement happens while the older one is on its way, acking the older one
-deletes nothing and the newer one follows.
+Progress reports (complete=false, naming the channels still open) exist only
+so that an aborted snapshot can say who was waiting for whom. They are not
+sent per marker: every `progress_interval` seconds the reporter sends one
+for each snapshot that has been recording here for `progress_after` seconds
+or more, and only when its open channels changed since the last one sent.
+They are built from committed state and are never stored: after a restart
+the next tick rebuilds them from the recording.
 
-A report the collector refuses as invalid (INVALID_ARGUMENT) or as
-contradicting what this node reported before (ALREADY_EXISTS) can never be
-accepted: it is logged as an error and dropped, not retried forever.
+A report the collector refuses for good -- invalid (INVALID_ARGUMENT),
+contradicting what this node reported before (ALREADY_EXISTS), or for a
+snapshot the collector never began (FAILED_PRECONDITION) -- is logged as an
+error and dropped, not retried forever. Anything else is retried after a
+jittered exponential backoff.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import time
 
 import grpc
+import grpc.aio
 import structlog
-from structlog.contextvars import bind_contextvars
 
-from node.channels import CLIENT_OPTIONS, Backoff
-from node.runtime import NodeClosed, NodeRuntime
+from node.channels import Backoff
+from node.committer import GroupCommitter
+from node.runtime import NodeClosed, NodeRuntime, ReportDelivered
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 log = structlog.get_logger("node.reporter")
 
 REPORT_TIMEOUT = 5.0
+PROGRESS_AFTER = 1.0
+PROGRESS_INTERVAL = 1.0
 # Answers after which sending the same report again cannot succeed.
-REFUSED_FOR_GOOD = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
+REFUSED_FOR_GOOD = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 
 
-class Reporter(threading.Thread):
+class Reporter:
     def __init__(
-        self, runtime: NodeRuntime, collector_address: str, backoff: Backoff | None = None
+        self,
+        runtime: NodeRuntime,
+        committer: GroupCommitter,
+        channel: grpc.aio.Channel,
+        collector_address: str,
+        backoff: Backoff | None = None,
+        progress_after: float = PROGRESS_AFTER,
+        progress_interval: float = PROGRESS_INTERVAL,
     ) -> None:
-        super().__init__(name=f"reporter-{runtime.node_id}", daemon=True)
         self.runtime = runtime
+        self.committer = committer
+        self.channel = channel
         self.collector_address = collector_address
         self.backoff = backoff or Backoff(0.2, 5.0)
-        self._stopping = threading.Event()
+        self.progress_after = progress_after
+        self.progress_interval = progress_interval
+        self.ready = asyncio.Event()  # set when the runtime published a final report
+        self._progress_sent: dict[str, tuple[str, ...]] = {}
+        self._log = log.bind(node_id=runtime.node_id)
 
-    def stop(self) -> None:
-        self._stopping.set()
+    async def run(self) -> None:
+        stub = pb_grpc.CollectorStub(self.channel)
+        next_progress = time.monotonic() + self.progress_interval
+        while True:
+            self.ready.clear()
+            delivered_all = await self._send_finals(stub)
+            now = time.monotonic()
+            if now >= next_progress:
+                next_progress = now + self.progress_interval
+                await self._send_progress(stub)
+            if not delivered_all:
+                await asyncio.sleep(self.backoff.next())
+                continue
+            timeout = max(0.0, next_progress - time.monotonic())
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except TimeoutError:
+                pass
 
-    def run(self) -> None:
-        bind_contextvars(node_id=self.runtime.node_id)
-        with grpc.insecure_channel(self.collector_address, options=CLIENT_OPTIONS) as channel:
-            stub = pb_grpc.CollectorStub(channel)
-            while not self._stopping.is_set():
-                for report in self.runtime.wait_reports(timeout=0.5):
-                    if self._stopping.is_set():
-                        return
-                    try:
-                        stub.ReportLocalSnapshot(report, timeout=REPORT_TIMEOUT)
-                    except grpc.RpcError as error:
-                        call = error if isinstance(error, grpc.Call) else None
-                        code = call.code() if call is not None else None
-                        details = call.details() if call is not None else str(error)
-                        if code is not None and code in REFUSED_FOR_GOOD:
-                            log.error(
-                                "snapshot report refused by the collector, dropped",
-                                snapshot_id=report.snapshot_id,
-                                complete=report.complete,
-                                collector=self.collector_address,
-                                code=code.name,
-                                details=details,
-                            )
-                            if not self._forget(report):
-                                return
-                            continue
-                        delay = self.backoff.next()
-                        log.warning(
-                            "snapshot report failed, will retry",
-                            snapshot_id=report.snapshot_id,
-                            collector=self.collector_address,
-                            code=code.name if code is not None else "UNKNOWN",
-                            details=details,
-                            retry_in=delay,
-                        )
-                        self._stopping.wait(delay)
-                        break
-                    self.backoff.reset()
-                    if not self._forget(report):
-                        return
-                    log.info(
-                        "snapshot reported" if report.complete else "snapshot progress reported",
-                        snapshot_id=report.snapshot_id,
-                    )
-
-    def _forget(self, report: pb.LocalSnapshot) -> bool:
-        """Stop sending `report`; False if the node is closing."""
-        try:
-            self.runtime.report_delivered(report)
-        except NodeClosed:
-            return False  # the collector may get this report again after a restart
+    async def _send_finals(self, stub: pb_grpc.CollectorStub) -> bool:
+        """Send every undelivered final report; False if one must be retried later."""
+        for report in self.runtime.reports():
+            code, details = await self._send(stub, report)
+            if code is None:
+                self.backoff.reset()
+                self._log.info("snapshot reported", snapshot_id=report.snapshot_id)
+            elif code in REFUSED_FOR_GOOD:
+                self._log.error(
+                    "snapshot report refused by the collector, dropped",
+                    snapshot_id=report.snapshot_id,
+                    collector=self.collector_address,
+                    code=code.name,
+                    details=details,
+                )
+            else:
+                self._log.warning(
+                    "snapshot report failed, will retry",
+                    snapshot_id=report.snapshot_id,
+                    collector=self.collector_address,
+                    code=code.name,
+                    details=details,
+                )
+                return False
+            self._progress_sent.pop(report.snapshot_id, None)
+            try:
+                await self.committer.apply(ReportDelivered(report))
+            except NodeClosed:
+                return True  # the collector may get this report again after a restart
         return True
+
+    async def _send_progress(self, stub: pb_grpc.CollectorStub) -> None:
+        active = set(self.runtime.active_snapshots)
+        for sid in list(self._progress_sent):
+            if sid not in active:
+                del self._progress_sent[sid]
+        for report in self.runtime.progress_reports(older_than=self.progress_after):
+            open_channels = tuple(report.open_channels)
+            if self._progress_sent.get(report.snapshot_id) == open_channels:
+                continue
+            code, details = await self._send(stub, report)
+            if code is None or code in REFUSED_FOR_GOOD:
+                self._progress_sent[report.snapshot_id] = open_channels
+            if code is None:
+                self._log.info(
+                    "snapshot progress reported",
+                    snapshot_id=report.snapshot_id,
+                    open_channels=list(open_channels),
+                )
+            else:
+                self._log.debug(
+                    "progress report not delivered",
+                    snapshot_id=report.snapshot_id,
+                    code=code.name,
+                    details=details,
+                )
+
+    async def _send(
+        self, stub: pb_grpc.CollectorStub, report: pb.LocalSnapshot
+    ) -> tuple[grpc.StatusCode | None, str]:
+        try:
+            await stub.ReportLocalSnapshot(report, timeout=REPORT_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            return error.code(), error.details() or ""
+        return None, ""

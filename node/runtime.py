@@ -1,35 +1,60 @@
-"""One node at run time: the core, its store and its outbox, behind one lock.
+"""One node at run time: the core, its store and its outbox; events applied in batches.
 
-The core decides; this module performs its actions durably. Every event (a
-local transfer, a received frame, a snapshot start) runs under the lock as:
+The core decides; this module performs its actions durably. Events (a local
+transfer, a received frame, a snapshot start, a delivered report) are applied
+in batches, in three steps:
 
-    actions = core.<event>()           # raises -> nothing changed anywhere
-    one SQLite transaction:            # core state + frames + reports together
-        core JSON, recorded messages, outbox frames, next seqs,
-        last applied seq, reports
-    publish in memory                  # only after the commit succeeded
-    wake the sender / reporter threads
+    prepare(events)  # on the event loop: run each event through the core and
+                     # collect what it produced into ONE storage Change
+                     # (core JSON, recorded messages, outbox frames, next seqs,
+                     # last applied seqs, final reports, Lamport clock).
+                     # Only the core is mutated; everything else is batch-local.
+    commit(batch)    # on the writer thread: one SQLite transaction
+    publish(batch)   # on the event loop, only after the commit succeeded:
+                     # outbox, last applied seqs (acks), reports, timeline,
+                     # status; the transport then sends and acks
 
 so a debit never exists without its outbox frame, a credit never without its
 last-applied seq (nor, while a snapshot records its channel, without its
-recorded-message row), and a marker never without the recording that
-produced it. The core JSON leaves out what active snapshots recorded: each
-recorded message is one row, written once, so an event costs the same at the
-end of a long recording as at its start.
+recorded-message row), a marker never leaves before the recording that
+produced it is on disk, and an ack never goes out before the credit it
+acknowledges. Events that arrive together share one transaction (group
+commit, node/committer.py); a lone marker is a batch of one.
 
-Acknowledgements are the one thing written lazily: forgetting an acked frame
-is folded into the next transaction, because losing that deletion in a crash
-only makes the sender resend frames the receiver then drops as duplicates.
+Atomicity, per event and per batch:
+
+* An event the core refuses (`CoreError`, or the `ValueError`s of bad
+  arguments) changed nothing: its result is the error, the batch goes on.
+* An event that fails after the core moved (anything else, e.g. a value that
+  cannot be encoded) is undone by reloading the core from disk -- which holds
+  the state before this batch -- and the batch is prepared again without it.
+* A commit that fails (disk full, I/O error) is undone the same way: the core
+  is reloaded, nothing was published, every event of the batch fails.
+
+Received values are checked before the core sees them, so that nothing
+beyond int64 ever enters the state: a transfer that would push the balance
+past 2^63-1, or a Lamport clock at or beyond 2^63, is refused as `BadFrame`.
+
+Acknowledgements from peers are folded lazily into the next transaction:
+losing that deletion in a crash only makes the sender resend frames the
+receiver then drops as duplicates.
+
+Progress reports (a snapshot still recording) are not stored: the reporter
+asks for them on a slow timer (`progress_reports`), built from committed
+state only. Final reports are stored with the event that finished the
+snapshot and deleted once the collector acknowledged them.
+
+Not thread-safe: one event loop owns a runtime; only `commit` runs on the
+writer thread, and it touches nothing but the store and the batch.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -38,6 +63,7 @@ from common.timeutil import utc_now_iso
 from node import wire
 from node.core import (
     Action,
+    CoreError,
     InvalidState,
     LocalSnapshotDone,
     Marker,
@@ -47,6 +73,7 @@ from node.core import (
     RecordedMessage,
     Send,
     SnapshotRecorded,
+    Transfer,
     validate_snapshot_id,
 )
 from node.storage import Change, Identity, StorageError, Store, StoredState
@@ -62,7 +89,8 @@ from protos import chandy_lamport_pb2 as pb
 
 _log = structlog.get_logger("node.runtime")
 
-# Frames handed to a sender stream per wake-up: bounds the time the lock is held.
+INT64_MAX = 2**63 - 1
+# Frames handed to a sender stream per wake-up.
 FRAME_BATCH = 256
 
 
@@ -87,11 +115,114 @@ class SequenceGap(FrameRejected):
 
 
 class BadFrame(FrameRejected):
-    """The frame is malformed or the core refuses it (a protocol violation)."""
+    """The frame is malformed, out of range, or the core refuses it."""
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class SendTransfer:
+    """The application moves `amount` to `peer`. Result: None."""
+
+    peer: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class RandomTransfers:
+    """Up to `count` workload transfers to random peers (skipping peers with
+    `max_in_flight` unacknowledged frames). Result: how many were made."""
+
+    rng: random.Random
+    count: int
+    max_amount: int
+    max_in_flight: int
+
+
+@dataclass(frozen=True)
+class StartSnapshot:
+    """Initiate a snapshot here. Result: True if this node had already recorded it."""
+
+    snapshot_id: str
+
+
+@dataclass(frozen=True)
+class ReceiveFrame:
+    """A frame arrived. Result: the seq to acknowledge (duplicates are not applied)."""
+
+    frame: pb.Frame
+
+
+@dataclass(frozen=True)
+class ReportDelivered:
+    """The collector acked (or refused for good) a final report. Result: True if
+    it was still the stored report and is now deleted."""
+
+    report: pb.LocalSnapshot
+
+
+Event = SendTransfer | RandomTransfers | StartSnapshot | ReceiveFrame | ReportDelivered
+
+TimelineOp = tuple[str, tuple[object, ...]]  # (recorder method, arguments)
+
+
+@dataclass
+class Batch:
+    """One group of events, prepared; committed and published together."""
+
+    events: Sequence[Event]
+    results: list[object] = field(default_factory=list)  # value or exception, per event
+    change: Change = field(default_factory=Change)
+    frames: list[tuple[str, pb.Frame]] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)  # sender -> last applied seq
+    recorded: dict[str, tuple[str, int]] = field(default_factory=dict)  # sid -> (at, lamport)
+    done: list[str] = field(default_factory=list)
+    reports: dict[str, pb.LocalSnapshot] = field(default_factory=dict)
+    report_bytes: dict[str, bytes] = field(default_factory=dict)
+    delivered: list[str] = field(default_factory=list)
+    timeline: list[TimelineOp] = field(default_factory=list)
+    lamport: int = 0
+    changed: bool = False  # anything to write (else the commit is skipped)
+    prepared_at: float = 0.0
+
+
+@dataclass
+class RuntimeStats:
+    """Counters of one runtime (read by logs, benchmarks and metrics)."""
+
+    batches: int = 0  # transactions committed
+    events: int = 0  # events in them
+    largest_batch: int = 0
+    frames_applied: int = 0
+    frames_duplicate: int = 0
+    frames_rejected: int = 0
+    transfers_sent: int = 0
+    markers_sent: int = 0
+    commit_failures: int = 0
+    commit_seconds: float = 0.0  # total time in SQLite commits
+    reports_delivered: int = 0
+
+
+class _EventFailed(Exception):
+    """An event failed after the core had changed: the core must be reloaded."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.index = index
+        self.cause = cause
+
+
+class _Refused(Exception):
+    """An event refused before or by the core: nothing changed."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class NodeRuntime:
-    """The state of one running node; every public method is thread-safe."""
+    """The state of one running node (see the module docstring)."""
 
     def __init__(
         self,
@@ -99,6 +230,7 @@ class NodeRuntime:
         node_id: str,
         store: Store,
         clock: Callable[[], str] = utc_now_iso,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         spec = config.node(node_id)
         self.node_id = node_id
@@ -106,8 +238,7 @@ class NodeRuntime:
         self.outgoing = config.outgoing(node_id)
         self._store = store
         self._clock = clock
-        # Bound explicitly (not only via contextvars): runtime methods run on
-        # callers' threads, and tests run several nodes in one process.
+        self._wall_clock = wall_clock
         self._log = log = _log.bind(node_id=node_id)
         identity = Identity(node_id, self.incoming, self.outgoing)
         if store.identity() is None:
@@ -127,23 +258,30 @@ class NodeRuntime:
         self._acked: dict[str, int] = {}  # acks not yet deleted from the DB outbox
         self._recorded_at = dict(state.recorded_at)
         self._recorded_lamport = dict(state.recorded_lamport)
+        self._recorded_since: dict[str, float] = dict.fromkeys(state.recorded_at, 0.0)
+        # Final reports not yet acked by the collector, and their bytes as stored.
+        # Progress reports stored by an older version are dropped (the timer
+        # rebuilds them from the recording).
+        self._report_bytes: dict[str, bytes] = {}
+        self._reports: dict[str, pb.LocalSnapshot] = {}
+        self._stale_reports: list[tuple[str, bytes]] = []
+        for sid, raw in state.reports.items():
+            report = pb.LocalSnapshot.FromString(raw)
+            if report.complete:
+                self._reports[sid] = report
+                self._report_bytes[sid] = raw
+            else:
+                self._stale_reports.append((sid, raw))
         self._timeline = TimelineRecorder(clock=state.lamport)
-        self._wall_clock = time.time
+        self._closed = False
+        self._in_flight: Batch | None = None
+        self.stats = RuntimeStats()
         # Which channels have a stream open now, and whether the workload runs
         # (set by the transport and the workload; shown by GetStatus).
         self._connected_out: set[str] = set()
         self._connected_in: dict[str, int] = {}
         self.workload_running = False
-        # Reports not yet acked by the collector, and their bytes as stored
-        # (a delivered report is deleted only if it is still the stored one).
-        self._report_bytes: dict[str, bytes] = dict(state.reports)
-        self._reports: dict[str, pb.LocalSnapshot] = {
-            sid: pb.LocalSnapshot.FromString(raw) for sid, raw in state.reports.items()
-        }
-        self._lock = threading.Lock()
-        self._frames_ready = {peer: threading.Condition(self._lock) for peer in self.outgoing}
-        self._reports_ready = threading.Condition(self._lock)
-        self._closed = False
+        self._refresh_view()
         log.info(
             "state loaded",
             balance=self._core.balance,
@@ -152,44 +290,37 @@ class NodeRuntime:
             pending_reports=len(self._reports),
         )
 
-    # ----------------------------------------------------------- application
+    # ------------------------------------------------- synchronous interface
+
+    def apply(self, events: Sequence[Event]) -> list[object]:
+        """Prepare, commit and publish `events` as one batch; their results
+        (a value, or the exception that event raised)."""
+        batch = self.prepare(events)
+        try:
+            self.commit(batch)
+        except BaseException:
+            self.rollback(batch)
+            raise
+        self.publish(batch)
+        return batch.results
+
+    def _one(self, event: Event) -> object:
+        (result,) = self.apply([event])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def send_transfer(self, peer: str, amount: int) -> None:
         """Move `amount` to `peer` (raises the core's errors if it cannot)."""
-        with self._lock:
-            self._apply(lambda: self._core.send_transfer(peer, amount))
+        self._one(SendTransfer(peer, amount))
 
     def send_random_transfer(self, rng: random.Random, max_amount: int, max_in_flight: int) -> bool:
-        """One workload transfer to a random peer; False if nothing could be sent.
-
-        Peers with `max_in_flight` unacknowledged frames are skipped, so a peer
-        that is down does not make the outbox grow without bound.
-        """
-        with self._lock:
-            balance = self._core.balance
-            peers = [p for p in self.outgoing if len(self._outbox[p]) < max_in_flight]
-            if balance <= 0 or not peers:
-                return False
-            peer = rng.choice(peers)
-            amount = rng.randint(1, min(balance, max_amount))
-            self._apply(lambda: self._core.send_transfer(peer, amount))
-            return True
+        """One workload transfer to a random peer; False if nothing could be sent."""
+        return bool(self._one(RandomTransfers(rng, 1, max_amount, max_in_flight)))
 
     def start_snapshot(self, snapshot_id: str) -> bool:
         """Initiate `snapshot_id` here; True if this node had already recorded it."""
-        validate_snapshot_id(snapshot_id)
-        with self._lock:
-            if self._core.has_recorded(snapshot_id):
-                return True
-            self._log.info("snapshot initiated", snapshot_id=snapshot_id)
-            self._apply(lambda: self._core.initiate_snapshot(snapshot_id), local_event=True)
-            return False
-
-    # -------------------------------------------------------------- incoming
-
-    def last_applied(self, peer: str) -> int:
-        with self._lock:
-            return self._last_applied[peer]
+        return bool(self._one(StartSnapshot(snapshot_id)))
 
     def receive(self, frame: pb.Frame) -> int:
         """Apply `frame` exactly once; returns the seq to acknowledge.
@@ -197,166 +328,492 @@ class NodeRuntime:
         A duplicate (seq already applied) is acknowledged and not applied.
         Raises a FrameRejected subclass for anything that must not be applied.
         """
+        result = self._one(ReceiveFrame(frame))
+        assert isinstance(result, int)
+        return result
+
+    def report_delivered(self, report: pb.LocalSnapshot) -> bool:
+        """The collector acked `report` (or refused it for good): stop sending it."""
+        return bool(self._one(ReportDelivered(report)))
+
+    # -------------------------------------------------------- batch interface
+
+    def prepare(self, events: Sequence[Event]) -> Batch:
+        """Run `events` through the core; the Change that makes them durable.
+
+        Raises NodeClosed after `close`. Per-event failures are in the results.
+        """
+        self._check_open()
+        if self._in_flight is not None:
+            raise RuntimeError("a batch is already prepared and not yet published")
+        failed: dict[int, BaseException] = {}
+        acked, self._acked = self._acked, {}
+        stale, self._stale_reports = self._stale_reports, []
+        while True:
+            try:
+                batch = self._prepare(events, failed)
+            except _EventFailed as error:
+                failed[error.index] = error.cause
+                self._core = self._core_of(self._store.load())
+                self._log.error(
+                    "event failed after the core changed; state reloaded",
+                    error=repr(error.cause),
+                )
+                continue
+            except BaseException:
+                self._merge_back(acked, stale)
+                raise
+            break
+        batch.change.acked = acked
+        batch.change.delete_reports.extend(stale)
+        batch.changed = batch.changed or bool(acked) or bool(stale)
+        batch.prepared_at = time.perf_counter()
+        self._in_flight = batch
+        return batch
+
+    def commit(self, batch: Batch) -> None:
+        """Write `batch` in one transaction (the only step that may run on
+        another thread: it touches the store and the batch only)."""
+        if not batch.changed:
+            return
+        started = time.perf_counter()
+        self._store.commit(batch.change)
+        self.stats.commit_seconds += time.perf_counter() - started
+
+    def rollback(self, batch: Batch) -> None:
+        """The commit of `batch` failed: back to what is on disk; nothing published."""
+        self._in_flight = None
+        self.stats.commit_failures += 1
+        self._core = self._core_of(self._store.load())
+        self._merge_back(batch.change.acked, batch.change.delete_reports)
+
+    def publish(self, batch: Batch) -> None:
+        """`batch` is committed: make its effects visible in memory."""
+        self._in_flight = None
+        self._last_applied.update(batch.applied)
+        self._next_seq.update(batch.change.next_seq)
+        for peer, frame in batch.frames:
+            self._outbox[peer].append(frame)
+        now = time.monotonic()
+        for sid, (at, lamport) in batch.recorded.items():
+            self._recorded_at[sid] = at
+            self._recorded_lamport[sid] = lamport
+            self._recorded_since[sid] = now
+            self._log.info("snapshot recorded", snapshot_id=sid, balance=self._core.balance)
+        for method, args in batch.timeline:
+            getattr(self._timeline, method)(*args)
+        self._timeline.clock = batch.lamport
+        for sid in batch.done:
+            self._recorded_at.pop(sid, None)
+            self._recorded_lamport.pop(sid, None)
+            self._recorded_since.pop(sid, None)
+            self._timeline.closed(sid)
+            self._log.info("snapshot done", snapshot_id=sid, balance=batch.reports[sid].balance)
+        for sid in batch.delivered:
+            self._reports.pop(sid, None)
+            self._report_bytes.pop(sid, None)
+        self._reports.update(batch.reports)
+        self._report_bytes.update(batch.report_bytes)
+        stats = self.stats
+        if batch.changed:
+            stats.batches += 1
+        stats.events += len(batch.events)
+        stats.largest_batch = max(stats.largest_batch, len(batch.events))
+        stats.reports_delivered += len(batch.delivered)
+        self._refresh_view()
+
+    # ---------------------------------------------------------- preparation
+
+    def _prepare(self, events: Sequence[Event], failed: dict[int, BaseException]) -> Batch:
+        batch = Batch(events, lamport=self._timeline.clock)
+        batch.change.core = None
+        for index, event in enumerate(events):
+            if index in failed:
+                batch.results.append(failed[index])
+                continue
+            try:
+                batch.results.append(self._prepare_event(batch, event))
+            except _Refused as refused:
+                batch.results.append(refused.cause)
+            except _EventFailed as error:
+                error.index = index
+                raise
+        if batch.changed:
+            batch.change.core = self._core.to_dict()
+            batch.change.lamport = batch.lamport
+        batch.change.applied = dict(batch.applied)
+        return batch
+
+    def _prepare_event(self, batch: Batch, event: Event) -> object:
+        if isinstance(event, ReceiveFrame):
+            return self._prepare_receive(batch, event.frame)
+        if isinstance(event, SendTransfer):
+            actions = self._core_call(lambda: self._core.send_transfer(event.peer, event.amount))
+            self._absorb(batch, actions, batch.lamport)
+            return None
+        if isinstance(event, RandomTransfers):
+            return self._prepare_random(batch, event)
+        if isinstance(event, StartSnapshot):
+            sid = event.snapshot_id
+            self._core_call(lambda: validate_snapshot_id(sid))
+            if self._core.has_recorded(sid):
+                return True
+            self._log.info("snapshot initiated", snapshot_id=sid)
+            actions = self._core_call(lambda: self._core.initiate_snapshot(sid))
+            batch.lamport += 1  # a local event
+            self._absorb(batch, actions, batch.lamport)
+            return False
+        return self._prepare_delivered(batch, event.report)
+
+    def _core_call(self, call: Callable[[], object]) -> list[Action]:
+        """Run a core method: its refusals change nothing (`_Refused`)."""
+        try:
+            result = call()
+        except (CoreError, ValueError) as error:
+            raise _Refused(error) from error
+        except BaseException as error:
+            raise _EventFailed(-1, error) from error
+        return result if isinstance(result, list) else []
+
+    def _prepare_receive(self, batch: Batch, frame: pb.Frame) -> int:
         sender = frame.sender
-        with self._lock:
-            if sender not in self._last_applied:
-                raise UnknownSender(f"{sender!r} has no channel to {self.node_id}")
-            if frame.receiver != self.node_id:
-                raise WrongReceiver(
+        if sender not in self._last_applied:
+            self.stats.frames_rejected += 1
+            raise _Refused(UnknownSender(f"{sender!r} has no channel to {self.node_id}"))
+        if frame.receiver != self.node_id:
+            self.stats.frames_rejected += 1
+            raise _Refused(
+                WrongReceiver(
                     f"frame {frame.seq} from {sender} is addressed to {frame.receiver!r}, "
                     f"this is {self.node_id}"
                 )
-            if frame.seq == 0:
-                raise BadFrame(f"frame from {sender} has seq 0 (sequence numbers start at 1)")
-            last = self._last_applied[sender]
-            if frame.seq <= last:
-                return last
-            if frame.seq != last + 1:
-                raise SequenceGap(
+            )
+        if frame.seq == 0:
+            self.stats.frames_rejected += 1
+            raise _Refused(BadFrame(f"frame from {sender} has seq 0 (sequence numbers start at 1)"))
+        last = batch.applied.get(sender, self._last_applied[sender])
+        if frame.seq <= last:
+            self.stats.frames_duplicate += 1
+            return last
+        if frame.seq != last + 1:
+            self.stats.frames_rejected += 1
+            raise _Refused(
+                SequenceGap(
                     f"frame {frame.seq} from {sender} after {last}: "
                     f"frames {last + 1}..{frame.seq - 1} are missing"
                 )
-            try:
-                payload = wire.payload_of(frame)
-                self._apply(
-                    lambda: self._core.receive(sender, payload),
-                    applied=(sender, frame.seq),
-                    marker_of=payload.snapshot_id if isinstance(payload, Marker) else None,
-                    received=frame,
+            )
+        try:
+            payload = wire.payload_of(frame)
+        except wire.MalformedFrame as error:
+            self.stats.frames_rejected += 1
+            raise _Refused(BadFrame(str(error))) from error
+        problem = self._out_of_range(frame, payload)
+        if problem:
+            self.stats.frames_rejected += 1
+            raise _Refused(BadFrame(problem))
+        try:
+            actions = self._core_call(lambda: self._core.receive(sender, payload))
+        except _Refused as refused:
+            self.stats.frames_rejected += 1
+            cause = refused.cause
+            raise _Refused(
+                BadFrame(str(cause)) if isinstance(cause, ProtocolViolation) else cause
+            ) from cause
+        batch.applied[sender] = frame.seq
+        batch.changed = True
+        self.stats.frames_applied += 1
+        batch.lamport = max(batch.lamport, frame.lamport) + 1
+        lamport = batch.lamport
+        now = self._wall_clock()
+        for action in actions:
+            if isinstance(action, SnapshotRecorded):
+                batch.timeline.append(("opened", (action.snapshot_id, lamport)))
+        if isinstance(payload, Transfer):
+            batch.timeline.append((
+                "transfer",
+                (TRANSFER_RECEIVED, sender, payload.transfer_seq, payload.amount, now, lamport),
+            ))  # fmt: skip
+        else:
+            batch.timeline.append(
+                ("marker", (MARKER_RECEIVED, sender, frame.seq, payload.snapshot_id, now, lamport))
+            )
+        self._absorb(batch, actions, lamport, opened_done=True)
+        return frame.seq
+
+    def _out_of_range(self, frame: pb.Frame, payload: object) -> str:
+        """Why a frame's values cannot be applied within int64, or ''."""
+        if frame.lamport >= INT64_MAX:
+            return f"frame {frame.seq} from {frame.sender}: Lamport clock {frame.lamport} >= 2^63-1"
+        if isinstance(payload, Transfer) and payload.amount > INT64_MAX - self._core.balance:
+            return (
+                f"transfer of {payload.amount} from {frame.sender} would take the balance "
+                f"of {self.node_id} ({self._core.balance}) beyond 2^63-1"
+            )
+        return ""
+
+    def _prepare_random(self, batch: Batch, event: RandomTransfers) -> int:
+        queued: dict[str, int] = {}
+        for peer, _ in batch.frames:
+            queued[peer] = queued.get(peer, 0) + 1
+        made = 0
+        for _ in range(event.count):
+            balance = self._core.balance
+            peers = [
+                p
+                for p in self.outgoing
+                if len(self._outbox[p]) + queued.get(p, 0) < event.max_in_flight
+            ]
+            if balance <= 0 or not peers:
+                break
+            peer = event.rng.choice(peers)
+            amount = event.rng.randint(1, min(balance, event.max_amount))
+            actions = self._core_call(lambda p=peer, a=amount: self._core.send_transfer(p, a))
+            self._absorb(batch, actions, batch.lamport)
+            queued[peer] = queued.get(peer, 0) + 1
+            made += 1
+        return made
+
+    def _prepare_delivered(self, batch: Batch, report: pb.LocalSnapshot) -> bool:
+        sid = report.snapshot_id
+        if sid in batch.delivered or self._reports.get(sid) != report:
+            return False
+        batch.delivered.append(sid)
+        batch.change.delete_reports.append((sid, self._report_bytes[sid]))
+        batch.changed = True
+        return True
+
+    def _absorb(
+        self, batch: Batch, actions: list[Action], event_lamport: int, opened_done: bool = False
+    ) -> None:
+        """Turn the core's actions into storage rows, frames and timeline ops.
+
+        Raises `_EventFailed` if anything goes wrong: the core has moved.
+        """
+        try:
+            self._absorb_actions(batch, actions, event_lamport, opened_done)
+        except BaseException as error:
+            raise _EventFailed(-1, error) from error
+
+    def _absorb_actions(
+        self, batch: Batch, actions: list[Action], event_lamport: int, opened_done: bool
+    ) -> None:
+        batch.changed = True
+        change = batch.change
+        now = self._wall_clock()
+        for action in actions:
+            if isinstance(action, Send):
+                peer = action.to
+                seq = change.next_seq.get(peer, self._next_seq[peer])
+                batch.lamport += 1
+                frame = wire.frame_for(self.node_id, peer, seq, action.payload, batch.lamport)
+                change.outbox.append((peer, seq, frame.SerializeToString()))
+                change.next_seq[peer] = seq + 1
+                batch.frames.append((peer, frame))
+                payload = action.payload
+                if isinstance(payload, Marker):
+                    self.stats.markers_sent += 1
+                    batch.timeline.append((
+                        "marker",
+                        (MARKER_SENT, peer, seq, payload.snapshot_id, now, batch.lamport),
+                    ))  # fmt: skip
+                else:
+                    self.stats.transfers_sent += 1
+                    batch.timeline.append((
+                        "transfer",
+                        (TRANSFER_SENT, peer, payload.transfer_seq, payload.amount, now,
+                         batch.lamport),
+                    ))  # fmt: skip
+            elif isinstance(action, SnapshotRecorded):
+                sid = action.snapshot_id
+                batch.recorded[sid] = (self._clock(), event_lamport)
+                change.recorded.append((sid, batch.recorded[sid][0], event_lamport))
+                if not opened_done:
+                    batch.timeline.append(("opened", (sid, event_lamport)))
+            elif isinstance(action, MessageRecorded):
+                message = action.message
+                change.messages.append(
+                    (action.snapshot_id, action.sender, message.transfer_seq, message.amount)
                 )
-            except (wire.MalformedFrame, ProtocolViolation) as error:
-                raise BadFrame(str(error)) from error
-            return frame.seq
+            elif isinstance(action, LocalSnapshotDone):
+                sid = action.snapshot.snapshot_id
+                at, lamport = batch.recorded.get(sid) or (
+                    self._recorded_at.get(sid, ""),
+                    self._recorded_lamport.get(sid, 0),
+                )
+                report = wire.snapshot_report(
+                    action.snapshot, at, self._clock(), self._timeline_of(sid, batch), lamport
+                )
+                raw = report.SerializeToString()
+                change.reports.append((sid, raw))
+                batch.reports[sid] = report
+                batch.report_bytes[sid] = raw
+                batch.done.append(sid)
+
+    def _timeline_of(self, snapshot_id: str, batch: Batch) -> tuple[TimelineEvent, ...]:
+        """The timeline of `snapshot_id` including the batch's entries (not yet
+        applied to the recorder): replayed on a copy so the recorder is unchanged."""
+        copy = self._timeline.copy()
+        for method, args in batch.timeline:
+            getattr(copy, method)(*args)
+        return copy.events(snapshot_id)
 
     # -------------------------------------------------------------- outgoing
 
-    def wait_frames(self, peer: str, after: int, timeout: float) -> list[pb.Frame]:
-        """Unacknowledged frames to `peer` with seq > `after`, waiting up to `timeout`.
-
-        Returns [] on timeout or after `close`.
-        """
-        ready = self._frames_ready[peer]
-        with ready:
-            while True:
-                queue = self._outbox[peer]
-                if queue:
-                    start = max(0, after + 1 - queue[0].seq)
-                    if start < len(queue):
-                        return list(itertools.islice(queue, start, start + FRAME_BATCH))
-                if self._closed or not ready.wait(timeout):
-                    return []
+    def frames_after(self, peer: str, after: int, limit: int = FRAME_BATCH) -> list[pb.Frame]:
+        """Unacknowledged frames to `peer` with seq > `after` (at most `limit`)."""
+        queue = self._outbox[peer]
+        if not queue:
+            return []
+        start = max(0, after + 1 - queue[0].seq)
+        if start >= len(queue):
+            return []
+        return [queue[i] for i in range(start, min(len(queue), start + limit))]
 
     def acknowledge(self, peer: str, seq: int) -> None:
         """`peer` durably applied every frame up to `seq`."""
-        with self._lock:
-            queue = self._outbox[peer]
-            if seq >= self._next_seq[peer]:
-                # The peer applied frames this node never sent: one of the two
-                # data dirs was replaced. Resending cannot repair that; say so.
-                self._log.error(
-                    "peer acked frames this node never sent (data dirs out of sync)",
-                    peer=peer,
-                    acked=seq,
-                    last_sent=self._next_seq[peer] - 1,
-                )
-                return
-            while queue and queue[0].seq <= seq:
-                queue.popleft()
-            if seq > self._acked.get(peer, 0):
-                self._acked[peer] = seq
+        queue = self._outbox[peer]
+        if seq >= self._next_seq[peer]:
+            # The peer applied frames this node never sent: one of the two
+            # data dirs was replaced. Resending cannot repair that; say so.
+            self._log.error(
+                "peer acked frames this node never sent (data dirs out of sync)",
+                peer=peer,
+                acked=seq,
+                last_sent=self._next_seq[peer] - 1,
+            )
+            return
+        while queue and queue[0].seq <= seq:
+            queue.popleft()
+        if seq > self._acked.get(peer, 0):
+            self._acked[peer] = seq
+
+    def last_applied(self, peer: str) -> int:
+        return self._last_applied[peer]
+
+    def unacknowledged(self, peer: str) -> int:
+        return len(self._outbox[peer])
 
     # --------------------------------------------------------------- reports
 
-    def wait_reports(self, timeout: float) -> list[pb.LocalSnapshot]:
-        """Reports not yet acked by the collector, waiting up to `timeout` for one."""
-        with self._reports_ready:
-            if not self._reports and not self._closed:
-                self._reports_ready.wait(timeout)
-            return list(self._reports.values())
+    def reports(self) -> list[pb.LocalSnapshot]:
+        """Final reports not yet acked by the collector, oldest first."""
+        return list(self._reports.values())
 
-    def report_delivered(self, report: pb.LocalSnapshot) -> bool:
-        """The collector acked `report` (or refused it for good): stop sending it.
-
-        A progress report may have been replaced by the snapshot's final
-        report while it was being sent; then nothing is deleted (returns
-        False) and the final report is still delivered.
-        """
-        sid = report.snapshot_id
-        with self._lock:
-            self._check_open()
-            if self._reports.get(sid) != report:
-                return False
-            self._store.delete_report(sid, self._report_bytes[sid])
-            del self._reports[sid]
-            del self._report_bytes[sid]
-            return True
+    def progress_reports(self, older_than: float = 0.0) -> list[pb.LocalSnapshot]:
+        """A progress report (complete=false, naming the open channels) for every
+        snapshot recording here for at least `older_than` seconds. Built from
+        committed state only: never while a batch is prepared."""
+        if self._in_flight is not None:
+            return []
+        now = time.monotonic()
+        reports = []
+        for sid in self._core.active_snapshots:
+            if now - self._recorded_since.get(sid, 0.0) < older_than:
+                continue
+            progress = self._core.progress(sid)
+            if progress is None:
+                continue
+            so_far, open_channels = progress
+            reports.append(
+                wire.progress_report(
+                    so_far,
+                    open_channels,
+                    self._recorded_at.get(sid, ""),
+                    self._timeline.events(sid),
+                    self._recorded_lamport.get(sid, 0),
+                )
+            )
+        return reports
 
     # ---------------------------------------------------------------- status
 
+    def _refresh_view(self) -> None:
+        core = self._core
+        self._view = (core.balance, dict(core.sent), dict(core.received), core.active_snapshots)
+
+    @property
+    def balance(self) -> int:
+        """The balance as committed."""
+        return self._view[0]
+
+    @property
+    def active_snapshots(self) -> tuple[str, ...]:
+        """Snapshots recording here, as committed."""
+        return self._view[3]
+
     def status(self) -> pb.NodeStatus:
-        with self._lock:
-            core = self._core
-            channels = [
-                pb.ChannelStatus(
-                    peer=peer,
-                    direction="out",
-                    sent_or_received=core.sent[peer],
-                    unacked=len(self._outbox[peer]),
-                    connected=peer in self._connected_out,
-                )
-                for peer in self.outgoing
-            ] + [
-                pb.ChannelStatus(
-                    peer=peer,
-                    direction="in",
-                    sent_or_received=core.received[peer],
-                    unacked=0,
-                    connected=self._connected_in.get(peer, 0) > 0,
-                )
-                for peer in self.incoming
-            ]
-            return pb.NodeStatus(
-                node_id=self.node_id,
-                balance=core.balance,
-                active_snapshots=list(core.active_snapshots),
-                unacknowledged_frames=sum(len(q) for q in self._outbox.values()),
-                channels=channels,
-                workload_running=self.workload_running,
+        """Committed state only (at most one batch behind the core)."""
+        balance, sent, received, active = self._view
+        channels = [
+            pb.ChannelStatus(
+                peer=peer,
+                direction="out",
+                sent_or_received=sent[peer],
+                unacked=len(self._outbox[peer]),
+                connected=peer in self._connected_out,
             )
+            for peer in self.outgoing
+        ] + [
+            pb.ChannelStatus(
+                peer=peer,
+                direction="in",
+                sent_or_received=received[peer],
+                unacked=0,
+                connected=self._connected_in.get(peer, 0) > 0,
+            )
+            for peer in self.incoming
+        ]
+        return pb.NodeStatus(
+            node_id=self.node_id,
+            balance=balance,
+            active_snapshots=list(active),
+            unacknowledged_frames=sum(len(q) for q in self._outbox.values()),
+            channels=channels,
+            workload_running=self.workload_running,
+        )
 
     def set_connected(self, peer: str, direction: str, connected: bool) -> None:
         """The transport opened (True) or lost (False) a stream on a channel."""
-        with self._lock:
-            if direction == "out":
-                if connected:
-                    self._connected_out.add(peer)
-                else:
-                    self._connected_out.discard(peer)
+        if direction == "out":
+            if connected:
+                self._connected_out.add(peer)
             else:
-                count = self._connected_in.get(peer, 0) + (1 if connected else -1)
-                self._connected_in[peer] = max(0, count)
+                self._connected_out.discard(peer)
+        else:
+            count = self._connected_in.get(peer, 0) + (1 if connected else -1)
+            self._connected_in[peer] = max(0, count)
 
     def in_flight_amount(self) -> int:
         """Money in unacknowledged transfer frames (some may already be applied)."""
-        with self._lock:
-            return sum(wire.transfer_amount(f) for q in self._outbox.values() for f in q)
+        return sum(wire.transfer_amount(f) for q in self._outbox.values() for f in q)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
-        """Flush lazy acks, refuse further changes, wake every waiter.
-
-        The store is closed by its owner, after this returns: from here on no
-        thread touches it, because every change checks `_closed` under the lock.
-        """
-        with self._lock:
-            if self._closed:
-                return
-            self._flush_acks()
-            self._closed = True
-            for ready in self._frames_ready.values():
-                ready.notify_all()
-            self._reports_ready.notify_all()
+        """Flush lazy acks, refuse further changes. The store is closed by its
+        owner, after this returns (and after any commit in progress ended)."""
+        if self._closed:
+            return
+        if self._in_flight is None and (self._acked or self._stale_reports):
+            try:
+                self._store.commit(
+                    Change(acked=dict(self._acked), delete_reports=list(self._stale_reports))
+                )
+            except Exception as error:  # only resends follow; never block a shutdown
+                self._log.warning("acks not flushed at close", error=str(error))
+            self._acked.clear()
+        self._closed = True
 
     # ------------------------------------------------------------- internals
+
+    def _merge_back(self, acked: dict[str, int], stale: list[tuple[str, bytes]]) -> None:
+        for peer, seq in acked.items():
+            if seq > self._acked.get(peer, 0):
+                self._acked[peer] = seq
+        self._stale_reports[:0] = [item for item in stale if item[0] not in self._reports]
 
     def _core_of(self, state: StoredState) -> NodeCore:
         """The core as stored: its JSON, the messages its active snapshots
@@ -373,183 +830,6 @@ class NodeRuntime:
         except InvalidState as error:
             raise StorageError(f"data dir {self._store.data_dir}: {error}") from error
 
-    def _timeline_of(
-        self, snapshot_id: str, pending: list[tuple[str, tuple[object, ...]]]
-    ) -> tuple[TimelineEvent, ...]:
-        """The timeline of `snapshot_id` including this event's entries (not yet
-        applied to the recorder): replayed on a copy so the recorder is unchanged."""
-        copy = self._timeline.copy()
-        for method, args in pending:
-            getattr(copy, method)(*args)
-        return copy.events(snapshot_id)
-
     def _check_open(self) -> None:
         if self._closed:
             raise NodeClosed(f"node {self.node_id} is shutting down")
-
-    def _flush_acks(self) -> None:
-        for peer, seq in self._acked.items():
-            self._store.acknowledge(peer, seq)
-        self._acked.clear()
-
-    def _apply(
-        self,
-        event: Callable[[], list[Action]],
-        applied: tuple[str, int] | None = None,
-        marker_of: str | None = None,
-        received: pb.Frame | None = None,
-        local_event: bool = False,
-    ) -> None:
-        """Run a core event and make its effects durable, then visible. Lock held.
-
-        `marker_of`: the event is a marker of that snapshot, which may have
-        closed one of its channels (the progress report is then renewed).
-        `received`: the frame this event applies (its Lamport clock is
-        witnessed); `local_event`: a snapshot initiated here (a clock tick).
-        Timeline entries are computed here but applied to the recorder only
-        after the commit, like every other in-memory effect.
-        """
-        self._check_open()
-        actions = event()
-        try:
-            self._commit_actions(actions, applied, marker_of, received, local_event)
-        except BaseException:
-            # The core already moved on in memory; put it back to what is on disk.
-            self._core = self._core_of(self._store.load())
-            raise
-
-    def _commit_actions(
-        self,
-        actions: list[Action],
-        applied: tuple[str, int] | None,
-        marker_of: str | None,
-        received: pb.Frame | None,
-        local_event: bool,
-    ) -> None:
-        now = self._wall_clock()
-        lamport = self._timeline.clock
-        if received is not None:
-            lamport = max(lamport, received.lamport) + 1
-        elif local_event:
-            lamport += 1
-        event_lamport = lamport
-        # (recorder method name, args) applied after the commit, in order
-        timeline: list[tuple[str, tuple[object, ...]]] = []
-        opened = [a.snapshot_id for a in actions if isinstance(a, SnapshotRecorded)]
-        for sid in opened:
-            timeline.append(("opened", (sid, event_lamport)))
-        if received is not None:
-            body = received.WhichOneof("body")
-            if body == "transfer":
-                timeline.append((
-                    "transfer",
-                    (TRANSFER_RECEIVED, received.sender, received.transfer.transfer_seq,
-                     received.transfer.amount, now, event_lamport),
-                ))  # fmt: skip
-            elif body == "marker":
-                timeline.append((
-                    "marker",
-                    (MARKER_RECEIVED, received.sender, received.seq,
-                     received.marker.snapshot_id, now, event_lamport),
-                ))  # fmt: skip
-        change = Change(core=self._core.to_dict(), applied=applied, acked=dict(self._acked))
-        frames: list[tuple[str, pb.Frame]] = []
-        recorded_now: dict[str, str] = {}
-        done: list[str] = []
-        reports: dict[str, pb.LocalSnapshot] = {}
-        report_bytes: dict[str, bytes] = {}
-        for action in actions:
-            if isinstance(action, Send):
-                seq = change.next_seq.get(action.to, self._next_seq[action.to])
-                lamport += 1
-                frame = wire.frame_for(self.node_id, action.to, seq, action.payload, lamport)
-                change.outbox.append((action.to, seq, frame.SerializeToString()))
-                change.next_seq[action.to] = seq + 1
-                frames.append((action.to, frame))
-                payload = action.payload
-                if isinstance(payload, Marker):
-                    timeline.append((
-                        "marker",
-                        (MARKER_SENT, action.to, seq, payload.snapshot_id, now, lamport),
-                    ))  # fmt: skip
-                else:
-                    timeline.append((
-                        "transfer",
-                        (TRANSFER_SENT, action.to, payload.transfer_seq, payload.amount, now,
-                         lamport),
-                    ))  # fmt: skip
-            elif isinstance(action, SnapshotRecorded):
-                recorded_now[action.snapshot_id] = self._clock()
-                change.recorded.append(
-                    (action.snapshot_id, recorded_now[action.snapshot_id], event_lamport)
-                )
-            elif isinstance(action, MessageRecorded):
-                message = action.message
-                change.messages.append(
-                    (action.snapshot_id, action.sender, message.transfer_seq, message.amount)
-                )
-            elif isinstance(action, LocalSnapshotDone):
-                sid = action.snapshot.snapshot_id
-                recorded_at = recorded_now.get(sid) or self._recorded_at.get(sid, "")
-                report = wire.snapshot_report(
-                    action.snapshot,
-                    recorded_at,
-                    self._clock(),
-                    self._timeline_of(sid, timeline),
-                    event_lamport if sid in recorded_now else self._recorded_lamport.get(sid, 0),
-                )
-                report_bytes[sid] = report.SerializeToString()
-                change.reports.append((sid, report_bytes[sid]))
-                reports[sid] = report
-                done.append(sid)
-        # Recorded, or a channel closed, but not done by this same event: a
-        # progress report (replacing the previous one), so that the collector
-        # can tell who was still waiting for whom if the snapshot never
-        # completes. The final report replaces it in turn.
-        touched = list(recorded_now)
-        if marker_of is not None and marker_of not in recorded_now:
-            touched.append(marker_of)
-        for sid in touched:
-            progress = self._core.progress(sid)
-            if progress is not None:
-                so_far, open_channels = progress
-                recorded_at = recorded_now.get(sid) or self._recorded_at.get(sid, "")
-                report = wire.progress_report(
-                    so_far,
-                    open_channels,
-                    recorded_at,
-                    self._timeline_of(sid, timeline),
-                    event_lamport if sid in recorded_now else self._recorded_lamport.get(sid, 0),
-                )
-                report_bytes[sid] = report.SerializeToString()
-                change.progress.append((sid, report_bytes[sid]))
-                reports[sid] = report
-        change.lamport = lamport
-        self._store.commit(change)
-        # Committed: from here on only in-memory effects, which cannot fail.
-        self._acked.clear()
-        for method, args in timeline:
-            getattr(self._timeline, method)(*args)
-        self._timeline.clock = lamport
-        for sid in done:
-            self._timeline.closed(sid)
-        if applied is not None:
-            self._last_applied[applied[0]] = applied[1]
-        self._next_seq.update(change.next_seq)
-        for peer, frame in frames:
-            self._outbox[peer].append(frame)
-        for peer in {peer for peer, _ in frames}:
-            self._frames_ready[peer].notify_all()
-        self._recorded_at.update(recorded_now)
-        for sid in recorded_now:
-            self._recorded_lamport[sid] = event_lamport
-        for sid in recorded_now:
-            self._log.info("snapshot recorded", snapshot_id=sid, balance=self._core.balance)
-        for sid in done:
-            self._recorded_at.pop(sid, None)
-            self._recorded_lamport.pop(sid, None)
-            self._log.info("snapshot done", snapshot_id=sid, balance=reports[sid].balance)
-        if reports:
-            self._reports.update(reports)
-            self._report_bytes.update(report_bytes)
-            self._reports_ready.notify_all()

@@ -1,73 +1,108 @@
-"""Wiring of one node process: store, runtime, gRPC server, threads; `serve()`.
+"""Wiring of one node process on one asyncio event loop; `serve()`.
 
-Servicers are adapters: they convert and call the runtime.
+Everything a node does runs as tasks on one event loop (grpc.aio): the gRPC
+server and its handlers, one sender task per outgoing channel, the group
+committer, the reporter and the workload. The only other thread the node
+adds is the committer's writer thread, which runs SQLite commits; gRPC's
+C core keeps a few threads of its own. So the thread count does not grow
+with the number of channels or streams, and a slow or hostile peer holds no
+thread: health, status and StartSnapshot are always answered.
+
+Servicers are adapters: they convert and call the runtime (through the
+committer for anything that changes state). Two places meet gRPC's security:
+`transport.add_port` (server credentials) and `RunningNode.channel_to`
+(client credentials); servicer methods receive the context, so a peer's
+identity can be read from it.
+
+Shutdown (SIGTERM/SIGINT): health says NOT_SERVING, the workload stops,
+outgoing streams are cancelled, the server stops with `grace` for in-flight
+RPCs (then cancels them, whatever the peers do), queued events are
+committed, the store is closed. A watchdog ends the process if all that has
+not finished within STOP_DEADLINE seconds, inside Docker's 10 s stop grace.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Iterator
-from concurrent import futures
-from dataclasses import dataclass
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
+import grpc.aio
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
-from common.cli import ShutdownSignal
 from common.config import ClusterConfig, port_of
 from common.timeutil import new_snapshot_id
-from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
+from node.channels import ChannelService, PeerSender, StreamLimits
+from node.committer import GroupCommitter
 from node.core import InvalidSnapshotId, validate_snapshot_id
 from node.reporter import Reporter
-from node.runtime import NodeRuntime
+from node.runtime import Batch, NodeClosed, NodeRuntime, StartSnapshot
 from node.storage import Store
+from node.transport import SERVER_OPTIONS, PortUnavailable, add_port, open_channel
 from node.workload import Workload
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
+
+__all__ = ["NodeOptions", "NodeServer", "PortUnavailable", "RunningNode", "serve"]
 
 _log = structlog.get_logger("node.server")
 
 NODE_SERVICE = "chandy_lamport.Node"
 DEFAULT_GRACE = 1.0
+STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit, whatever happens
 
-
-class PortUnavailable(OSError):
-    """The gRPC server could not bind its listen address."""
+T = TypeVar("T")
 
 
 class NodeServicer(pb_grpc.NodeServicer):
-    def __init__(self, runtime: NodeRuntime) -> None:
-        self.runtime = runtime
-        self._log = _log.bind(node_id=runtime.node_id)
+    def __init__(self, node: RunningNode) -> None:
+        self.node = node
+        self._log = _log.bind(node_id=node.node_id)
 
-    def Channel(  # noqa: N802 (gRPC method name)
-        self, request_iterator: Iterator[pb.Frame], context: grpc.ServicerContext
-    ) -> Iterator[pb.Ack]:
-        return serve_channel(self.runtime, request_iterator, context)
+    async def Channel(  # noqa: N802 (gRPC method name)
+        self, request_iterator: object, context: grpc.aio.ServicerContext
+    ) -> None:
+        assert self.node.channels is not None
+        await self.node.channels.serve(context)
 
-    def StartSnapshot(  # noqa: N802
-        self, request: pb.StartSnapshotRequest, context: grpc.ServicerContext
+    async def StartSnapshot(  # noqa: N802
+        self, request: pb.StartSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartSnapshotReply:
-        bind_contextvars(node_id=self.runtime.node_id)
         snapshot_id = request.snapshot_id or new_snapshot_id()
         try:
             validate_snapshot_id(snapshot_id)
         except InvalidSnapshotId as error:
             self._log.warning("snapshot request rejected", reason=str(error))
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        committer = self.node.committer
+        assert committer is not None
         with bound_contextvars(snapshot_id=snapshot_id):
-            already = self.runtime.start_snapshot(snapshot_id)
+            try:
+                already = bool(await committer.apply(StartSnapshot(snapshot_id)))
+            except NodeClosed as error:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            except Exception as error:
+                self._log.error("snapshot start failed", error=repr(error))
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not start: {error}")
             if already:
                 self._log.info("snapshot request for an id already recorded")
         return pb.StartSnapshotReply(snapshot_id=snapshot_id, already_recorded=already)
 
-    def GetStatus(  # noqa: N802
-        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    async def GetStatus(  # noqa: N802
+        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.NodeStatus:
-        return self.runtime.status()
+        assert self.node.runtime is not None
+        return self.node.runtime.status()
 
 
 @dataclass(frozen=True)
@@ -77,10 +112,14 @@ class NodeOptions:
     port: int | None = None  # None: the port of the node's own address; 0: any free port
     max_transfers: int | None = None
     db_synchronous: str = "FULL"
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    # mTLS: both None means plaintext.
+    server_credentials: grpc.ServerCredentials | None = None
+    channel_credentials: grpc.ChannelCredentials | None = None
 
 
-class NodeServer:
-    """One running node. `start()`, then `stop()`; usable in-process by tests."""
+class RunningNode:
+    """One node on the current event loop: `await start()`, then `await stop()`."""
 
     def __init__(self, config: ClusterConfig, node_id: str, options: NodeOptions) -> None:
         config.node(node_id)  # ConfigError now, before anything is created
@@ -89,56 +128,71 @@ class NodeServer:
         self.options = options
         self.port = 0
         self.runtime: NodeRuntime | None = None
-        self._store: Store | None = None
-        self._server: grpc.Server | None = None
-        self._log = _log.bind(node_id=node_id)
-        self._health = health.HealthServicer()
-        self._senders: list[PeerSender] = []
-        self._reporter: Reporter | None = None
+        self.committer: GroupCommitter | None = None
+        self.channels: ChannelService | None = None
         self.workload: Workload | None = None
+        self.reporter: Reporter | None = None
+        self.senders: dict[str, PeerSender] = {}
+        self._store: Store | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._committer_task: asyncio.Task[None] | None = None
+        self._client_channels: list[grpc.aio.Channel] = []
+        self._log = _log.bind(node_id=node_id)
 
-    def start(self) -> int:
-        """Load state, listen, start the threads; returns the bound port."""
+    def channel_to(self, role: str, name: str, address: str) -> grpc.aio.Channel:
+        """The one place the node makes a client channel (`role` "node" or
+        "collector", `name` its id): credentials and TLS target name go here."""
+        channel = open_channel(address, self.options.channel_credentials)
+        self._client_channels.append(channel)
+        return channel
+
+    async def start(self) -> int:
+        """Load state, listen, start the tasks; returns the bound port."""
         config, options = self.config, self.options
-        self._store = Store(options.data_dir, synchronous=options.db_synchronous)
+        bind_contextvars(node_id=self.node_id)
+        self._store = store = Store(options.data_dir, synchronous=options.db_synchronous)
         try:
-            self.runtime = runtime = NodeRuntime(config, self.node_id, self._store)
+            self.runtime = runtime = NodeRuntime(config, self.node_id, store)
         except BaseException:
-            self._store.close()
+            self._close_store()
             raise
-        workers = 2 * len(runtime.incoming) + 8  # every incoming stream holds a thread
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix=f"grpc-{self.node_id}"
-            ),
-            options=SERVER_OPTIONS,
-        )
-        pb_grpc.add_NodeServicer_to_server(NodeServicer(runtime), self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self.committer = committer = GroupCommitter(runtime, self._on_published)
+        self.channels = ChannelService(runtime, committer, options.stream_limits)
+        self._server = server = grpc.aio.server(options=SERVER_OPTIONS)
+        pb_grpc.add_NodeServicer_to_server(NodeServicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         own_port = port_of(config.node(self.node_id).address)
         port = own_port if options.port is None else options.port
         address = f"{options.listen_host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
-        except RuntimeError as error:
+            self.port = add_port(server, address, options.server_credentials)
+        except PortUnavailable:
             self._close_store()
-            raise PortUnavailable(f"cannot listen on {address}: {error}") from error
-        self._server.start()
+            raise
+        self._committer_task = asyncio.create_task(committer.run(), name="committer")
+        await server.start()
         for peer in runtime.outgoing:
-            self._senders.append(
-                PeerSender(runtime, peer, config.node(peer).address, config.link_delay)
-            )
-        self._reporter = Reporter(runtime, config.collector_address)
+            channel = self.channel_to("node", peer, config.node(peer).address)
+            self.senders[peer] = PeerSender(runtime, peer, channel, config.link_delay)
+        collector = self.channel_to("collector", "collector", config.collector_address)
+        self.reporter = Reporter(runtime, committer, collector, config.collector_address)
         self.workload = Workload(
             runtime,
+            committer,
             rate=config.workload.transfer_rate,
             max_amount=config.workload.max_amount,
             max_transfers=options.max_transfers,
         )
-        for thread in (*self._senders, self._reporter, self.workload):
-            thread.start()
-        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self._health.set(NODE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        for name, runner in (
+            *((f"sender-{peer}", sender.run) for peer, sender in self.senders.items()),
+            ("reporter", self.reporter.run),
+            ("workload", self.workload.run),
+        ):
+            self._tasks.append(asyncio.create_task(_logged(runner, name), name=name))
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(NODE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._log.info(
             "node serving",
             listen=f"{options.listen_host}:{self.port}",
@@ -148,21 +202,44 @@ class NodeServer:
         )
         return self.port
 
-    def stop(self, grace: float = DEFAULT_GRACE) -> None:
-        """Stop the workload, then the server (in-flight RPCs get `grace`), then the DB."""
-        self._health.enter_graceful_shutdown()
-        threads = [t for t in (self.workload, self._reporter, *self._senders) if t is not None]
-        for thread in threads:
-            thread.stop()
+    def _on_published(self, batch: Batch) -> None:
+        for peer in {peer for peer, _ in batch.frames}:
+            sender = self.senders.get(peer)
+            if sender is not None:
+                sender.ready.set()
+        if batch.reports and self.reporter is not None:
+            self.reporter.ready.set()
+
+    async def stop(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop the workload and streams, then the server (in-flight RPCs get
+        `grace`), commit what is queued, close the DB."""
+        with contextlib.suppress(Exception):
+            await self._health.enter_graceful_shutdown()
+        if self.workload is not None:
+            self.workload.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
-            self._server.stop(grace).wait()
-        if self.runtime is not None:
-            self.runtime.close()  # after this no thread touches the store
-        for thread in threads:
-            if thread.is_alive():
-                thread.join(timeout=grace)
-        self._close_store()
-        self._log.info("node stopped")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.stop(grace), grace + 2.0)
+        stuck = False
+        if self.committer is not None and self._committer_task is not None:
+            self.committer.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._committer_task), 3.0)
+            except (TimeoutError, Exception):
+                stuck = not self._committer_task.done()
+        if self.runtime is not None and not stuck:
+            self.runtime.close()  # flushes lazy acks; after this nothing touches the store
+        if self.committer is not None and not stuck:
+            self.committer.shutdown_writer()
+        for channel in self._client_channels:
+            with contextlib.suppress(Exception):
+                await channel.close(None)
+        if not stuck:
+            self._close_store()
+        self._log.info("node stopped", stats=vars(self.runtime.stats) if self.runtime else {})
 
     def _close_store(self) -> None:
         if self._store is not None:
@@ -170,12 +247,105 @@ class NodeServer:
             self._store = None
 
 
+async def _logged(runner: Callable[[], object], name: str) -> None:
+    """Run a node task; a crash is logged (it would otherwise vanish)."""
+    try:
+        await runner()  # type: ignore[misc]
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        _log.exception("node task crashed", task=name)
+        raise
+
+
+class NodeServer:
+    """A `RunningNode` on its own event loop thread: for tests and benchmarks
+    that run nodes in-process. `start()`, then `stop()`."""
+
+    def __init__(self, config: ClusterConfig, node_id: str, options: NodeOptions) -> None:
+        self.node = RunningNode(config, node_id, options)
+        self.node_id = node_id
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"node-{node_id}", daemon=True
+        )
+
+    @property
+    def runtime(self) -> NodeRuntime | None:
+        return self.node.runtime
+
+    @property
+    def workload(self) -> Workload | None:
+        return self.node.workload
+
+    def start(self) -> int:
+        self._thread.start()
+        try:
+            self.port = asyncio.run_coroutine_threadsafe(self.node.start(), self._loop).result(30)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            raise
+        return self.port
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run `function` on the node's loop thread (state is not thread-safe)."""
+
+        async def run() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def stop(self, grace: float = DEFAULT_GRACE) -> None:
+        if not self._thread.is_alive():
+            return
+
+        async def stop() -> None:
+            await self.node.stop(grace)
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(STOP_DEADLINE + grace)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+
 def serve(config: ClusterConfig, node_id: str, options: NodeOptions) -> None:
     """Run a node until SIGTERM or SIGINT, then shut it down gracefully."""
-    shutdown = ShutdownSignal()
+    asyncio.run(_serve(config, node_id, options))
+
+
+async def _serve(config: ClusterConfig, node_id: str, options: NodeOptions) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
     bind_contextvars(node_id=node_id)
-    node = NodeServer(config, node_id, options)
-    node.start()
+    node = RunningNode(config, node_id, options)
+    await node.start()
     _log.info("node ready", pid=os.getpid())
-    _log.info("shutdown requested", signal=shutdown.wait())
-    node.stop()
+    await stop.wait()
+    _log.info("shutdown requested", signal=received[0] if received else "")
+    watchdog = threading.Timer(STOP_DEADLINE, _force_exit, args=(node_id,))
+    watchdog.daemon = True
+    watchdog.start()
+    await node.stop()
+    watchdog.cancel()
+
+
+def _force_exit(node_id: str) -> None:  # pragma: no cover - the last resort
+    _log.error("shutdown did not finish in time; exiting", deadline=STOP_DEADLINE)
+    os._exit(1)

@@ -24,17 +24,24 @@ What is stored, and why each piece is needed to resume after SIGKILL:
                     Lamport clock, for its report)
   meta.lamport      the node's Lamport clock (node/timeline.py), so that it
                     never goes backwards across a restart
-  reports           local snapshot reports not yet acked by the collector, one
-                    per snapshot id (serialized LocalSnapshot messages): the
-                    progress report (complete=false) stored when the node
-                    records and renewed when a marker closes a channel, then
-                    replaced by the final one when the snapshot is done
+  reports           final local snapshot reports not yet acked by the
+                    collector, one per snapshot id (serialized LocalSnapshot
+                    messages), stored with the event that finished the
+                    snapshot (progress reports are built from the recording
+                    on a timer and never stored)
 
 Every state change goes through `commit`, one transaction: a debit and its
-outbox frame, or a credit and its last-applied seq, are never split.
+outbox frame, or a credit and its last-applied seq, are never split. A batch
+of events (group commit) is one transaction.
 
-The store is not thread-safe on its own; the node runtime holds one lock
-around the core and every store call.
+Durability (`synchronous`, WAL journal): FULL (the default) fsyncs the WAL at
+every commit, so an acknowledged credit survives kill -9, an OS crash and a
+power cut. NORMAL fsyncs only at checkpoints: it survives kill -9 (the WAL is
+in the OS page cache) but an OS crash or power cut may lose the last
+transactions, after which the node may have acked frames it no longer has.
+
+The store is not thread-safe: the runtime calls it from one thread at a time
+(the writer thread while a batch commits, the event loop otherwise).
 """
 
 from __future__ import annotations
@@ -124,10 +131,14 @@ class StoredState:
 
 @dataclass
 class Change:
-    """One atomic state change: everything in it commits together or not at all."""
+    """One atomic state change: everything in it commits together or not at all.
+
+    A batch of events (group commit) is one Change: every field holds the
+    rows of all its events.
+    """
 
     core: Mapping[str, Any] | None = None
-    applied: tuple[str, int] | None = None  # (incoming peer, frame seq)
+    applied: dict[str, int] = field(default_factory=dict)  # incoming peer -> last frame seq
     outbox: list[tuple[str, int, bytes]] = field(default_factory=list)  # (peer, seq, frame)
     next_seq: dict[str, int] = field(default_factory=dict)
     # (snapshot id, wall-clock time, Lamport clock) of each snapshot recorded
@@ -136,10 +147,10 @@ class Change:
     # (snapshot id, sender, transfer_seq, amount): recorded in-flight messages
     messages: list[tuple[str, str, int, int]] = field(default_factory=list)
     # Final reports (snapshot done: its `recorded` and `recorded_messages`
-    # rows go, the report holds the messages; its id joins `finished`) and progress
-    # reports (still recording); either replaces a stored report of the same id.
+    # rows go, the report holds the messages; its id joins `finished`).
     reports: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
-    progress: list[tuple[str, bytes]] = field(default_factory=list)  # (snapshot id, report)
+    # Reports the collector acked: deleted if still the stored bytes.
+    delete_reports: list[tuple[str, bytes]] = field(default_factory=list)
     acked: dict[str, int] = field(default_factory=dict)  # peer -> highest acked seq
 
 
@@ -280,11 +291,10 @@ class Store:
                 db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'core'", (json.dumps(change.core),)
                 )
-            if change.applied is not None:
-                db.execute(
-                    "UPDATE incoming SET last_applied = ? WHERE peer = ?",
-                    (change.applied[1], change.applied[0]),
-                )
+            db.executemany(
+                "UPDATE incoming SET last_applied = ? WHERE peer = ?",
+                [(seq, peer) for peer, seq in change.applied.items()],
+            )
             db.executemany("INSERT INTO outbox VALUES (?, ?, ?)", change.outbox)
             db.executemany(
                 "UPDATE outgoing SET next_seq = ? WHERE peer = ?",
@@ -301,7 +311,9 @@ class Store:
             # Plain INSERT: a message is recorded once; a second row for it
             # would be a bug, and it fails the whole transaction.
             db.executemany("INSERT INTO recorded_messages VALUES (?, ?, ?, ?)", change.messages)
-            db.executemany("INSERT OR REPLACE INTO reports VALUES (?, ?)", change.progress)
+            db.executemany(
+                "DELETE FROM reports WHERE snapshot_id = ? AND report = ?", change.delete_reports
+            )
             for snapshot_id, report in change.reports:
                 db.execute("DELETE FROM recorded WHERE snapshot_id = ?", (snapshot_id,))
                 db.execute("DELETE FROM recorded_messages WHERE snapshot_id = ?", (snapshot_id,))
@@ -312,21 +324,3 @@ class Store:
                     "DELETE FROM finished WHERE rowid <= (SELECT MAX(rowid) FROM finished) - ?",
                     (FINISHED_MEMORY,),
                 )
-
-    def acknowledge(self, peer: str, seq: int) -> None:
-        """The peer durably applied every frame up to `seq`: forget them."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM outbox WHERE peer = ? AND seq <= ?", (peer, seq))
-
-    def delete_report(self, snapshot_id: str, report: bytes) -> bool:
-        """The collector acked (or for good refused) `report`: forget it.
-
-        Only if it is still the stored report of `snapshot_id`: a progress
-        report may have been replaced by the final one while it was in
-        flight, and the final one must still be delivered. True if deleted.
-        """
-        with self._transaction() as db:
-            cursor = db.execute(
-                "DELETE FROM reports WHERE snapshot_id = ? AND report = ?", (snapshot_id, report)
-            )
-            return cursor.rowcount > 0

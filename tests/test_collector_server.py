@@ -113,6 +113,7 @@ def test_invalid_reports_are_refused_and_never_written(running: Running) -> None
 
 
 def test_duplicate_and_late_reports_do_not_rewrite(running: Running) -> None:
+    running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
     reports = consistent_reports(running.config, "s1")
     n1 = report_to_pb(reports["n1"])
     running.stub.ReportLocalSnapshot(n1)
@@ -128,7 +129,41 @@ def test_duplicate_and_late_reports_do_not_rewrite(running: Running) -> None:
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 
 
+def test_report_for_a_snapshot_nobody_began_is_refused(running: Running) -> None:
+    n1 = report_to_pb(consistent_reports(running.config, "never")["n1"])
+    with pytest.raises(grpc.RpcError) as caught:
+        running.stub.ReportLocalSnapshot(n1, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "never begun" in (caught.value.details() or "")
+    assert running.server.service.assembly.progress("never") is None
+    assert not (running.directory / ".pending" / "log.jsonl").exists()
+    assert not (running.directory / "never.json").exists()
+
+
+def test_each_report_costs_one_fsync_and_the_document_is_written_once(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append("log") or real_fdatasync(fd))
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append("file") or real_fsync(fd))
+    running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
+    assert synced.count("log") == 1
+    reports = list(consistent_reports(running.config, "s1").values())
+    for report in reports[:-1]:
+        running.stub.ReportLocalSnapshot(report_to_pb(report))
+    assert synced.count("log") == 1 + len(reports) - 1
+    synced.clear()
+    running.stub.ReportLocalSnapshot(report_to_pb(reports[-1]))  # completes it
+    # The last report needs no log fsync: the document (file + directory) holds it.
+    assert synced == ["file", "file"]
+    latest, document = running.directory / "latest.json", running.directory / "s1.json"
+    assert latest.stat().st_ino == document.stat().st_ino  # one copy of the bytes
+    assert (running.directory / ".pending" / "log.jsonl").stat().st_size == 0  # compacted
+
+
 def test_conflicting_report_refused(running: Running) -> None:
+    running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
     n1 = report_to_pb(consistent_reports(running.config, "s1")["n1"])
     running.stub.ReportLocalSnapshot(n1)
     n1.balance += 1
@@ -182,16 +217,25 @@ def test_progress_reports_name_the_culprit_of_an_aborted_snapshot(running: Runni
     assert json.loads((running.directory / "s1.json").read_text()) == document
 
 
+def logged_reports(directory: Path, node: str) -> list[dict]:
+    lines = (directory / ".pending" / "log.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [r["report"] for r in records if "report" in r and r["report"]["node_id"] == node]
+
+
 def test_final_report_replaces_the_progress_report(running: Running) -> None:
+    running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
     reports = consistent_reports(running.config, "s1")
     for node in running.config.node_ids:
         others = [n for n in running.config.node_ids if n != node]
         running.stub.ReportLocalSnapshot(report_to_pb(as_progress(reports[node], others)))
-    saved = json.loads((running.directory / ".pending" / "s1" / "n1.json").read_text())
+    (saved,) = logged_reports(running.directory, "n1")
     assert (saved["complete"], saved["open_channels"]) == (False, ["n2", "n3"])
     running.stub.ReportLocalSnapshot(report_to_pb(reports["n1"]))
-    saved = json.loads((running.directory / ".pending" / "s1" / "n1.json").read_text())
+    saved = logged_reports(running.directory, "n1")[-1]
     assert (saved["complete"], saved["open_channels"]) == (True, [])
+    pending = running.server.service.assembly.pending("s1")
+    assert pending is not None and pending.reports["n1"].complete
     contradicting = report_to_pb(reports["n2"])
     contradicting.balance += 1
     with pytest.raises(grpc.RpcError) as caught:
@@ -275,6 +319,7 @@ def test_restart_after_the_deadline_aborts_the_snapshot(tmp_path: Path) -> None:
     directory = tmp_path / "snapshots"
     first = Running(config, directory)
     first.server.service.stop()  # no ticker: the deadline passes while "down"
+    first.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n3"]))
     first.stub.ReportLocalSnapshot(report_to_pb(consistent_reports(config, "s1")["n3"]))
     first.close()
     time.sleep(0.6)

@@ -48,12 +48,11 @@ def test_temp_files_left_by_a_killed_process_are_ignored_and_removed(tmp_path: P
     store.write_document(document)
     # A process killed after writing the temp file but before the rename leaves this:
     (tmp_path / ".tmp-abc.json").write_text('{"snapshot_id": "s1", "status": "trunc')
-    (tmp_path / ".pending" / "s2").mkdir()
-    (tmp_path / ".pending" / "s2" / ".tmp-x.json").write_text("{")
+    (tmp_path / ".pending" / ".tmp-x.jsonl").write_text("{")
     reopened = SnapshotStore(tmp_path)
     assert json.loads(reopened.read_text("s1") or "") == document
     assert not list(tmp_path.glob(".tmp-*"))
-    assert not list((tmp_path / ".pending" / "s2").glob(".tmp-*"))
+    assert not list((tmp_path / ".pending").glob(".tmp-*"))
     assert [s.snapshot_id for s in reopened.finished()] == ["s1"]
 
 
@@ -91,38 +90,80 @@ def test_unsafe_ids_never_reach_the_file_system(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*")) == [".pending", "snaps"]
 
 
-def test_pending_reports_round_trip_and_are_dropped_when_finished(tmp_path: Path) -> None:
+def test_pending_reports_round_trip_through_the_log(tmp_path: Path) -> None:
     config = small_cluster()
     store = SnapshotStore(tmp_path)
     reports = consistent_reports(config, "s1")
     pending = PendingSnapshot("s1", T0, {"n1"})
     store.save_pending(pending)
-    store.save_report(pending, reports["n1"])
-    store.save_report(pending, reports["n2"])
+    store.save_report(reports["n1"])
+    store.save_report(reports["n2"])
+    store.save_pending(PendingSnapshot("s1", T0 + 5, {"n2"}))  # a second initiator
     (loaded,) = SnapshotStore(tmp_path).load_pending()
     assert loaded.snapshot_id == "s1"
-    assert loaded.started == T0
-    assert loaded.initiators == {"n1"}
+    assert loaded.started == T0  # the first begin counts
+    assert loaded.initiators == {"n1", "n2"}
     assert loaded.reports == {"n1": reports["n1"], "n2": reports["n2"]}
-    store.write_document(_finished_document(config, "s1"))
+    store.compact([])  # nothing pending any more
+    assert SnapshotStore(tmp_path).load_pending() == []
+
+
+def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    config = small_cluster()
+    store = SnapshotStore(tmp_path)
+    reports = consistent_reports(config, "s1")
+    store.save_pending(PendingSnapshot("s1", T0, {"n1"}))
+    store.save_report(reports["n1"])
+    with open(tmp_path / ".pending" / "log.jsonl", "ab") as log:
+        log.write(b'{"report": {"snapshot_id": "s1", "node_id": "n2", "bal')  # killed mid-write
+    (loaded,) = SnapshotStore(tmp_path).load_pending()
+    assert loaded.reports == {"n1": reports["n1"]}
+
+
+def test_reports_of_a_snapshot_without_a_begin_line_are_ignored(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.save_report(consistent_reports(small_cluster(), "s1")["n1"])
     assert store.load_pending() == []
-    assert not (tmp_path / ".pending" / "s1").exists()
+
+
+def test_compaction_keeps_only_pending_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = small_cluster()
+    store = SnapshotStore(tmp_path)
+    done, open_ = consistent_reports(config, "done"), consistent_reports(config, "open")
+    store.save_pending(PendingSnapshot("done", T0, {"n1"}))
+    for report in done.values():
+        store.save_report(report)
+    keep = PendingSnapshot("open", T0, {"n2"}, {"n1": open_["n1"]})
+    store.save_pending(keep)
+    store.save_report(open_["n1"])
+    store.compact([keep])  # small: left alone
+    assert {p.snapshot_id for p in SnapshotStore(tmp_path).load_pending()} == {"done", "open"}
+    monkeypatch.setattr("collector.store.COMPACT_BYTES", 10)
+    store.compact([keep])
+    (loaded,) = SnapshotStore(tmp_path).load_pending()
+    assert (loaded.snapshot_id, loaded.initiators, loaded.reports) == (
+        "open",
+        {"n2"},
+        {"n1": open_["n1"]},
+    )
 
 
 def test_progress_report_is_replaced_by_the_final_one(tmp_path: Path) -> None:
     config = small_cluster()
     store = SnapshotStore(tmp_path)
     reports = consistent_reports(config, "s1")
-    pending = PendingSnapshot("s1", T0, {"n1"})
+    store.save_pending(PendingSnapshot("s1", T0, {"n1"}))
     early = as_progress(reports["n1"], ["n2", "n3"])
-    store.save_report(pending, early)
+    store.save_report(early)
     (loaded,) = SnapshotStore(tmp_path).load_pending()
     assert loaded.reports == {"n1": early}
     assert (loaded.reports["n1"].complete, loaded.reports["n1"].open_channels) == (
         False,
         ("n2", "n3"),
     )
-    store.save_report(pending, reports["n1"])
+    store.save_report(reports["n1"])
     (loaded,) = SnapshotStore(tmp_path).load_pending()
     assert loaded.reports == {"n1": reports["n1"]}
 

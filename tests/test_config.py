@@ -337,3 +337,36 @@ def test_address_port_must_be_listenable(tmp_path: Path) -> None:
         expected = f"nodes\\[0\\].address: 'n1:{port}' is not host:port"
         with pytest.raises(ConfigError, match=expected):
             load_cluster(write(tmp_path, GOOD.replace("n1:50051", f"n1:{port}")), environ={})
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("balances", "field", "problem"),
+    [
+        ((INT64_MAX + 1, 0), "nodes[0].balance", "beyond int64"),
+        ((INT64_MAX, 1), "nodes: the balances add up to", "beyond int64"),
+    ],
+)
+def test_balances_beyond_int64_are_refused(
+    tmp_path: Path, balances: tuple[int, int], field: str, problem: str
+) -> None:
+    text = (
+        "nodes:\n"
+        f'  - {{id: n1, address: "n1:1", balance: {balances[0]}}}\n'
+        f'  - {{id: n2, address: "n2:1", balance: {balances[1]}}}\n'
+        'collector: "c:1"\n'
+    )
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_cluster(write(tmp_path, text), environ={})
+    assert field in str(caught.value)
+    # At the limit it loads: the total still fits.
+    text = text.replace(str(balances[0]), str(INT64_MAX - balances[1]), 1)
+    assert load_cluster(write(tmp_path, text), environ={}).expected_total == INT64_MAX
+
+
+def test_max_amount_beyond_int64_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, NODES + f"workload: {{max_amount: {INT64_MAX + 1}}}\n")
+    with pytest.raises(ConfigError, match="workload.max_amount"):
+        load_cluster(path, environ={})

@@ -1,9 +1,12 @@
-"""The reporter against a fake collector: retries what may succeed, drops what never will."""
+"""The reporter against a scripted collector: retries what may succeed, drops what never
+will, and sends progress only on its slow timer."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -13,11 +16,13 @@ import pytest
 from common.config import load_cluster
 from node import wire
 from node.channels import Backoff
+from node.committer import GroupCommitter
 from node.core import Marker
 from node.reporter import Reporter
 from node.runtime import NodeRuntime
 from node.storage import Store
-from node.testing import free_port, wait_until, write_cluster
+from node.testing import free_port, write_cluster
+from node.transport import open_channel
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
@@ -56,30 +61,89 @@ def finish(runtime: NodeRuntime, snapshot_id: str, seq: int) -> None:
         runtime.receive(wire.frame_for(peer, "a", seq, Marker(snapshot_id)))
 
 
-def test_refused_reports_are_dropped_and_unavailable_ones_retried(runtime: NodeRuntime) -> None:
-    collector = ScriptedCollector(
-        {
-            "invalid": [grpc.StatusCode.INVALID_ARGUMENT],
-            "conflict": [grpc.StatusCode.ALREADY_EXISTS],
-            "flaky": [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE],
-        }
-    )
+def run_reporter(runtime: NodeRuntime, port: int, until: Callable[[], bool], **kwargs) -> None:
+    """The real reporter and group committer on an event loop, until `until()`."""
+
+    async def main() -> None:
+        committer = GroupCommitter(runtime)
+        committer_task = asyncio.create_task(committer.run())
+        channel = open_channel(f"127.0.0.1:{port}")
+        reporter = Reporter(runtime, committer, channel, f"127.0.0.1:{port}", **kwargs)
+        task = asyncio.create_task(reporter.run())
+        try:
+            deadline = time.monotonic() + 10
+            while not until():
+                assert time.monotonic() < deadline, "reporter did not get there in 10 s"
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            committer.close()
+            await asyncio.gather(task, committer_task, return_exceptions=True)
+            committer.shutdown_writer()
+            await channel.close()
+
+    asyncio.run(main())
+
+
+def serve_collector(collector: ScriptedCollector) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     pb_grpc.add_CollectorServicer_to_server(collector, server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
-    for seq, snapshot_id in enumerate(["invalid", "conflict", "flaky", "fine"], start=1):
+    return server, port
+
+
+def test_refused_reports_are_dropped_and_unavailable_ones_retried(runtime: NodeRuntime) -> None:
+    collector = ScriptedCollector(
+        {
+            "invalid": [grpc.StatusCode.INVALID_ARGUMENT],
+            "conflict": [grpc.StatusCode.ALREADY_EXISTS],
+            "unbegun": [grpc.StatusCode.FAILED_PRECONDITION],
+            "flaky": [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE],
+        }
+    )
+    server, port = serve_collector(collector)
+    for seq, snapshot_id in enumerate(["invalid", "conflict", "unbegun", "flaky", "fine"], 1):
         finish(runtime, snapshot_id, seq)
-    reporter = Reporter(runtime, f"127.0.0.1:{port}", Backoff(0.05, 0.1))
-    reporter.start()
     try:
-        wait_until(lambda: runtime.wait_reports(0) == [], 10, what="every report handled")
+        run_reporter(runtime, port, lambda: runtime.reports() == [], backoff=Backoff(0.05, 0.1))
     finally:
-        reporter.stop()
-        reporter.join(5)
         server.stop(None)
     received = [sid for sid, complete in collector.received if complete]
     # Refused for good: sent once, then dropped; unavailable: retried until acked.
     assert received.count("invalid") == 1 and received.count("conflict") == 1
+    assert received.count("unbegun") == 1
     assert received.count("flaky") == 3 and received.count("fine") == 1
+    assert not any(not complete for _, complete in collector.received)  # no progress spam
+
+
+def test_progress_is_reported_on_a_slow_timer_once_per_change(runtime: NodeRuntime) -> None:
+    collector = ScriptedCollector({})
+    server, port = serve_collector(collector)
+    runtime.start_snapshot("slow")  # waits for markers from b and c
+
+    def progress() -> list[tuple[str, bool]]:
+        with collector.lock:
+            return [r for r in collector.received if not r[1]]
+
+    try:
+        started = time.monotonic()
+        run_reporter(
+            runtime, port, lambda: len(progress()) >= 1, progress_after=0.3, progress_interval=0.1
+        )
+        assert time.monotonic() - started >= 0.3  # not before `progress_after`
+        runtime.receive(wire.frame_for("b", "a", 1, Marker("slow")))  # one channel closes
+        run_reporter(
+            runtime, port, lambda: len(progress()) >= 2, progress_after=0.0, progress_interval=0.1
+        )
+        # A new reporter sends the current progress once; five more ticks with
+        # nothing changed send nothing.
+        ticks = time.monotonic() + 0.5
+        run_reporter(
+            runtime, port, lambda: time.monotonic() > ticks, progress_after=0.0,
+            progress_interval=0.1,
+        )  # fmt: skip
+    finally:
+        server.stop(None)
+    assert progress() == [("slow", False)] * 3

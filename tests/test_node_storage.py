@@ -11,8 +11,14 @@ import pytest
 
 from common.config import ClusterConfig, load_cluster
 from node import wire
-from node.core import Marker, RecordedMessage, Transfer
-from node.runtime import NodeRuntime, SequenceGap
+from node.core import InsufficientFunds, Marker, RecordedMessage, Transfer
+from node.runtime import (
+    NodeRuntime,
+    ReceiveFrame,
+    SendTransfer,
+    SequenceGap,
+    StartSnapshot,
+)
 from node.storage import (
     DB_NAME,
     Change,
@@ -111,20 +117,20 @@ def test_restart_reproduces_core_outbox_and_snapshot_state(
     runtime.receive(transfer_frame("b", 1, 1, 7))  # recorded as in flight on b -> a
     runtime.acknowledge("b", 1)  # lazily deleted: must not matter after restart
     before = runtime._core.to_dict()
-    frames_before = {p: runtime.wait_frames(p, 0, 0) for p in ("b", "c")}
+    frames_before = {p: runtime.frames_after(p, 0) for p in ("b", "c")}
 
     restarted = reopen(config, data_dir, runtime)
     try:
         assert restarted._core.to_dict() == before
         assert restarted.status().active_snapshots == ["snap-1"]
         # The acked frame may come back (the receiver drops it); nothing else differs.
-        frames_after = {p: restarted.wait_frames(p, 0, 0) for p in ("b", "c")}
+        frames_after = {p: restarted.frames_after(p, 0) for p in ("b", "c")}
         assert frames_after["c"] == frames_before["c"]
         assert frames_after["b"][-len(frames_before["b"]) :] == frames_before["b"]
         # The snapshot completes after the restart, with its recorded_at kept.
         restarted.receive(wire.frame_for("b", "a", 2, Marker("snap-1")))
         restarted.receive(wire.frame_for("c", "a", 2, Marker("snap-1")))
-        (report,) = restarted.wait_reports(timeout=0)
+        (report,) = restarted.reports()
         assert report.snapshot_id == "snap-1" and report.balance == 75
         assert [list(ch.messages) for ch in report.channels] == [
             [pb.RecordedMessage(transfer_seq=1, amount=7)],
@@ -142,13 +148,13 @@ def test_report_is_deleted_only_when_delivered(
     runtime.start_snapshot("s1")
     for peer in ("b", "c"):
         runtime.receive(wire.frame_for(peer, "a", 1, Marker("s1")))
-    assert [r.snapshot_id for r in runtime.wait_reports(0)] == ["s1"]
+    assert [r.snapshot_id for r in runtime.reports()] == ["s1"]
     restarted = reopen(config, data_dir, runtime)
     try:
-        (report,) = restarted.wait_reports(0)
+        (report,) = restarted.reports()
         assert report.snapshot_id == "s1" and report.complete
         assert restarted.report_delivered(report) is True
-        assert restarted.wait_reports(0) == []
+        assert restarted.reports() == []
     finally:
         restarted._store.close()
     assert db_rows(data_dir, "SELECT * FROM reports") == []
@@ -159,58 +165,73 @@ def stored_reports(data_dir: Path) -> dict[str, pb.LocalSnapshot]:
     return {str(sid): pb.LocalSnapshot.FromString(bytes(raw)) for sid, raw in rows}  # type: ignore[arg-type]
 
 
-def test_progress_report_is_committed_with_the_recording_and_replaced_by_the_final_one(
+def test_progress_report_is_built_from_the_committed_recording_and_never_stored(
     config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
 ):
     runtime.send_transfer("b", 10)
     runtime.receive(wire.frame_for("b", "a", 1, Marker("s1")))  # records; c still open
 
-    (progress,) = runtime.wait_reports(0)
+    assert runtime.reports() == []  # no final report yet, and progress is not queued
+    (progress,) = runtime.progress_reports()
     assert not progress.complete and list(progress.open_channels) == ["c"]
     assert (progress.balance, dict(progress.sent)) == (90, {"b": 1, "c": 0})
     assert [(ch.sender, list(ch.messages)) for ch in progress.channels] == [("b", []), ("c", [])]
     assert progress.recorded_at and progress.completed_at == ""
-    assert stored_reports(data_dir) == {"s1": progress}
+    assert runtime.progress_reports(older_than=3600) == []  # only after a while
+    assert stored_reports(data_dir) == {}
     assert db_rows(data_dir, "SELECT snapshot_id FROM recorded") == [("s1",)]
 
     runtime.receive(transfer_frame("c", 1, 1, 7))  # recorded on c -> a
-    restarted = reopen(config, data_dir, runtime)  # the progress report survives a crash
+    restarted = reopen(config, data_dir, runtime)  # the recording survives a crash ...
     try:
-        assert restarted.wait_reports(0) == [progress]
-        restarted.receive(wire.frame_for("c", "a", 2, Marker("s1")))
-        (final,) = restarted.wait_reports(0)
-        assert final.complete and list(final.open_channels) == []
-        assert (final.balance, final.recorded_at) == (progress.balance, progress.recorded_at)
-        assert [list(ch.messages) for ch in final.channels] == [
+        (again,) = restarted.progress_reports()  # ... and so does what progress says
+        assert (again.balance, again.recorded_at) == (progress.balance, progress.recorded_at)
+        assert [list(ch.messages) for ch in again.channels] == [
             [],
             [pb.RecordedMessage(transfer_seq=1, amount=7)],
         ]
+        restarted.receive(wire.frame_for("c", "a", 2, Marker("s1")))
+        assert restarted.progress_reports() == []
+        (final,) = restarted.reports()
+        assert final.complete and list(final.open_channels) == []
+        assert (final.balance, final.recorded_at) == (progress.balance, progress.recorded_at)
         assert final.completed_at >= final.recorded_at
-        assert stored_reports(data_dir) == {"s1": final}  # same key: replaced
+        assert stored_reports(data_dir) == {"s1": final}
         assert db_rows(data_dir, "SELECT snapshot_id FROM recorded") == []
     finally:
         restarted._store.close()
 
 
-def test_delivered_progress_report_does_not_delete_the_final_one_that_replaced_it(
+def test_delivering_a_report_that_is_not_the_stored_one_deletes_nothing(
     runtime: NodeRuntime, data_dir: Path
 ):
     runtime.start_snapshot("s1")
-    (progress,) = runtime.wait_reports(0)  # the reporter is sending it ...
-    assert not progress.complete and list(progress.open_channels) == ["b", "c"]
-    runtime.receive(wire.frame_for("b", "a", 1, Marker("s1")))  # ... b's marker renews it
-    (renewed,) = runtime.wait_reports(0)
-    assert not renewed.complete and list(renewed.open_channels) == ["c"]
-    assert stored_reports(data_dir) == {"s1": renewed}
-    assert runtime.report_delivered(progress) is False  # ... and then the first one is acked
-    assert stored_reports(data_dir) == {"s1": renewed}
+    (progress,) = runtime.progress_reports()
+    assert runtime.report_delivered(progress) is False  # progress is never stored
+    runtime.receive(wire.frame_for("b", "a", 1, Marker("s1")))
     runtime.receive(wire.frame_for("c", "a", 1, Marker("s1")))  # the snapshot finishes
-    assert runtime.report_delivered(renewed) is False
-    (final,) = runtime.wait_reports(0)
+    (final,) = runtime.reports()
     assert final.complete and stored_reports(data_dir) == {"s1": final}
     assert runtime.report_delivered(final) is True
-    assert runtime.wait_reports(0) == [] and stored_reports(data_dir) == {}
+    assert runtime.reports() == [] and stored_reports(data_dir) == {}
     assert runtime.report_delivered(final) is False  # acked twice: nothing left to delete
+
+
+def test_progress_report_left_by_an_older_version_is_dropped(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
+):
+    runtime.start_snapshot("s1")
+    (progress,) = runtime.progress_reports()
+    runtime._store.close()
+    with sqlite3.connect(data_dir / DB_NAME) as db:
+        db.execute("INSERT INTO reports VALUES ('s1', ?)", (progress.SerializeToString(),))
+    restarted = NodeRuntime(config, "a", Store(data_dir))
+    try:
+        assert restarted.reports() == []  # not sent as if it were final
+        restarted.send_transfer("b", 1)  # the next commit deletes it
+        assert stored_reports(data_dir) == {}
+    finally:
+        restarted._store.close()
 
 
 def test_snapshot_recorded_and_done_by_one_event_stores_only_the_final_report(tmp_path: Path):
@@ -221,7 +242,7 @@ def test_snapshot_recorded_and_done_by_one_event_stores_only_the_final_report(tm
         runtime = NodeRuntime(ring, "a", store)
         (incoming,) = runtime.incoming
         runtime.receive(wire.frame_for(incoming, "a", 1, Marker("s1")))
-        (report,) = runtime.wait_reports(0)
+        (report,) = runtime.reports()
         assert report.complete and report.completed_at
         assert stored_reports(tmp_path / "a") == {"s1": report}
     finally:
@@ -319,7 +340,7 @@ def run_workload(
             step(runtime, kind, arg)
             if index in restart_after:
                 runtime = reopen(config, data_dir, runtime)
-        reports = {r.snapshot_id: without_times(r) for r in runtime.wait_reports(0)}
+        reports = {r.snapshot_id: without_times(r) for r in runtime.reports()}
         assert all(r.complete for r in reports.values())
         return reports
     finally:
@@ -422,7 +443,7 @@ def test_failed_commit_of_a_recording_receive_restores_the_recorded_messages(
     runtime.receive(transfer_frame("b", 2, 2, 5))  # the sender resends it
     runtime.receive(marker_frame("b", 3, "s1"))
     runtime.receive(marker_frame("c", 1, "s1"))
-    (final,) = runtime.wait_reports(0)
+    (final,) = runtime.reports()
     assert final.complete
     assert [(m.transfer_seq, m.amount) for m in final.channels[0].messages] == [(1, 7), (2, 5)]
 
@@ -466,3 +487,83 @@ def test_finished_ids_are_rows_kept_across_restarts_and_bounded(
         assert restarted.status().active_snapshots == []
     finally:
         restarted._store.close()
+
+
+def test_event_failing_after_the_core_moved_is_undone_and_its_batch_goes_on(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    runtime.start_snapshot("s1")
+    real = wire.snapshot_report
+
+    def failing(snapshot, *args):  # type: ignore[no-untyped-def]
+        if snapshot.snapshot_id == "s1":
+            raise ValueError("cannot encode the report")
+        return real(snapshot, *args)
+
+    monkeypatch.setattr(wire, "snapshot_report", failing)
+    results = runtime.apply(
+        [
+            ReceiveFrame(transfer_frame("b", 1, 1, 5)),
+            ReceiveFrame(marker_frame("b", 2, "s1")),
+            ReceiveFrame(marker_frame("c", 1, "s1")),  # would finish s1: fails after the core
+            SendTransfer("b", 3),
+        ]
+    )
+    monkeypatch.undo()
+    assert results[:2] == [1, 2] and results[3] is None
+    assert isinstance(results[2], ValueError)
+    # Memory: everything but the failed event; s1 still waits for c's marker.
+    assert runtime.balance == 102 and runtime.active_snapshots == ("s1",)
+    assert runtime.last_applied("c") == 0 and runtime.reports() == []
+    # Disk: the same.
+    restarted = reopen(config, data_dir, runtime)
+    try:
+        assert restarted.balance == 102 and restarted.active_snapshots == ("s1",)
+        assert restarted.last_applied("b") == 2 and restarted.last_applied("c") == 0
+        assert restarted.receive(marker_frame("c", 1, "s1")) == 1  # the sender resends it
+        (final,) = restarted.reports()
+        assert final.complete and [list(ch.messages) for ch in final.channels] == [
+            [pb.RecordedMessage(transfer_seq=1, amount=5)],
+            [],
+        ]
+    finally:
+        restarted._store.close()
+
+
+def test_a_batch_is_one_transaction_and_refused_events_change_nothing(
+    runtime: NodeRuntime, data_dir: Path
+):
+    results = runtime.apply(
+        [
+            ReceiveFrame(transfer_frame("b", 1, 1, 5)),
+            ReceiveFrame(transfer_frame("b", 3, 3, 5)),  # a gap: refused
+            SendTransfer("c", 1000),  # more than the balance: refused
+            ReceiveFrame(transfer_frame("c", 1, 1, 7)),
+            ReceiveFrame(transfer_frame("b", 1, 1, 5)),  # a duplicate: not applied again
+        ]
+    )
+    assert results[0] == 1 and results[3] == 1 and results[4] == 1
+    assert isinstance(results[1], SequenceGap) and "missing" in str(results[1])
+    assert isinstance(results[2], InsufficientFunds)
+    assert runtime.balance == 112 and runtime.stats.batches == 1
+    assert db_rows(data_dir, "SELECT peer, last_applied FROM incoming ORDER BY peer") == [
+        ("b", 1),
+        ("c", 1),
+    ]
+
+
+def test_failed_commit_of_a_batch_fails_every_event_and_changes_nothing(
+    runtime: NodeRuntime, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    runtime.send_transfer("b", 10)
+
+    def failing_commit(change: Change) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(runtime._store, "commit", failing_commit)
+    with pytest.raises(sqlite3.OperationalError):
+        runtime.apply([ReceiveFrame(transfer_frame("c", 1, 1, 7)), StartSnapshot("s1")])
+    monkeypatch.undo()
+    assert runtime.balance == 90 and runtime.active_snapshots == ()
+    assert runtime.last_applied("c") == 0 and runtime.frames_after("c", 0) == []
+    assert runtime.apply([ReceiveFrame(transfer_frame("c", 1, 1, 7))]) == [1]  # resent: applies

@@ -88,12 +88,12 @@ def test_final_report_carries_markers_transfers_and_the_lamport_clock(tmp_path: 
         runtime.send_transfer("b", 10)  # lamport 1
         runtime.receive(wire.frame_for("c", "a", 1, Transfer(1, 5), lamport=40))  # -> 41
         assert runtime.start_snapshot("s1") is False  # recorded at 42; markers 43, 44
-        (b_marker,) = runtime.wait_frames("b", 1, 0)
+        (b_marker,) = runtime.frames_after("b", 1)
         assert b_marker.lamport > 42 and b_marker.WhichOneof("body") == "marker"
         runtime.receive(wire.frame_for("b", "a", 1, Transfer(1, 7), lamport=2))  # in flight
         runtime.receive(wire.frame_for("b", "a", 2, Marker("s1"), lamport=3))
         runtime.receive(wire.frame_for("c", "a", 2, Marker("s1"), lamport=50))
-        (report,) = runtime.wait_reports(0)
+        (report,) = runtime.reports()
     finally:
         runtime.close()
         store.close()
@@ -127,7 +127,7 @@ def test_lamport_clock_survives_a_restart(tmp_path: Path) -> None:
     try:
         runtime = NodeRuntime(config, "a", store)
         runtime.send_transfer("b", 1)
-        (frame,) = runtime.wait_frames("b", 0, 0)
+        (frame,) = runtime.frames_after("b", 0)
         assert frame.lamport == 72
     finally:
         store.close()
@@ -146,12 +146,12 @@ def test_collector_puts_the_timeline_in_the_snapshot_json(tmp_path: Path) -> Non
             stub = pb_grpc.CollectorStub(channel)
             stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["a"]))
             a.start_snapshot("s1")
-            for frame in a.wait_frames("b", 0, 0):
+            for frame in a.frames_after("b", 0):
                 b.receive(frame)
-            for frame in b.wait_frames("a", 0, 0):
+            for frame in b.frames_after("a", 0):
                 a.receive(frame)
             for runtime in (a, b):
-                for report in runtime.wait_reports(0):
+                for report in runtime.reports():
                     stub.ReportLocalSnapshot(report, timeout=5)
         document = json.loads((tmp_path / "snaps" / "s1.json").read_text())
     finally:

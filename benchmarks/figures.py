@@ -1,0 +1,348 @@
+"""The figures of issue 8, each beside the floor measured in the same run.
+
+    python -m benchmarks.figures [--quick]
+
+Floor (measured first, in this process):
+  - one-way latency of one message on a loopback gRPC stream (grpc.aio,
+    ping-pong on one Channel-like stream, half the round trip, p50);
+  - one SQLite commit as the node makes it (WAL, synchronous=FULL, p50).
+  One hop = one-way + one commit (a marker is forwarded only after the
+  commit of the recording it follows). One report = one-way + one fsync
+  at the collector, taken as one commit.
+
+Figures (real processes on loopback, link delay 0, light workload):
+  - snapshot latency, start -> verified document at the initiator, p50, for
+    N=3, 16, 32 complete graphs (marker depth 2: initiator -> k -> j) and
+    an N=64 ring (depth 64: the marker goes round to the initiator), each
+    with its ratio to floor = depth x hop + report;
+  - `cl-initiator` wall time at N=3 (the real CLI as a subprocess, p50);
+  - transfers/s, 5 nodes, workload unbounded (summed `sent` counters of
+    GetStatus over a window);
+  - app throughput while snapshotting every 1 s, as a ratio of the same
+    cluster's baseline measured just before;
+  - threads and RSS per node (N=3 and N=32).
+
+Every snapshot must be complete and verified, else the script fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from benchmarks._common import table
+from demo.local_cluster import LocalCluster
+from initiator.client import Connections, take_snapshot
+from protos import chandy_lamport_pb2 as pb
+from protos import chandy_lamport_pb2_grpc as pb_grpc
+
+LOAD_RATE = 1e6  # per node: as fast as it goes
+LIGHT_RATE = 20.0  # per node, for the latency runs
+
+
+# ------------------------------------------------------------------ floor
+
+
+class _Echo(pb_grpc.NodeServicer):
+    async def Channel(self, request_iterator, context):  # noqa: N802
+        async for frame in request_iterator:
+            yield pb.Ack(seq=frame.seq)
+
+
+async def _one_way_seconds(samples: int) -> float:
+    server = grpc.aio.server()
+    pb_grpc.add_NodeServicer_to_server(_Echo(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.enable_http_proxy", 0)]
+        ) as channel:
+            call = pb_grpc.NodeStub(channel).Channel()
+            frame = pb.Frame(sender="a", receiver="b", seq=1, marker=pb.Marker(snapshot_id="s"))
+            times = []
+            for i in range(samples + 20):
+                started = time.perf_counter()
+                await call.write(frame)
+                await call.read()
+                if i >= 20:  # warm-up
+                    times.append((time.perf_counter() - started) / 2)
+            call.cancel()
+            return statistics.median(times)
+    finally:
+        await server.stop(None)
+
+
+def one_way_seconds(samples: int = 300) -> float:
+    return asyncio.run(_one_way_seconds(samples))
+
+
+def commit_seconds(samples: int = 100) -> float:
+    directory = Path(tempfile.mkdtemp(prefix="cl-bench-commit-", dir="."))
+    try:
+        db = sqlite3.connect(directory / "x.sqlite3", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+        times = []
+        for i in range(samples + 5):
+            started = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?, ?)", (i, b"x" * 64))
+            db.execute("COMMIT")
+            if i >= 5:
+                times.append(time.perf_counter() - started)
+        db.close()
+        return statistics.median(times)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def node_pids(cluster: LocalCluster) -> list[int]:
+    return [cluster.processes[node].pid for node in cluster.node_ids]
+
+
+def verified(document: dict[str, Any] | None, snapshot_id: str) -> dict[str, Any]:
+    if document is None or document["status"] != "complete":
+        raise RuntimeError(f"snapshot {snapshot_id} did not complete: {document}")
+    if not document["verification"]["ok"]:
+        raise RuntimeError(f"snapshot {snapshot_id} failed verification")
+    return document
+
+
+def snapshot_latencies(cluster: LocalCluster, name: str, samples: int) -> list[float]:
+    connections = Connections()
+    try:
+        latencies = []
+        for index in range(samples + 1):
+            snapshot_id = f"{name}-{index}"
+            started = time.perf_counter()
+            outcome = take_snapshot(
+                cluster.config,
+                cluster.collector_address,
+                [cluster.node_ids[0]],
+                snapshot_id,
+                timeout=60,
+                connections=connections,
+            )
+            seconds = time.perf_counter() - started
+            verified(outcome.document, snapshot_id)
+            if index:  # the first one warms up the channels
+                latencies.append(seconds)
+        return latencies
+    finally:
+        connections.close()
+
+
+def cluster(workdir: Path, name: str, nodes: int, topology: str, rate: float) -> LocalCluster:
+    return LocalCluster(
+        workdir / name,
+        nodes=nodes,
+        topology=topology,
+        transfer_rate=rate,
+        link_delay_ms=0,
+        snapshot_timeout=60,
+    )
+
+
+def sent_total(cluster: LocalCluster) -> int:
+    total = 0
+    for node in cluster.node_ids:
+        status = cluster.node_status(node, timeout=5)
+        total += sum(c.sent_or_received for c in status.channels if c.direction == "out")
+    return total
+
+
+def transfers_per_second(cluster: LocalCluster, window: float) -> float:
+    first, started = sent_total(cluster), time.monotonic()
+    time.sleep(window)
+    return (sent_total(cluster) - first) / (time.monotonic() - started)
+
+
+def cli_wall_seconds(cluster: LocalCluster, samples: int) -> list[float]:
+    cli = Path(sys.executable).parent / "cl-initiator"
+    argv = [str(cli)] if cli.exists() else [sys.executable, "-m", "initiator"]
+    env = {**os.environ, "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
+    times = []
+    for index in range(samples + 1):
+        started = time.perf_counter()
+        result = subprocess.run(
+            [*argv, "--cluster", str(cluster.config_path), "--snapshot-id", f"cli-{index}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"cl-initiator failed ({result.returncode}): {result.stderr}")
+        if index:
+            times.append(seconds)
+    return times
+
+
+# ------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.figures")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, no N=64")
+    args = parser.parse_args()
+    samples = 5 if args.quick else 15
+    began = time.monotonic()
+    print("# benchmarks.figures: issue 8's table, each figure beside its floor (same run)")
+    one_way = one_way_seconds()
+    commit = commit_seconds()
+    hop = one_way + commit
+    report = one_way + commit
+    table(
+        "Floor",
+        ["what", "p50 ms"],
+        [
+            ["one-way latency, one message on a loopback gRPC stream", f"{one_way * 1e3:.3f}"],
+            ["one SQLite commit (WAL, synchronous=FULL)", f"{commit * 1e3:.3f}"],
+            ["one hop = one-way + one commit", f"{hop * 1e3:.3f}"],
+        ],
+    )
+
+    workdir = Path(tempfile.mkdtemp(prefix="cl-bench-figures-"))
+    latency_rows: list[list[object]] = []
+    resources: list[list[object]] = []
+    extra: list[list[object]] = []
+    runs: list[tuple[str, int, str, int]] = [
+        ("N=3 complete", 3, "complete", 2),
+        ("N=16 complete", 16, "complete", 2),
+        ("N=32 complete", 32, "complete", 2),
+    ]
+    if not args.quick:
+        runs.append(("N=64 ring", 64, "ring", 64))
+
+    def measure(name: str, nodes: int, topology: str, depth: int, also: Callable[..., None]):
+        running = cluster(workdir, name.replace(" ", "-").replace("=", ""), nodes, topology,
+                          LIGHT_RATE)  # fmt: skip
+        try:
+            running.start(timeout=120)
+            time.sleep(1.0)
+            latencies = snapshot_latencies(running, name.split()[0], samples)
+            p50 = statistics.median(latencies)
+            floor = depth * hop + report
+            latency_rows.append([
+                name, depth, len(latencies), f"{p50 * 1e3:.1f}",
+                f"{min(latencies) * 1e3:.1f}-{max(latencies) * 1e3:.1f}",
+                f"{floor * 1e3:.1f}", f"{p50 / floor:.1f}",
+            ])  # fmt: skip
+            pids = node_pids(running)
+            if nodes in (3, 32):
+                resources.append([
+                    name, f"{statistics.mean(threads(p) for p in pids):.0f}",
+                    max(threads(p) for p in pids),
+                    f"{statistics.mean(rss_mb(p) for p in pids):.1f}",
+                    f"{max(rss_mb(p) for p in pids):.1f}",
+                ])  # fmt: skip
+            also(running)
+        finally:
+            running.stop()
+
+    def cli(running: LocalCluster) -> None:
+        if len(running.node_ids) == 3:
+            p50 = statistics.median(cli_wall_seconds(running, samples))
+            extra.append(["`cl-initiator` wall time, N=3, p50", f"{p50 * 1e3:.0f} ms", "<= 80 ms"])
+
+    try:
+        for name, nodes, topology, depth in runs:
+            measure(name, nodes, topology, depth, cli)
+        # Throughput: 5 nodes, unbounded workload; then with a snapshot every second.
+        loaded = cluster(workdir, "load5", 5, "complete", LOAD_RATE)
+        try:
+            loaded.start(timeout=60)
+            time.sleep(3.0)
+            window = 5.0 if args.quick else 10.0
+            baseline = transfers_per_second(loaded, window)
+            stop = threading.Event()
+            taken: list[float] = []
+
+            def snapshots() -> None:
+                connections = Connections()
+                index = 0
+                while not stop.is_set():
+                    started = time.monotonic()
+                    sid = f"every-1s-{index}"
+                    outcome = take_snapshot(
+                        loaded.config, loaded.collector_address, ["n1"], sid, timeout=60,
+                        connections=connections,
+                    )  # fmt: skip
+                    verified(outcome.document, sid)
+                    taken.append(time.monotonic() - started)
+                    index += 1
+                    stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+                connections.close()
+
+            worker = threading.Thread(target=snapshots, daemon=True)
+            worker.start()
+            time.sleep(1.0)
+            during = transfers_per_second(loaded, window)
+            stop.set()
+            worker.join(60)
+            pids = node_pids(loaded)
+            extra += [
+                ["transfers/s, 5 nodes, unbounded workload", f"{baseline:,.0f}", ">= 10,000"],
+                ["app throughput while snapshotting every 1 s (ratio of baseline)",
+                 f"{during / baseline:.2f} ({during:,.0f}/s, {len(taken)} snapshots, "
+                 f"p50 {statistics.median(taken) * 1e3:.0f} ms)", ">= 0.98"],
+            ]  # fmt: skip
+            resources.append([
+                "5 nodes, unbounded load", f"{statistics.mean(threads(p) for p in pids):.0f}",
+                max(threads(p) for p in pids), f"{statistics.mean(rss_mb(p) for p in pids):.1f}",
+                f"{max(rss_mb(p) for p in pids):.1f}",
+            ])  # fmt: skip
+        finally:
+            loaded.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    table(
+        "Snapshot latency, start -> verified document at the initiator (link delay 0)",
+        ["cluster", "marker depth", "samples", "p50 ms", "range ms", "floor ms", "ratio to floor"],
+        latency_rows,
+    )
+    table("Initiator and throughput", ["figure", "measured", "goal"], extra)
+    table(
+        "Threads and RSS per node (goal: <= 16 threads, flat in N; <= 40 MB)",
+        ["cluster", "threads, mean", "threads, max", "RSS MB, mean", "RSS MB, max"],
+        resources,
+    )
+    print(f"\nfloor = depth x hop + one report; hop = one-way + one commit = {hop * 1e3:.2f} ms")
+    print(f"(total {time.monotonic() - began:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
