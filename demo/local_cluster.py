@@ -101,7 +101,7 @@ class LocalCluster:
         raw: dict[str, Any] = {
             "nodes": [
                 {"id": node, "address": f"127.0.0.1:{port}", "balance": self.balance}
-                for node, port in zip(self.node_ids, ports[1:], strict=True)
+                for node, port in zip(self.node_ids, ports[1 : len(self.node_ids) + 1], strict=True)
             ],
             "topology": self.topology,
             "collector": f"127.0.0.1:{ports[0]}",

@@ -44,6 +44,11 @@ def _duration(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
 
 
+def _short_time(iso: str) -> str:
+    """'2026-12-01 10:10:33.284' from '2026-12-01T10:10:33.284+00:00' (UTC throughout)."""
+    return iso.replace("T", " ").removesuffix("+00:00")
+
+
 def _status_badge(status: str, verified: bool | None = None) -> str:
     cls = status
     if status == "complete" and verified is False:
@@ -246,7 +251,8 @@ def _history(
         body.append(
             f'<tr data-snapshot="{_e(s.snapshot_id)}" data-status="{_e(s.status)}">'
             f"<td>{_link(s.snapshot_id)}</td><td>{_status_badge(s.status, s.verified)}</td>"
-            f"<td>{_e(', '.join(s.initiators))}</td><td>{_e(s.started_at)}</td>"
+            f"<td>{_e(', '.join(s.initiators))}</td>"
+            f'<td title="{_e(s.started_at)}">{_e(_short_time(s.started_at))}</td>'
             f'<td class="num">{_duration(s.duration_seconds)}</td>'
             f'<td class="num">{s.money_in_flight}</td><td class="num">{s.messages_in_flight}</td>'
             f"<td>{_verified(s)}</td></tr>"
@@ -327,15 +333,15 @@ def snapshot_page(
         f'<h1 data-snapshot="{_e(sid)}">{_e(sid)} {_status_badge(status, ok)} {verdict}</h1>',
         f'<p class="muted">{links}</p>',
         f'<p class="reason">{_e(reason)}</p>' if reason else "",
+        '<section id="diagram" class="card"><h3>Space-time diagram</h3>'
+        '<p class="muted">Hover a message for its seq and amount; click a node to follow it.</p>'
+        f'<div id="spacetime">{diagram_svg}</div><div id="info" class="info muted">'
+        "hover a message</div></section>",
         '<div class="row">',
         f'<section class="card"><h3>Snapshot</h3><dl>{dl}</dl></section>',
         f'<section id="topology" class="card"><h3>Topology: recorded balances, money in flight'
         f"</h3>{topology_svg}</section>",
         "</div>",
-        '<section id="diagram" class="card"><h3>Space-time diagram</h3>'
-        '<p class="muted">Hover a message for its seq and amount; click a node to follow it.</p>'
-        f'<div id="spacetime">{diagram_svg}</div><div id="info" class="info muted">'
-        "hover a message</div></section>",
         _nodes_table(document),
         _checks(verification),
     ]
