@@ -93,7 +93,7 @@ def one_way_seconds(samples: int = 300) -> float:
 
 
 def commit_seconds(samples: int = 100) -> float:
-    directory = Path(tempfile.mkdtemp(prefix="cl-bench-commit-", dir="."))
+    directory = Path(tempfile.mkdtemp(prefix="cl-bench-commit-"))  # where the nodes' data is
     try:
         db = sqlite3.connect(directory / "x.sqlite3", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -252,7 +252,8 @@ def main() -> None:
         try:
             running.start(timeout=120)
             time.sleep(1.0)
-            latencies = snapshot_latencies(running, name.split()[0], samples)
+            prefix = name.split()[0].replace("=", "").lower()
+            latencies = snapshot_latencies(running, prefix, samples)
             p50 = statistics.median(latencies)
             floor = depth * hop + report
             latency_rows.append([

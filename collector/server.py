@@ -116,6 +116,7 @@ class CollectorService(pb_grpc.CollectorServicer):
         self.store = store
         self.clock = clock
         self._cond = threading.Condition()
+        self._finished_since_compact = False
         # Read by the dashboard and /metrics (collector/web): called with the lock
         # held for every finished document, and a tally of report outcomes.
         self.on_document: list[Callable[[dict[str, Any]], object]] = []
@@ -179,18 +180,20 @@ class CollectorService(pb_grpc.CollectorServicer):
         while not self._stopping.wait(TICK_SECONDS):
             with self._cond:
                 self._expire()
+                if self._finished_since_compact:
+                    # Off the reports' path: the log lines of finished snapshots go here.
+                    self._finished_since_compact = False
+                    self.store.compact(self.assembly.pending_snapshots)
 
     def _expire(self) -> None:
-        documents = self.assembly.expire(self.clock())
-        for document in documents:
+        for document in self.assembly.expire(self.clock()):
             self._store_document(document)
-        if documents:
-            self.store.compact(self.assembly.pending_snapshots)
 
     def _store_document(self, document: dict[str, Any]) -> None:
         """Called with the lock held, for every snapshot that just finished:
         its document is written (once, durably) before anyone is told."""
         path = self.store.write_document(document)
+        self._finished_since_compact = True
         for hook in self.on_document:
             hook(document)
         log.bind(snapshot_id=document["snapshot_id"]).info(
@@ -251,7 +254,6 @@ class CollectorService(pb_grpc.CollectorServicer):
                 outcome, document = self.assembly.add_report(report, self.clock())
                 if document is not None:
                     self._store_document(document)  # durable: the log line is not needed
-                    self.store.compact(self.assembly.pending_snapshots)
                     ticket = 0
                 self._cond.notify_all()
         if ticket:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from datetime import UTC, datetime
 
@@ -22,4 +22,6 @@ def new_snapshot_id(now: datetime | None = None, token: str | None = None) -> st
     """A fresh id like snap-20261121T050108Z-a1b2c3 (time-ordered, unique enough
     that two initiators do not pick the same one by accident)."""
     now = now or datetime.now(UTC)
-    return f"snap-{now:%Y%m%dT%H%M%SZ}-{token or secrets.token_hex(3)}"
+    # os.urandom rather than `secrets`: the same source, without importing
+    # hmac/hashlib/random on every CLI start.
+    return f"snap-{now:%Y%m%dT%H%M%SZ}-{token or os.urandom(3).hex()}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 TOPOLOGIES = ("complete", "ring", "star", "random")
@@ -28,6 +27,8 @@ def build_channels(kind: str, ids: Sequence[str], seed: int = 0) -> list[Channel
         hub = ids[0]
         return [edge for leaf in ids[1:] for edge in ((hub, leaf), (leaf, hub))]
     if kind == "random":
+        import random  # only this topology needs it (keeps CLI start-up light)
+
         rng = random.Random(seed)
         order = ids[:]
         rng.shuffle(order)

@@ -6,7 +6,8 @@ included, from 1.
 
 Sending (one `PeerSender` task per outgoing channel): open one long-lived
 `Node.Channel` stream, write every unacknowledged frame in seq order, then
-every new one as the runtime publishes it. The receiver's acks are
+every new one as the runtime publishes it; the frames ready at one wake-up
+travel as one message (a `bundle`), since gRPC's cost is per message. The receiver's acks are
 cumulative ("everything up to seq is durably applied") and let the runtime
 forget frames. When the stream breaks the task reconnects after a jittered
 exponential backoff (peers that lost the same node do not retry in
@@ -171,19 +172,19 @@ class PeerSender:
                     with contextlib.suppress(asyncio.CancelledError):
                         await waiter
                 continue
-            first_seen = time.monotonic()
-            for frame in frames:
-                await self._hold(frame.seq, first_seen)
-                if reader.done():
-                    return
-                await call.write(frame)
-                after = frame.seq
+            await self._hold(frames[-1].seq, time.monotonic())
+            if reader.done():
+                return
+            # One gRPC message per wake-up: a bundle when several frames are ready.
+            await call.write(frames[0] if len(frames) == 1 else pb.Frame(bundle=frames))
+            after = frames[-1].seq
 
     async def _hold(self, seq: int, first_seen: float) -> None:
-        """Simulated link latency (`link_delay_ms`): a new frame leaves about
-        `link_delay` after this task first saw it, so that on a fast LAN money
-        is visibly in flight. Every frame waits the same time, in seq order,
-        so FIFO holds; resent frames are not delayed again.
+        """Simulated link latency (`link_delay_ms`): frames leave about
+        `link_delay` after this task first saw them (the newest is `seq`), so
+        that on a fast LAN money is visibly in flight. Every frame waits the
+        same time, in seq order, so FIFO holds; resent frames are not delayed
+        again.
         """
         if self.link_delay <= 0 or seq <= self._newest_seen:
             return
@@ -378,25 +379,30 @@ class ChannelService:
         incoming = self.runtime.incoming
         try:
             while stream.error is None:
-                frame = await context.read()
-                if frame is grpc.aio.EOF:
+                message = await context.read()
+                if message is grpc.aio.EOF:
                     break
-                sender = frame.sender
-                if stream.peer is not None and sender != stream.peer:
-                    stream.fail(
-                        UnknownSender(f"frame from {sender!r} on the stream of {stream.peer!r}")
-                    )
-                    return
-                if sender not in incoming:
-                    stream.fail(
-                        UnknownSender(f"{sender!r} has no channel to {self.runtime.node_id}")
-                    )
-                    return
+                frames = message.bundle if message.bundle else (message,)
+                for frame in frames:
+                    sender = frame.sender
+                    if frame.bundle:
+                        stream.fail(BadFrame(f"a bundle inside a bundle from {sender!r}"))
+                        return
+                    if stream.peer is not None and sender != stream.peer:
+                        stream.fail(
+                            UnknownSender(f"frame from {sender!r} on the stream of {stream.peer!r}")
+                        )
+                        return
+                    if sender not in incoming:
+                        stream.fail(
+                            UnknownSender(f"{sender!r} has no channel to {self.runtime.node_id}")
+                        )
+                        return
+                    stream.pending += 1
+                    self.committer.submit(ReceiveFrame(frame)).add_done_callback(stream.on_result)
                 while stream.pending >= MAX_PENDING_PER_STREAM:
                     stream.room.clear()
                     await stream.room.wait()
-                stream.pending += 1
-                self.committer.submit(ReceiveFrame(frame)).add_done_callback(stream.on_result)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the stream broke (peer gone): stop reading

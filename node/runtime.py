@@ -528,7 +528,7 @@ class NodeRuntime:
         now = self._wall_clock()
         for action in actions:
             if isinstance(action, SnapshotRecorded):
-                batch.timeline.append(("opened", (action.snapshot_id, lamport)))
+                batch.timeline.append(("opened", (action.snapshot_id, lamport, now)))
         if isinstance(payload, Transfer):
             batch.timeline.append((
                 "transfer",
@@ -629,7 +629,7 @@ class NodeRuntime:
                 batch.recorded[sid] = (self._clock(), event_lamport)
                 change.recorded.append((sid, batch.recorded[sid][0], event_lamport))
                 if not opened_done:
-                    batch.timeline.append(("opened", (sid, event_lamport)))
+                    batch.timeline.append(("opened", (sid, event_lamport, now)))
             elif isinstance(action, MessageRecorded):
                 message = action.message
                 change.messages.append(

@@ -7,9 +7,14 @@ snapshot this node records:
 
 * every marker of that snapshot the node sent or received;
 * per channel (direction + peer), at most `per_side` transfers before the
-  recording point (the newest ones, kept in a ring buffer all the time) and
-  at most `per_side` after it, until the local snapshot is done. With the
-  default 25 that is at most 50 transfers per channel.
+  recording point (the newest ones, kept in a ring buffer all the time, and
+  only those at most `before_seconds` older than it: a window *around* the
+  cut, not a channel's distant past) and at most `per_side` after it, until
+  the local snapshot is done. With the default 25 that is at most 50
+  transfers per channel;
+* in all, at most `max_transfers` transfers per snapshot (half before, half
+  after), so that a node with many channels under load keeps its reports,
+  and the collector its documents, small.
 
 Lamport clock: `tick()` for a local event (a send), `witness(remote)` for a
 receive (max(own, remote) + 1). The runtime persists `clock` with each
@@ -27,6 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 PER_SIDE = 25  # transfers per channel before, and after, the recording point
+BEFORE_SECONDS = 1.0  # how far before the recording point transfers are kept
+MAX_TRANSFERS = 1000  # transfers per snapshot, all channels together
 
 MARKER_SENT = "marker_sent"
 MARKER_RECEIVED = "marker_received"
@@ -52,6 +59,7 @@ class _Window:
     before: list[TimelineEvent]
     after: dict[tuple[str, str], int] = field(default_factory=dict)  # channel -> count
     events: list[TimelineEvent] = field(default_factory=list)  # markers + after-transfers
+    after_total: int = 0
 
 
 def _channel(kind: str, peer: str) -> tuple[str, str]:
@@ -61,9 +69,17 @@ def _channel(kind: str, peer: str) -> tuple[str, str]:
 class TimelineRecorder:
     """The Lamport clock and the bounded per-snapshot windows of one node."""
 
-    def __init__(self, clock: int = 0, per_side: int = PER_SIDE) -> None:
+    def __init__(
+        self,
+        clock: int = 0,
+        per_side: int = PER_SIDE,
+        before_seconds: float = BEFORE_SECONDS,
+        max_transfers: int = MAX_TRANSFERS,
+    ) -> None:
         self.clock = clock
         self.per_side = per_side
+        self.before_seconds = before_seconds
+        self.max_transfers = max_transfers
         self._recent: dict[tuple[str, str], deque[TimelineEvent]] = {}
         self._windows: dict[str, _Window] = {}
 
@@ -81,15 +97,17 @@ class TimelineRecorder:
 
     # ----------------------------------------------------------------- events
 
-    def opened(self, snapshot_id: str, lamport: int) -> None:
-        """This node recorded its state for `snapshot_id` at Lamport time `lamport`."""
+    def opened(self, snapshot_id: str, lamport: int, at: float) -> None:
+        """This node recorded its state for `snapshot_id` at Lamport time
+        `lamport`, wall-clock time `at`."""
         if snapshot_id in self._windows:
             return
+        since = at - self.before_seconds
         before = sorted(
-            (event for recent in self._recent.values() for event in recent),
+            (event for recent in self._recent.values() for event in recent if event.at >= since),
             key=lambda e: e.lamport,
         )
-        self._windows[snapshot_id] = _Window(lamport, before)
+        self._windows[snapshot_id] = _Window(lamport, before[-(self.max_transfers // 2) :])
 
     def transfer(
         self, kind: str, peer: str, seq: int, amount: int, at: float, lamport: int
@@ -102,8 +120,9 @@ class TimelineRecorder:
         recent.append(event)
         for window in self._windows.values():
             count = window.after.get(channel, 0)
-            if count < self.per_side:
+            if count < self.per_side and window.after_total < self.max_transfers // 2:
                 window.after[channel] = count + 1
+                window.after_total += 1
                 window.events.append(event)
 
     def marker(
@@ -115,12 +134,16 @@ class TimelineRecorder:
 
     def copy(self) -> TimelineRecorder:
         """An independent copy (events are immutable and shared)."""
-        other = TimelineRecorder(self.clock, self.per_side)
+        other = TimelineRecorder(
+            self.clock, self.per_side, self.before_seconds, self.max_transfers
+        )
         other._recent = {
             channel: deque(recent, maxlen=self.per_side) for channel, recent in self._recent.items()
         }
         other._windows = {
-            sid: _Window(w.lamport_recorded, list(w.before), dict(w.after), list(w.events))
+            sid: _Window(
+                w.lamport_recorded, list(w.before), dict(w.after), list(w.events), w.after_total
+            )
             for sid, w in self._windows.items()
         }
         return other

@@ -7,20 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frame(_message.Message):
-    __slots__ = ("sender", "receiver", "seq", "transfer", "marker", "lamport")
+    __slots__ = ("sender", "receiver", "seq", "transfer", "marker", "lamport", "bundle")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
     MARKER_FIELD_NUMBER: _ClassVar[int]
     LAMPORT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
     sender: str
     receiver: str
     seq: int
     transfer: Transfer
     marker: Marker
     lamport: int
-    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., seq: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., marker: _Optional[_Union[Marker, _Mapping]] = ..., lamport: _Optional[int] = ...) -> None: ...
+    bundle: _containers.RepeatedCompositeFieldContainer[Frame]
+    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., seq: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., marker: _Optional[_Union[Marker, _Mapping]] = ..., lamport: _Optional[int] = ..., bundle: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...) -> None: ...
 
 class Transfer(_message.Message):
     __slots__ = ("transfer_seq", "amount")

@@ -36,7 +36,7 @@ def test_lamport_clock_ticks_and_witnesses() -> None:
 
 
 def test_window_keeps_at_most_per_side_transfers_before_and_after_per_channel() -> None:
-    recorder = TimelineRecorder(per_side=3)
+    recorder = TimelineRecorder(per_side=3, before_seconds=100)
     clock = 0
     for seq in range(1, 11):  # 10 transfers out to b, 10 in from c, before the cut
         clock += 1
@@ -44,7 +44,7 @@ def test_window_keeps_at_most_per_side_transfers_before_and_after_per_channel() 
         clock += 1
         recorder.transfer(TRANSFER_RECEIVED, "c", seq, seq, 100.0 + clock, clock)
     clock += 1
-    recorder.opened("s1", clock)
+    recorder.opened("s1", clock, 150.0)
     recorder.marker(MARKER_SENT, "b", 11, "s1", 200.0, clock + 1)
     recorder.marker(MARKER_SENT, "b", 1, "other", 200.0, clock + 1)  # another snapshot's
     clock += 1
@@ -68,9 +68,25 @@ def test_window_keeps_at_most_per_side_transfers_before_and_after_per_channel() 
     assert recorder.events("s1") == ()
 
 
+def test_before_the_cut_only_recent_transfers_and_in_all_at_most_max_transfers() -> None:
+    recorder = TimelineRecorder(per_side=25, before_seconds=1.0, max_transfers=20)
+    recorder.transfer(TRANSFER_SENT, "b", 1, 5, 10.0, 1)  # 5 s before the cut: too old
+    for seq in range(2, 40):
+        recorder.transfer(TRANSFER_SENT, "c", seq, 1, 14.5, seq)  # recent, on one channel
+    recorder.opened("s1", 100, 15.0)
+    for seq in range(40, 80):
+        recorder.transfer(TRANSFER_RECEIVED, "d", seq, 1, 16.0, 100 + seq)
+    events = recorder.events("s1")
+    before = [e for e in events if e.lamport < 100]
+    after = [e for e in events if e.lamport > 100]
+    assert [e.peer for e in before] == ["c"] * 10  # max_transfers // 2 of the newest
+    assert [e.seq for e in before] == list(range(30, 40))
+    assert len(after) == 10
+
+
 def test_copy_is_independent() -> None:
     recorder = TimelineRecorder()
-    recorder.opened("s1", 1)
+    recorder.opened("s1", 1, 0.0)
     copy = recorder.copy()
     copy.marker(MARKER_RECEIVED, "b", 1, "s1", 1.0, 2)
     assert recorder.events("s1") == () and len(copy.events("s1")) == 1
