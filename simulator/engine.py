@@ -19,18 +19,47 @@ Model
 * One `random.Random(seed)` makes every choice. Same seed + same calls ==
   same run, same documents. No threads, no I/O.
 
+The schedule (`Simulation.schedule`)
+------------------------------------
+Everything the simulator did, in the order it did it, as a tuple of frozen
+`Step`s: the delivery schedule the seed chose, plus what caused it. Steps are
+numbered 0, 1, 2, ... (`step`) and carry the tick they happened at (`tick`);
+several steps share a tick, and their order within it is the order of
+`step`. The kinds (stable: fields are only ever added):
+
+    SendStep      a core put `payload` on channel src -> dst; it is due at
+                  `deliver_at`. `index` numbers the payloads (transfers and
+                  markers together) on that channel from 1.
+    DeliverStep   the payload number `index` of channel src -> dst was handed
+                  to dst's core (before the core reacts; the steps that follow
+                  with the same tick and a higher `step` are its reaction).
+    InitiateStep  the operator asked `node` to start `snapshot_id` (also when
+                  the node had already recorded it: the request still happened).
+    RestoreStep   `node`'s core was saved and rebuilt from its durable state.
+    RecordStep    `node` recorded its local state for `snapshot_id`.
+    FinishStep    `node` finished its local snapshot of `snapshot_id`.
+
+A send and its delivery share (src, dst, index). `step_to_dict` gives each
+step's JSON form (a `kind` key plus the fields; payloads as
+`{"type": "transfer", "seq", "amount"}` or `{"type": "marker",
+"snapshot_id"}`), for tools that draw or replay runs: the space-time
+diagrams of `cl-simulate --svg` and the reference oracle in tests/oracle/.
+`initial_balances` and `channels` complete the picture.
+
 Errors are `SimulationError`s whose message names the event that failed.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import json
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from collector.document import NodeReport, build_document
 from common.topology import unreachable_pairs
@@ -88,10 +117,113 @@ def tick_timestamp(tick: int) -> str:
 
 @dataclass(frozen=True)
 class InFlight:
-    """A payload on a channel, due for delivery at tick `deliver_at`."""
+    """A payload on a channel, due for delivery at tick `deliver_at`.
+
+    `index` is its position among everything sent on the channel (from 1)."""
 
     deliver_at: int
     payload: Payload
+    index: int = 0
+
+
+# ---------------------------------------------------------------- schedule
+
+
+@dataclass(frozen=True)
+class SendStep:
+    """`src`'s core put `payload` on src -> dst at `tick`; due at `deliver_at`."""
+
+    kind: ClassVar[str] = "send"
+    step: int
+    tick: int
+    src: str
+    dst: str
+    index: int
+    payload: Payload
+    deliver_at: int
+
+
+@dataclass(frozen=True)
+class DeliverStep:
+    """Payload number `index` of src -> dst was handed to `dst`'s core at `tick`."""
+
+    kind: ClassVar[str] = "deliver"
+    step: int
+    tick: int
+    src: str
+    dst: str
+    index: int
+    payload: Payload
+
+
+@dataclass(frozen=True)
+class InitiateStep:
+    """The operator asked `node` to start snapshot `snapshot_id` at `tick`."""
+
+    kind: ClassVar[str] = "initiate"
+    step: int
+    tick: int
+    node: str
+    snapshot_id: str
+
+
+@dataclass(frozen=True)
+class RestoreStep:
+    """`node`'s core was saved and rebuilt from its durable state at `tick`."""
+
+    kind: ClassVar[str] = "restore"
+    step: int
+    tick: int
+    node: str
+
+
+@dataclass(frozen=True)
+class RecordStep:
+    """`node` recorded its local state for `snapshot_id` at `tick`."""
+
+    kind: ClassVar[str] = "record"
+    step: int
+    tick: int
+    node: str
+    snapshot_id: str
+
+
+@dataclass(frozen=True)
+class FinishStep:
+    """`node` finished its local snapshot of `snapshot_id` (last marker in) at `tick`."""
+
+    kind: ClassVar[str] = "finish"
+    step: int
+    tick: int
+    node: str
+    snapshot_id: str
+
+
+Step = SendStep | DeliverStep | InitiateStep | RestoreStep | RecordStep | FinishStep
+
+
+def payload_to_dict(payload: Payload) -> dict[str, Any]:
+    """The JSON form of a payload in a schedule step."""
+    if isinstance(payload, Marker):
+        return {"type": "marker", "snapshot_id": payload.snapshot_id}
+    return {"type": "transfer", "seq": payload.transfer_seq, "amount": payload.amount}
+
+
+def step_to_dict(step: Step) -> dict[str, Any]:
+    """The JSON form of one schedule step: `kind`, `step`, `tick` and its fields.
+
+    Channel ends are named `from` and `to`, the payload `message`."""
+    data: dict[str, Any] = {"kind": step.kind, "step": step.step, "tick": step.tick}
+    if isinstance(step, SendStep | DeliverStep):
+        data.update({"from": step.src, "to": step.dst, "index": step.index})
+        data["message"] = payload_to_dict(step.payload)
+        if isinstance(step, SendStep):
+            data["deliver_at"] = step.deliver_at
+    elif isinstance(step, RestoreStep):
+        data["node"] = step.node
+    else:
+        data.update({"node": step.node, "snapshot_id": step.snapshot_id})
+    return data
 
 
 @dataclass(frozen=True)
@@ -145,10 +277,24 @@ class Simulation:
         self.seed = seed
         self.max_delay = max_delay
         self.expected_total = sum(nodes.values())
+        self._initial = {node_id: nodes[node_id] for node_id in self._ids}
         self._rng = random.Random(seed)
         self._now = 0
         self._delivered = 0
         self._queues: dict[Channel, deque[InFlight]] = {ch: deque() for ch in self._channels}
+        # Which channels have a message due, without scanning every channel:
+        # `_due` holds (sorted) the positions in `_channels` of the channels
+        # whose first message is due now, `_later` a heap of (due tick,
+        # position) of the other non-empty ones. Every non-empty channel is in
+        # exactly one of them. The order of `_due` is the order of `_channels`,
+        # so the seeded choice among due channels is the one a scan would make.
+        self._position = {ch: pos for pos, ch in enumerate(self._channels)}
+        self._due: list[int] = []
+        self._later: list[tuple[int, int]] = []
+        self._sent_on: dict[Channel, int] = dict.fromkeys(self._channels, 0)
+        self._in_flight_count = 0
+        self._in_flight_money = 0
+        self._schedule: list[Step] = []
         self._cores: dict[str, NodeCore] = {
             node_id: core_factory(
                 node_id,
@@ -184,6 +330,16 @@ class Simulation:
     def channels(self) -> tuple[Channel, ...]:
         return self._channels
 
+    @property
+    def initial_balances(self) -> dict[str, int]:
+        """Node id -> the balance it started with."""
+        return dict(self._initial)
+
+    @property
+    def schedule(self) -> tuple[Step, ...]:
+        """Every step so far, in order (see "The schedule" in the module doc)."""
+        return tuple(self._schedule)
+
     def core(self, node_id: str) -> NodeCore:
         """The live state machine of `node_id` (for inspection in tests)."""
         self._check_node(node_id, "core")
@@ -199,7 +355,7 @@ class Simulation:
     @property
     def quiet(self) -> bool:
         """True when no message is in flight on any channel."""
-        return not any(self._queues.values())
+        return self._in_flight_count == 0
 
     def total_money(self) -> int:
         """Balances of all nodes plus the amounts of transfers in flight."""
@@ -234,7 +390,7 @@ class Simulation:
         return Statistics(
             tick=self._now,
             delivered=self._delivered,
-            in_flight_messages=sum(len(q) for q in self._queues.values()),
+            in_flight_messages=self._in_flight_count,
             in_flight_money=self._money_in_flight(),
             snapshots_completed=len(self._completed),
             snapshots_pending=len(self.pending_snapshots),
@@ -281,6 +437,7 @@ class Simulation:
             progress = self._snapshots[snapshot_id] = _Progress(started_tick=self._now)
         if node not in progress.initiators:
             progress.initiators.append(node)
+        self._schedule.append(InitiateStep(self._next_step, self._now, node, snapshot_id))
         self._perform(node, self._cores[node].initiate_snapshot(snapshot_id))
         return snapshot_id
 
@@ -303,6 +460,7 @@ class Simulation:
             )
         except CoreError as error:
             raise SimulationError(f"{event}: {error}") from error
+        self._schedule.append(RestoreStep(self._next_step, self._now, node))
 
     def tick(self, n: int = 1) -> None:
         """Advance the clock by `n` ticks, delivering every message that falls due."""
@@ -319,7 +477,7 @@ class Simulation:
         """
         start = self._now
         while not self.quiet:
-            next_due = min(q[0].deliver_at for q in self._queues.values() if q)
+            next_due = self._now if self._due else self._later[0][0]
             if next_due - start > max_ticks:
                 raise SimulationError(f"not quiet after {max_ticks} ticks")
             self._now = max(self._now + 1, next_due)
@@ -342,22 +500,37 @@ class Simulation:
                 return candidate
 
     def _money_in_flight(self) -> int:
-        return sum(
-            item.payload.amount
-            for queue in self._queues.values()
-            for item in queue
-            if isinstance(item.payload, Transfer)
-        )
+        return self._in_flight_money
+
+    @property
+    def _next_step(self) -> int:
+        """The number of the next schedule step."""
+        return len(self._schedule)
 
     def _deliver_due(self) -> None:
+        due, later = self._due, self._later
         while True:
-            due = [ch for ch, q in self._queues.items() if q and q[0].deliver_at <= self._now]
+            while later and later[0][0] <= self._now:
+                bisect.insort(due, heapq.heappop(later)[1])
             if not due:
                 return
-            channel = due[self._rng.randrange(len(due))] if len(due) > 1 else due[0]
+            choice = self._rng.randrange(len(due)) if len(due) > 1 else 0
+            position = due[choice]
+            channel = self._channels[position]
             src, dst = channel
-            item = self._queues[channel].popleft()
+            queue = self._queues[channel]
+            item = queue.popleft()
+            if not queue or queue[0].deliver_at > self._now:
+                del due[choice]
+                if queue:
+                    heapq.heappush(later, (queue[0].deliver_at, position))
+            self._in_flight_count -= 1
+            if isinstance(item.payload, Transfer):
+                self._in_flight_money -= item.payload.amount
             self._delivered += 1
+            self._schedule.append(
+                DeliverStep(self._next_step, self._now, src, dst, item.index, item.payload)
+            )
             try:
                 actions = self._cores[dst].receive(src, item.payload)
             except CoreError as error:
@@ -376,18 +549,41 @@ class Simulation:
                         f"tick {self._now}: {node_id} sent {_describe(action.payload)} "
                         f"to {action.to}, but there is no channel {node_id} -> {action.to}"
                     )
+                channel = (node_id, action.to)
                 deliver_at = self._now + self._rng.randint(1, self.max_delay)
                 if queue:
                     deliver_at = max(deliver_at, queue[-1].deliver_at)
-                queue.append(InFlight(deliver_at, action.payload))
+                else:  # due later than now: it joins the waiting heap
+                    heapq.heappush(self._later, (deliver_at, self._position[channel]))
+                self._sent_on[channel] += 1
+                index = self._sent_on[channel]
+                queue.append(InFlight(deliver_at, action.payload, index))
+                self._in_flight_count += 1
+                if isinstance(action.payload, Transfer):
+                    self._in_flight_money += action.payload.amount
+                self._schedule.append(
+                    SendStep(
+                        step=self._next_step,
+                        tick=self._now,
+                        src=node_id,
+                        dst=action.to,
+                        index=index,
+                        payload=action.payload,
+                        deliver_at=deliver_at,
+                    )
+                )
             elif isinstance(action, SnapshotRecorded):
                 progress = self._progress(action.snapshot_id)
                 progress.recorded_tick.setdefault(node_id, self._now)
+                self._schedule.append(
+                    RecordStep(self._next_step, self._now, node_id, action.snapshot_id)
+                )
             elif isinstance(action, MessageRecorded):
                 by_sender = self._recorded[node_id].setdefault(action.snapshot_id, {})
                 by_sender.setdefault(action.sender, []).append(action.message)
             elif isinstance(action, LocalSnapshotDone):
                 snapshot_id = action.snapshot.snapshot_id
+                self._schedule.append(FinishStep(self._next_step, self._now, node_id, snapshot_id))
                 self._recorded[node_id].pop(snapshot_id, None)
                 self._finished[node_id].append(snapshot_id)
                 progress = self._progress(snapshot_id)
