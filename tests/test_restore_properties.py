@@ -227,6 +227,7 @@ def run_restore(spec: RestoreRun) -> Runner:
     # everything on the wire at the restore was of the old epoch: refused, none applied
     assert r.sim.discarded == old_messages
     check_cut(r.sim.document("t"), r.ledger, base, r.total)
+    assert (s_doc["epoch"], r.sim.document("t")["epoch"]) == (0, 1)
     return r
 
 

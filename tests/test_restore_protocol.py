@@ -371,3 +371,28 @@ def check_never_split(nodes: dict[str, Node]) -> None:
     committed = set().union(*(node.committed for node in nodes.values()))
     resumed = set().union(*(node.resumed for node in nodes.values()))
     assert not committed & resumed, f"restores both committed and aborted: {committed & resumed}"
+
+
+def test_a_snapshot_recorded_across_two_epochs_is_aborted() -> None:
+    from collector.document import NodeReport, build_document
+    from node.core import LocalSnapshot
+
+    def report(node: str, peer: str, epoch: int) -> NodeReport:
+        return NodeReport(
+            LocalSnapshot("s9", node, 10, {peer: 0}, {peer: 0}, {peer: ()}, False, epoch=epoch)
+        )
+
+    common = dict(
+        snapshot_id="s9",
+        initiators=["a"],
+        started_at="",
+        completed_at="",
+        expected_total=20,
+        node_ids=["a", "b"],
+        channels=[("a", "b"), ("b", "a")],
+    )
+    same = build_document(**common, reports={"a": report("a", "b", 2), "b": report("b", "a", 2)})
+    assert same["status"] == "complete" and same["epoch"] == 2
+    mixed = build_document(**common, reports={"a": report("a", "b", 1), "b": report("b", "a", 2)})
+    assert mixed["status"] == "aborted"
+    assert "different epochs (a: 1, b: 2)" in mixed["verification"]["reason"]
