@@ -14,11 +14,13 @@ or more, and only when its open channels changed since the last one sent.
 They are built from committed state and are never stored: after a restart
 the next tick rebuilds them from the recording.
 
-A report the collector refuses for good -- invalid (INVALID_ARGUMENT),
-contradicting what this node reported before (ALREADY_EXISTS), or for a
-snapshot the collector never began (FAILED_PRECONDITION) -- is logged as an
-error and dropped, not retried forever. Anything else is retried after a
-jittered exponential backoff.
+A report the collector refuses for good -- invalid (INVALID_ARGUMENT) or
+contradicting what this node reported before (ALREADY_EXISTS) -- is logged
+as an error and dropped, not retried forever. A report for a snapshot the
+collector has not begun (FAILED_PRECONDITION) may be a race with a
+collector that restarted and is being told again by its initiator: it is
+retried for `unbegun_patience` seconds, then dropped. Anything else is
+retried after a jittered exponential backoff.
 """
 
 from __future__ import annotations
@@ -42,13 +44,9 @@ REPORT_TIMEOUT = 5.0
 PROGRESS_AFTER = 1.0
 PROGRESS_INTERVAL = 1.0
 # Answers after which sending the same report again cannot succeed.
-REFUSED_FOR_GOOD = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    }
-)
+REFUSED_FOR_GOOD = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
+NOT_BEGUN = grpc.StatusCode.FAILED_PRECONDITION
+UNBEGUN_PATIENCE = 60.0
 
 
 class Reporter:
@@ -61,6 +59,7 @@ class Reporter:
         backoff: Backoff | None = None,
         progress_after: float = PROGRESS_AFTER,
         progress_interval: float = PROGRESS_INTERVAL,
+        unbegun_patience: float = UNBEGUN_PATIENCE,
     ) -> None:
         self.runtime = runtime
         self.committer = committer
@@ -69,6 +68,8 @@ class Reporter:
         self.backoff = backoff or Backoff(0.2, 5.0)
         self.progress_after = progress_after
         self.progress_interval = progress_interval
+        self.unbegun_patience = unbegun_patience
+        self._unbegun_since: dict[str, float] = {}
         self.ready = asyncio.Event()  # set when the runtime published a final report
         self._progress_sent: dict[str, tuple[str, ...]] = {}
         self._log = log.bind(node_id=runtime.node_id)
@@ -94,12 +95,25 @@ class Reporter:
 
     async def _send_finals(self, stub: pb_grpc.CollectorStub) -> bool:
         """Send every undelivered final report; False if one must be retried later."""
+        retry_later = False
         for report in self.runtime.reports():
+            sid = report.snapshot_id
             code, details = await self._send(stub, report)
+            if code == NOT_BEGUN:
+                since = self._unbegun_since.setdefault(sid, time.monotonic())
+                if time.monotonic() - since < self.unbegun_patience:
+                    self._log.warning(
+                        "collector has not begun this snapshot yet, will retry",
+                        snapshot_id=sid,
+                        details=details,
+                    )
+                    retry_later = True
+                    continue
+            self._unbegun_since.pop(sid, None)
             if code is None:
                 self.backoff.reset()
                 self._log.info("snapshot reported", snapshot_id=report.snapshot_id)
-            elif code in REFUSED_FOR_GOOD:
+            elif code in REFUSED_FOR_GOOD or code == NOT_BEGUN:
                 self._log.error(
                     "snapshot report refused by the collector, dropped",
                     snapshot_id=report.snapshot_id,
@@ -121,7 +135,7 @@ class Reporter:
                 await self.committer.apply(ReportDelivered(report))
             except NodeClosed:
                 return True  # the collector may get this report again after a restart
-        return True
+        return not retry_later
 
     async def _send_progress(self, stub: pb_grpc.CollectorStub) -> None:
         active = set(self.runtime.active_snapshots)
@@ -133,7 +147,7 @@ class Reporter:
             if self._progress_sent.get(report.snapshot_id) == open_channels:
                 continue
             code, details = await self._send(stub, report)
-            if code is None or code in REFUSED_FOR_GOOD:
+            if code is None or code in REFUSED_FOR_GOOD or code == NOT_BEGUN:
                 self._progress_sent[report.snapshot_id] = open_channels
             if code is None:
                 self._log.info(

@@ -99,7 +99,7 @@ def test_refused_reports_are_dropped_and_unavailable_ones_retried(runtime: NodeR
         {
             "invalid": [grpc.StatusCode.INVALID_ARGUMENT],
             "conflict": [grpc.StatusCode.ALREADY_EXISTS],
-            "unbegun": [grpc.StatusCode.FAILED_PRECONDITION],
+            "unbegun": [grpc.StatusCode.FAILED_PRECONDITION] * 2,
             "flaky": [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE],
         }
     )
@@ -107,15 +107,37 @@ def test_refused_reports_are_dropped_and_unavailable_ones_retried(runtime: NodeR
     for seq, snapshot_id in enumerate(["invalid", "conflict", "unbegun", "flaky", "fine"], 1):
         finish(runtime, snapshot_id, seq)
     try:
-        run_reporter(runtime, port, lambda: runtime.reports() == [], backoff=Backoff(0.05, 0.1))
+        run_reporter(
+            runtime, port, lambda: runtime.reports() == [], backoff=Backoff(0.05, 0.1),
+            unbegun_patience=0.5,
+        )  # fmt: skip
     finally:
         server.stop(None)
     received = [sid for sid, complete in collector.received if complete]
     # Refused for good: sent once, then dropped; unavailable: retried until acked.
     assert received.count("invalid") == 1 and received.count("conflict") == 1
-    assert received.count("unbegun") == 1
+    # Not begun: retried (a collector that restarted is told again), then acked.
+    assert received.count("unbegun") == 3
     assert received.count("flaky") == 3 and received.count("fine") == 1
     assert not any(not complete for _, complete in collector.received)  # no progress spam
+
+
+def test_a_report_the_collector_never_begins_is_dropped_after_the_patience(
+    runtime: NodeRuntime,
+) -> None:
+    collector = ScriptedCollector({"never": [grpc.StatusCode.FAILED_PRECONDITION] * 1000})
+    server, port = serve_collector(collector)
+    finish(runtime, "never", 1)
+    started = time.monotonic()
+    try:
+        run_reporter(
+            runtime, port, lambda: runtime.reports() == [], backoff=Backoff(0.05, 0.1),
+            unbegun_patience=0.3,
+        )  # fmt: skip
+    finally:
+        server.stop(None)
+    assert time.monotonic() - started >= 0.3
+    assert 2 <= len(collector.received) < 20
 
 
 def test_progress_is_reported_on_a_slow_timer_once_per_change(runtime: NodeRuntime) -> None:
