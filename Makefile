@@ -53,6 +53,7 @@ bench: install
 	$(PY) -m benchmarks.core
 	$(PY) -m benchmarks.runtime
 	$(PY) -m benchmarks.cluster
+	$(PY) -m benchmarks.figures
 
 clean:
 	rm -rf $(VENV) .venv-checkov build .demo .pytest_cache .hypothesis

@@ -8,13 +8,15 @@ Floor (measured first, in this process):
   - one SQLite commit as the node makes it (WAL, synchronous=FULL, p50).
   One hop = one-way + one commit (a marker is forwarded only after the
   commit of the recording it follows). One report = one-way + one fsync
-  at the collector, taken as one commit.
+  at the collector, taken as one hop. Rows run with synchronous=normal use
+  the NORMAL commit.
 
 Figures (real processes on loopback, link delay 0, light workload):
   - snapshot latency, start -> verified document at the initiator, p50, for
     N=3, 16, 32 complete graphs (marker depth 2: initiator -> k -> j) and
     an N=64 ring (depth 64: the marker goes round to the initiator), each
-    with its ratio to floor = depth x hop + report;
+    with its ratio to floor = depth x hop + report, and the CPU all the
+    processes spent per snapshot (the cost that grows as N x (N-1));
   - `cl-initiator` wall time at N=3 (the real CLI as a subprocess, p50);
   - transfers/s, 5 nodes, workload unbounded (summed `sent` counters of
     GetStatus over a window);
@@ -52,7 +54,7 @@ from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 LOAD_RATE = 1e6  # per node: as fast as it goes
-LIGHT_RATE = 20.0  # per node, for the latency runs
+LIGHT_RATE = 5.0  # per node, for the latency runs (the generated clusters' default)
 
 
 # ------------------------------------------------------------------ floor
@@ -92,12 +94,12 @@ def one_way_seconds(samples: int = 300) -> float:
     return asyncio.run(_one_way_seconds(samples))
 
 
-def commit_seconds(samples: int = 100) -> float:
+def commit_seconds(samples: int = 100, synchronous: str = "FULL") -> float:
     directory = Path(tempfile.mkdtemp(prefix="cl-bench-commit-"))  # where the nodes' data is
     try:
         db = sqlite3.connect(directory / "x.sqlite3", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
         times = []
         for i in range(samples + 5):
@@ -121,6 +123,11 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def threads(pid: int) -> int:
@@ -163,7 +170,9 @@ def snapshot_latencies(cluster: LocalCluster, name: str, samples: int) -> list[f
         connections.close()
 
 
-def cluster(workdir: Path, name: str, nodes: int, topology: str, rate: float) -> LocalCluster:
+def cluster(
+    workdir: Path, name: str, nodes: int, topology: str, rate: float, sync: str = "full"
+) -> LocalCluster:
     return LocalCluster(
         workdir / name,
         nodes=nodes,
@@ -171,6 +180,7 @@ def cluster(workdir: Path, name: str, nodes: int, topology: str, rate: float) ->
         transfer_rate=rate,
         link_delay_ms=0,
         snapshot_timeout=60,
+        env={"CL_DB_SYNCHRONOUS": sync},
     )
 
 
@@ -221,16 +231,16 @@ def main() -> None:
     began = time.monotonic()
     print("# benchmarks.figures: issue 8's table, each figure beside its floor (same run)")
     one_way = one_way_seconds()
-    commit = commit_seconds()
-    hop = one_way + commit
-    report = one_way + commit
+    commit = {"full": commit_seconds(), "normal": commit_seconds(synchronous="NORMAL")}
+    hop = {sync: one_way + seconds for sync, seconds in commit.items()}
     table(
         "Floor",
         ["what", "p50 ms"],
         [
             ["one-way latency, one message on a loopback gRPC stream", f"{one_way * 1e3:.3f}"],
-            ["one SQLite commit (WAL, synchronous=FULL)", f"{commit * 1e3:.3f}"],
-            ["one hop = one-way + one commit", f"{hop * 1e3:.3f}"],
+            ["one SQLite commit (WAL, synchronous=FULL)", f"{commit['full'] * 1e3:.3f}"],
+            ["one SQLite commit (WAL, synchronous=NORMAL)", f"{commit['normal'] * 1e3:.3f}"],
+            ["one hop = one-way + one commit (FULL)", f"{hop['full'] * 1e3:.3f}"],
         ],
     )
 
@@ -238,31 +248,43 @@ def main() -> None:
     latency_rows: list[list[object]] = []
     resources: list[list[object]] = []
     extra: list[list[object]] = []
-    runs: list[tuple[str, int, str, int]] = [
-        ("N=3 complete", 3, "complete", 2),
-        ("N=16 complete", 16, "complete", 2),
-        ("N=32 complete", 32, "complete", 2),
+    # (name, nodes, topology, marker depth, SQLite synchronous)
+    runs: list[tuple[str, int, str, int, str]] = [
+        ("N=3 complete", 3, "complete", 2, "full"),
+        ("N=16 complete", 16, "complete", 2, "full"),
+        ("N=32 complete", 32, "complete", 2, "full"),
     ]
     if not args.quick:
-        runs.append(("N=64 ring", 64, "ring", 64))
+        runs += [
+            ("N=64 ring", 64, "ring", 64, "full"),
+            # The same without an fsync per commit: how much of the figure is the disk.
+            ("N=16 complete, synchronous=normal", 16, "complete", 2, "normal"),
+            ("N=64 ring, synchronous=normal", 64, "ring", 64, "normal"),
+        ]
 
-    def measure(name: str, nodes: int, topology: str, depth: int, also: Callable[..., None]):
-        running = cluster(workdir, name.replace(" ", "-").replace("=", ""), nodes, topology,
-                          LIGHT_RATE)  # fmt: skip
+    def measure(
+        name: str, nodes: int, topology: str, depth: int, sync: str, also: Callable[..., None]
+    ) -> None:
+        slug = name.split(",")[0].replace(" ", "-").replace("=", "") + f"-{sync}"
+        running = cluster(workdir, slug, nodes, topology, LIGHT_RATE, sync)
         try:
             running.start(timeout=120)
             time.sleep(1.0)
-            prefix = name.split()[0].replace("=", "").lower()
-            latencies = snapshot_latencies(running, prefix, samples)
+            pids = node_pids(running)
+            cpu_before = sum(cpu_seconds(p) for p in [*pids, running.processes["collector"].pid])
+            latencies = snapshot_latencies(running, slug.lower(), samples)
+            cpu = (
+                sum(cpu_seconds(p) for p in [*pids, running.processes["collector"].pid])
+                - cpu_before
+            ) / (len(latencies) + 1)
             p50 = statistics.median(latencies)
-            floor = depth * hop + report
+            floor = (depth + 1) * hop[sync]  # depth hops + one report
             latency_rows.append([
                 name, depth, len(latencies), f"{p50 * 1e3:.1f}",
                 f"{min(latencies) * 1e3:.1f}-{max(latencies) * 1e3:.1f}",
-                f"{floor * 1e3:.1f}", f"{p50 / floor:.1f}",
+                f"{floor * 1e3:.1f}", f"{p50 / floor:.1f}", f"{cpu * 1e3:.0f}",
             ])  # fmt: skip
-            pids = node_pids(running)
-            if nodes in (3, 32):
+            if nodes in (3, 32) and sync == "full":
                 resources.append([
                     name, f"{statistics.mean(threads(p) for p in pids):.0f}",
                     max(threads(p) for p in pids),
@@ -274,13 +296,13 @@ def main() -> None:
             running.stop()
 
     def cli(running: LocalCluster) -> None:
-        if len(running.node_ids) == 3:
+        if len(running.node_ids) == 3 and not extra:
             p50 = statistics.median(cli_wall_seconds(running, samples))
             extra.append(["`cl-initiator` wall time, N=3, p50", f"{p50 * 1e3:.0f} ms", "<= 80 ms"])
 
     try:
-        for name, nodes, topology, depth in runs:
-            measure(name, nodes, topology, depth, cli)
+        for name, nodes, topology, depth, sync in runs:
+            measure(name, nodes, topology, depth, sync, cli)
         # Throughput: 5 nodes, unbounded workload; then with a snapshot every second.
         loaded = cluster(workdir, "load5", 5, "complete", LOAD_RATE)
         try:
@@ -332,7 +354,16 @@ def main() -> None:
 
     table(
         "Snapshot latency, start -> verified document at the initiator (link delay 0)",
-        ["cluster", "marker depth", "samples", "p50 ms", "range ms", "floor ms", "ratio to floor"],
+        [
+            "cluster",
+            "marker depth",
+            "samples",
+            "p50 ms",
+            "range ms",
+            "floor ms",
+            "ratio to floor",
+            "CPU ms per snapshot, all processes",
+        ],
         latency_rows,
     )
     table("Initiator and throughput", ["figure", "measured", "goal"], extra)
@@ -341,7 +372,10 @@ def main() -> None:
         ["cluster", "threads, mean", "threads, max", "RSS MB, mean", "RSS MB, max"],
         resources,
     )
-    print(f"\nfloor = depth x hop + one report; hop = one-way + one commit = {hop * 1e3:.2f} ms")
+    print(
+        "\nfloor = depth x hop + one report (one more hop); hop = one-way + one commit "
+        f"= {hop['full'] * 1e3:.2f} ms (FULL), {hop['normal'] * 1e3:.2f} ms (NORMAL)"
+    )
     print(f"(total {time.monotonic() - began:.0f} s)")
 
 

@@ -2,10 +2,12 @@
 
     python -m benchmarks.runtime
 
-Every event a node applies runs `NodeRuntime._apply`: the core event, then
-json.dumps(core.to_dict()) and one SQLite transaction. This times that path
-for received transfer frames and for locally sent transfers, with SQLite
-synchronous FULL (the default) / NORMAL / OFF, and for received frames while
+Every batch of events a node applies runs `NodeRuntime.prepare` (the core
+events, then one json.dumps(core.to_dict())), one SQLite transaction, and
+`publish`. This times that path one event per transaction for received
+transfer frames and for locally sent transfers, with SQLite synchronous
+FULL (the default) / NORMAL / OFF; then received frames 16 and 256 per
+transaction (what group commit does when events arrive together); and for received frames while
 one snapshot records every incoming channel (each recorded message adds one
 row to that event's transaction; the core JSON leaves them out, so the rate
 over the last 10% of the run should match the whole run's). Ratios compare
@@ -23,7 +25,7 @@ from benchmarks._common import table
 from common.config import load_cluster
 from common.logging import configure_logging
 from node.core import NodeCore, Transfer
-from node.runtime import NodeRuntime
+from node.runtime import NodeRuntime, ReceiveFrame
 from node.storage import Store
 from node.testing import write_cluster
 from protos import chandy_lamport_pb2 as pb
@@ -33,6 +35,7 @@ PEERS = ("n2", "n3", "n4", "n5")
 EVENTS = 2_000
 ROUNDS = 2
 MODES = ("FULL", "NORMAL", "OFF")
+GROUPS = (1, 16, 256)  # events per transaction (group commit)
 
 
 def frames(count: int) -> list[pb.Frame]:
@@ -80,6 +83,18 @@ class Bench:
             store.close()
         return len(self.frames) / (end - start), (len(self.frames) // 10) / (end - tail_start)
 
+    def grouped(self, synchronous: str, size: int) -> float:
+        """Events/s of received frames applied `size` at a time (group commit)."""
+        runtime, store = self.runtime(synchronous)
+        try:
+            start = time.perf_counter()
+            for i in range(0, len(self.frames), size):
+                runtime.apply([ReceiveFrame(f) for f in self.frames[i : i + size]])
+            return len(self.frames) / (time.perf_counter() - start)
+        finally:
+            runtime.close()
+            store.close()
+
     def send(self, synchronous: str) -> float:
         runtime, store = self.runtime(synchronous)
         try:
@@ -124,6 +139,7 @@ def main() -> None:
                     all_rate, tail_rate = bench.receive(mode, snap)
                     if all_rate > receive[(mode, snap)][0]:
                         receive[(mode, snap)] = (all_rate, tail_rate)
+        grouped = {size: max(bench.grouped("FULL", size) for _ in range(ROUNDS)) for size in GROUPS}
         core = core_rate()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -137,6 +153,11 @@ def main() -> None:
         ])  # fmt: skip
     for mode, rate in send.items():
         rows.append(["send_transfer", mode, f"{rate:,.0f}", "-", f"{rate / base:.2f}"])
+    for size, rate in grouped.items():
+        rows.append([
+            f"receive, {size} per transaction (group commit)", "FULL", f"{rate:,.0f}", "-",
+            f"{rate / base:.2f}",
+        ])  # fmt: skip
     table(
         f"Events/s through NodeRuntime (best of {ROUNDS}); last 10% = the final "
         f"{EVENTS // 10} events of the run",
