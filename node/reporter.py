@@ -14,9 +14,10 @@ or more, and only when its open channels changed since the last one sent.
 They are built from committed state and are never stored: after a restart
 the next tick rebuilds them from the recording.
 
-A report the collector refuses for good -- invalid (INVALID_ARGUMENT) or
-contradicting what this node reported before (ALREADY_EXISTS) -- is logged
-as an error and dropped, not retried forever. A report for a snapshot the
+A report the collector refuses for good -- invalid (INVALID_ARGUMENT),
+contradicting what this node reported before (ALREADY_EXISTS) or too big
+(RESOURCE_EXHAUSTED) -- is logged as an error and dropped, not retried
+forever. A report for a snapshot the
 collector has not begun (FAILED_PRECONDITION) may be a race with a
 collector that restarted and is being told again by its initiator: it is
 retried for `unbegun_patience` seconds, then dropped. Anything else is
@@ -44,7 +45,13 @@ REPORT_TIMEOUT = 5.0
 PROGRESS_AFTER = 1.0
 PROGRESS_INTERVAL = 1.0
 # Answers after which sending the same report again cannot succeed.
-REFUSED_FOR_GOOD = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
+REFUSED_FOR_GOOD = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # too big for the collector: it never will be smaller
+    }
+)
 NOT_BEGUN = grpc.StatusCode.FAILED_PRECONDITION
 UNBEGUN_PATIENCE = 60.0
 
