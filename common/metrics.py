@@ -134,3 +134,48 @@ def parse_metrics_port(text: str | None) -> int | None:
     if not text.isdigit() or not 0 <= int(text) < 65536:
         raise ValueError(f"{text!r} is not a port number or 'off' (CL_METRICS_PORT)")
     return int(text)
+
+
+def instrument_node(runtime: Any, store: Any, metrics: NodeMetrics) -> None:
+    """Wire a node's metrics without touching its hot path's code.
+
+    Readings come from `runtime.status()` (the same numbers `Node.GetStatus`
+    answers) at scrape time. Reconnects are counted where the transport tells
+    the runtime that an outgoing stream opened again (`set_connected`), and
+    commit latency around `store.commit`: both by wrapping those two methods
+    on these instances, so node/ needs one call to this function and nothing
+    else.
+    """
+
+    def read() -> NodeReading:
+        status = runtime.status()
+        out = [c for c in status.channels if c.direction == "out"]
+        incoming = [c for c in status.channels if c.direction == "in"]
+        return NodeReading(
+            balance=int(status.balance),
+            sent={c.peer: int(c.sent_or_received) for c in out},
+            received={c.peer: int(c.sent_or_received) for c in incoming},
+            unacked={c.peer: int(c.unacked) for c in out},
+            connected={c.peer: bool(c.connected) for c in out},
+            active_snapshots=len(status.active_snapshots),
+        )
+
+    metrics.read_with(read)
+    set_connected = runtime.set_connected
+    opened: set[str] = set()
+
+    def counting_set_connected(peer: str, direction: str, connected: bool) -> Any:
+        if direction == "out" and connected:
+            if peer in opened:
+                metrics.reconnects.labels(peer).inc()
+            opened.add(peer)
+        return set_connected(peer, direction, connected)
+
+    runtime.set_connected = counting_set_connected
+    commit = store.commit
+
+    def timed_commit(*args: Any, **kwargs: Any) -> Any:
+        with metrics.commit_seconds.time():
+            return commit(*args, **kwargs)
+
+    store.commit = timed_commit

@@ -93,7 +93,9 @@ def test_history_shows_a_new_snapshot_and_its_page_draws_the_cut(
     assert_not_blank(browser.screenshot(out / "dashboard.png"))
 
     browser.evaluate(f"document.querySelector('a[href=\"/snapshots/{snapshot_id}\"]').click()")
-    browser.wait_for(f"location.pathname === '/snapshots/{snapshot_id}'")
+    browser.wait_for(
+        f"location.pathname === '/snapshots/{snapshot_id}' && document.readyState === 'complete'"
+    )
     browser.wait_for("document.querySelector('#spacetime svg') !== null")
     lanes = browser.evaluate(
         "[...document.querySelectorAll('#spacetime g.lane')].map(g => g.dataset.node)"
