@@ -46,6 +46,13 @@ def format_step(step: Mapping[str, Any], balances: Mapping[tuple[str, str], int]
         return f"{tick} {node} has all its markers for {sid}"
     if kind == "restore":
         return f"{tick} {node} restarts from its saved state"
+    if kind == "restore_snapshot":
+        return f"{tick} the cluster is rolled back to snapshot {sid} (epoch {step.get('epoch')})"
+    if kind == "refuse":
+        return (
+            f"{tick} {step['to']} refuses {_payload(step['message'])} from {step['from']} "
+            f"(sent in epoch {step.get('epoch')})"
+        )
     return f"{tick} {kind}"
 
 

@@ -113,3 +113,15 @@ def test_schedule_diagram_crosses_exactly_the_recorded_transfers(seed: int) -> N
                 dst_rec = by_node[m.dst].recorded_at
                 assert src_rec is not None and dst_rec is not None
                 assert (m.sent_at < src_rec and m.received_at > dst_rec) == m.recorded
+
+
+def test_trace_names_restores_and_refusals() -> None:
+    from simulator.trace import format_step
+
+    message = {"type": "transfer", "seq": 3, "amount": 7}
+    refuse = {"kind": "refuse", "tick": 9, "from": "n1", "to": "n2", "index": 4,
+              "message": message, "epoch": 1}  # fmt: skip
+    expected = "t=9 n2 refuses transfer #3 amount 7 from n1 (sent in epoch 1)"
+    assert format_step(refuse, {}) == expected
+    rollback = {"kind": "restore_snapshot", "tick": 5, "snapshot_id": "s1", "epoch": 2}
+    assert format_step(rollback, {}) == "t=5 the cluster is rolled back to snapshot s1 (epoch 2)"
