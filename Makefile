@@ -27,7 +27,7 @@ check-protos: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy node/core.py collector/verify.py simulator/engine.py diagram
+	$(VENV)/bin/mypy node/core.py node/ids.py node/timeline.py collector/verify.py simulator/engine.py diagram
 	$(VENV)/bin/mypy node/restore.py collector/restore.py
 
 image:

@@ -27,7 +27,7 @@ import grpc
 from common.config import ClusterConfig
 from common.net import CHANNEL_OPTIONS, describe_rpc_error
 from initiator.summary import EXIT_ERROR, EXIT_NO_INITIATOR, EXIT_USAGE, exit_code
-from node.core import InvalidSnapshotId, validate_snapshot_id
+from node.ids import snapshot_id_problem
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
@@ -45,10 +45,10 @@ class InitiatorError(Exception):
 
 
 def validated_id(snapshot_id: str) -> str:
-    try:
-        return validate_snapshot_id(snapshot_id)
-    except InvalidSnapshotId as error:
-        raise InitiatorError(str(error), exit_code=EXIT_USAGE) from error
+    problem = snapshot_id_problem(snapshot_id)
+    if problem is not None:
+        raise InitiatorError(problem, exit_code=EXIT_USAGE)
+    return snapshot_id
 
 
 @dataclass(frozen=True)

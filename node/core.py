@@ -85,17 +85,16 @@ rather than turning into a wrong snapshot.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from node.ids import RESERVED_SNAPSHOT_IDS as RESERVED_SNAPSHOT_IDS
+from node.ids import SNAPSHOT_ID_PATTERN as SNAPSHOT_ID_PATTERN
+from node.ids import snapshot_id_problem
 
 # How many finished snapshot ids a node remembers (see NodeCore._finished).
 FINISHED_MEMORY = 1000
 
-SNAPSHOT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# Ids that name something else in the collector's snapshot directory
-# ("latest" means the most recently finished snapshot), compared lower-cased.
-RESERVED_SNAPSHOT_IDS = frozenset({"latest"})
 
 
 class CoreError(Exception):
@@ -124,13 +123,9 @@ class InvalidRestore(CoreError, ValueError):
 
 def validate_snapshot_id(snapshot_id: str) -> str:
     """Return `snapshot_id` if it is a safe id, else raise InvalidSnapshotId."""
-    if not SNAPSHOT_ID_PATTERN.fullmatch(snapshot_id):
-        raise InvalidSnapshotId(
-            f"invalid snapshot id {snapshot_id!r}: use 1-64 characters from "
-            "A-Z a-z 0-9 . _ - starting with a letter or digit"
-        )
-    if snapshot_id.lower() in RESERVED_SNAPSHOT_IDS:
-        raise InvalidSnapshotId(f"invalid snapshot id {snapshot_id!r}: the name is reserved")
+    problem = snapshot_id_problem(snapshot_id)
+    if problem is not None:
+        raise InvalidSnapshotId(problem)
     return snapshot_id
 
 
