@@ -22,6 +22,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import structlog
 
@@ -30,6 +31,8 @@ from node.runtime import Batch, Event, NodeClosed, NodeRuntime
 _log = structlog.get_logger("node.committer")
 
 MAX_BATCH = 2048
+
+T = TypeVar("T")
 
 
 class GroupCommitter:
@@ -43,6 +46,8 @@ class GroupCommitter:
         self.on_published = on_published
         self.max_batch = max_batch
         self._queue: deque[tuple[Event, asyncio.Future[object]]] = deque()
+        self._between: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._in_flight = False
         self._wake = asyncio.Event()
         self._closing = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{runtime.node_id}")
@@ -67,6 +72,26 @@ class GroupCommitter:
             raise result
         return result
 
+    async def between_batches(self, function: Callable[[], T]) -> T:
+        """`function()` run when no batch is prepared but uncommitted (the core
+        then equals what is on disk): at once if idle, else right after the
+        current batch is published, before the next one is prepared."""
+        if not self._in_flight:
+            return function()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._between.append((function, future))
+        return await future
+
+    def _run_between(self) -> None:
+        waiting, self._between = self._between, []
+        for function, future in waiting:
+            if future.done():
+                continue
+            try:
+                future.set_result(function())
+            except Exception as error:
+                future.set_exception(error)
+
     @property
     def queued(self) -> int:
         return len(self._queue)
@@ -86,9 +111,15 @@ class GroupCommitter:
                     continue
                 count = min(len(self._queue), self.max_batch)
                 items = [self._queue.popleft() for _ in range(count)]
-                await self._commit(loop, items)
+                self._in_flight = True
+                try:
+                    await self._commit(loop, items)
+                finally:
+                    self._in_flight = False
+                    self._run_between()
         finally:
             self._fail_queued()
+            self._run_between()
 
     async def _commit(
         self, loop: asyncio.AbstractEventLoop, items: list[tuple[Event, asyncio.Future[object]]]

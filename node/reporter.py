@@ -149,7 +149,11 @@ class Reporter:
         for sid in list(self._progress_sent):
             if sid not in active:
                 del self._progress_sent[sid]
-        for report in self.runtime.progress_reports(older_than=self.progress_after):
+        # Built between two batches: from committed state only.
+        reports = await self.committer.between_batches(
+            lambda: self.runtime.progress_reports(older_than=self.progress_after)
+        )
+        for report in reports:
             open_channels = tuple(report.open_channels)
             if self._progress_sent.get(report.snapshot_id) == open_channels:
                 continue
