@@ -27,7 +27,8 @@ check-protos: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy node/core.py collector/verify.py simulator/engine.py
+	$(VENV)/bin/mypy node/core.py collector/verify.py simulator/engine.py diagram
+	$(VENV)/bin/mypy node/restore.py collector/restore.py
 
 image:
 	bash scripts/build-image.sh

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, NoReturn
@@ -76,6 +77,19 @@ def report_from_pb(message: pb.LocalSnapshot) -> NodeReport:
         message.completed_at,
         complete=message.complete,
         open_channels=tuple(message.open_channels),
+        timeline=tuple(
+            {
+                "kind": event.kind,
+                "peer": event.peer,
+                "seq": int(event.seq),
+                "amount": int(event.amount),
+                "snapshot_id": event.snapshot_id,
+                "at": event.at,
+                "lamport": int(event.lamport),
+            }
+            for event in message.timeline
+        ),
+        lamport_recorded=int(message.lamport_recorded),
     )
 
 
@@ -101,6 +115,10 @@ class CollectorService(pb_grpc.CollectorServicer):
         self.store = store
         self.clock = clock
         self._cond = threading.Condition()
+        # Read by the dashboard and /metrics (collector/web): called with the lock
+        # held for every finished document, and a tally of report outcomes.
+        self.on_document: list[Callable[[dict[str, Any]], object]] = []
+        self.report_outcomes: Counter[str] = Counter()
         self.assembly = Assembly(
             config, {s.snapshot_id: (s.status, s.completed_at) for s in store.finished()}
         )
@@ -109,6 +127,11 @@ class CollectorService(pb_grpc.CollectorServicer):
         self._ticker = threading.Thread(
             target=self._tick_loop, name="collector-ticker", daemon=True
         )
+
+    @property
+    def lock(self) -> threading.Condition:
+        """The lock that guards the assembly (the dashboard reads under it)."""
+        return self._cond
 
     # ------------------------------------------------------------ lifecycle
 
@@ -161,6 +184,8 @@ class CollectorService(pb_grpc.CollectorServicer):
     def _store_document(self, document: dict[str, Any]) -> None:
         """Called with the lock held, for every snapshot that just finished."""
         path = self.store.write_document(document)
+        for hook in self.on_document:
+            hook(document)
         log.bind(snapshot_id=document["snapshot_id"]).info(
             "snapshot finished",
             status=document["status"],
@@ -204,6 +229,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             report = report_from_pb(request)
             validate_report(self.config, report)
         except InvalidReport as error:
+            self.report_outcomes["invalid"] += 1
             bound.warning("report refused", error=str(error))
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid report: {error}")
         report = fill_zero_counters(self.config, report)
@@ -220,6 +246,7 @@ class CollectorService(pb_grpc.CollectorServicer):
                 if document is not None:
                     self._store_document(document)
                 self._cond.notify_all()
+        self.report_outcomes[outcome.value] += 1
         if outcome is ReportOutcome.ACCEPTED:
             bound.info(
                 "report accepted" if report.complete else "progress report accepted",
@@ -341,7 +368,15 @@ def _reported_missing(text: str, node_ids: Sequence[str]) -> tuple[list[str], li
 class CollectorServer:
     """The running collector: gRPC server, health service and ticker."""
 
-    def __init__(self, config: ClusterConfig, snapshot_dir: str, host: str, port: int) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        snapshot_dir: str,
+        host: str,
+        port: int,
+        http_port: int | None = None,
+    ) -> None:
+        """`http_port` None: no dashboard; 0: any free port (see `web.port`)."""
         self.service = CollectorService(config, SnapshotStore(snapshot_dir))
         self.health = health.HealthServicer()
         self.server = grpc.server(
@@ -359,10 +394,17 @@ class CollectorServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         self.address = f"{host}:{self.port}"
+        self.web = None
+        if http_port is not None:
+            from collector.web.server import WebServer
+
+            self.web = WebServer(self.service, host, http_port)
 
     def start(self) -> None:
         self.service.start()
         self.server.start()
+        if self.web is not None:
+            self.web.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -374,5 +416,7 @@ class CollectorServer:
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()
         self.service.stop()
+        if self.web is not None:
+            self.web.stop()
         self.server.stop(grace).wait()
         log.info("collector stopped")

@@ -168,6 +168,7 @@ class PeerSender(threading.Thread):
             for ack in call:
                 if not connected:
                     connected = True
+                    self.runtime.set_connected(self.peer, "out", True)
                     log.info("peer connected", address=self.address, acked=ack.seq)
                 self.runtime.acknowledge(self.peer, ack.seq)
             if connected:
@@ -184,6 +185,8 @@ class PeerSender(threading.Thread):
                 log.debug("peer unreachable", address=self.address, code=code.name)
         finally:
             done.set()
+            if connected:
+                self.runtime.set_connected(self.peer, "out", False)
             with self._call_lock:
                 self._call = None
         return connected
@@ -204,8 +207,10 @@ def serve_channel(
         if peer not in runtime.incoming:
             _reject(context, UnknownSender(f"{peer!r} has no channel to {runtime.node_id}"), peer)
         log.info("peer connected", peer=peer, direction="incoming")
-        yield pb.Ack(seq=runtime.last_applied(peer))
+        runtime.set_connected(peer, "in", True)
     try:
+        if peer is not None:
+            yield pb.Ack(seq=runtime.last_applied(peer))
         for frame in requests:
             if peer is not None and frame.sender != peer:
                 _reject(
@@ -223,6 +228,7 @@ def serve_channel(
             yield pb.Ack(seq=seq)
     finally:
         if peer is not None:
+            runtime.set_connected(peer, "in", False)
             log.info("peer disconnected", peer=peer, direction="incoming")
 
 

@@ -315,7 +315,12 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             }
         )
     )
-    env = {**os.environ, "CL_SNAPSHOT_DIR": str(tmp_path / "snaps"), "CL_LISTEN_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "CL_SNAPSHOT_DIR": str(tmp_path / "snaps"),
+        "CL_LISTEN_HOST": "127.0.0.1",
+        "CL_HTTP_PORT": "0",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "collector", "--cluster", str(cluster)],
         env=env,
@@ -336,5 +341,10 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             process.wait()
     assert process.returncode == 0, stderr
     events = [json.loads(line)["event"] for line in stderr.splitlines()]
-    assert events == ["collector listening", "collector stopped"]
+    assert events == [
+        "snapshot index loaded",
+        "dashboard listening",
+        "collector listening",
+        "collector stopped",
+    ]
     assert (tmp_path / "snaps" / ".pending").is_dir()
