@@ -206,3 +206,21 @@ def test_the_document_carries_the_initiator_check() -> None:
     assert bad["verification"]["initiators"]["problem"] == (
         "n2 claims to have initiated the snapshot but is not among its initiators (n1)"
     )
+
+
+def test_a_restore_refuses_a_snapshot_whose_initiators_do_not_verify() -> None:
+    """collector/restore.py verifies before restoring, the initiator check included."""
+    from collector.restore import RestoreRefused, plan_restore
+    from simulator.engine import Simulation
+
+    ring = [("n1", "n2"), ("n2", "n3"), ("n3", "n1")]
+    sim = Simulation({"n1": 100, "n2": 50, "n3": 10}, ring, seed=1)
+    sim.transfer("n1", "n2", 30)
+    sim.snapshot("n1", "s1")
+    sim.run_until_quiet()
+    (document,) = sim.completed_snapshots
+    assert plan_restore(document, ["n1", "n2", "n3"], ring, 160, 1, 1)
+    stranger = copy.deepcopy(document)
+    stranger["nodes"]["n2"]["initiated"] = True  # the stored verdict still says ok
+    with pytest.raises(RestoreRefused, match="n2 claims to have initiated the snapshot"):
+        plan_restore(stranger, ["n1", "n2", "n3"], ring, 160, 1, 1)
