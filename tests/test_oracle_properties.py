@@ -9,8 +9,9 @@ node, the initiators, and when each node recorded and finished must be the
 oracle's, exactly (tests/oracle/compare.py).
 
 The runs: 2 to 30 nodes, rings with chords, stars and complete graphs (12 to
-30 nodes), concurrent snapshots, several initiators of one id, and node
-restores (a node restarted from its saved state), many of them mid-snapshot.
+30 nodes), concurrent snapshots, several initiators of one id, node restores
+(a node restarted from its saved state), many of them mid-snapshot, and
+cluster rollbacks to a complete snapshot (restore_snapshot, a new epoch).
 Example counts: tests/oracle/profiles.py (HYPOTHESIS_PROFILE=fast|slow).
 A failure lists the differences and prints the run as a scenario YAML with
 its seed, which `cl-simulate` replays.
@@ -55,7 +56,7 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "simulator" / "scenarios"
 SMALL = run_specs()
 LARGE = run_specs(nodes=(8, 30), shapes=("ring+", "ring+", "ring", "star"), ops=(20, 120))
 COMPLETE = run_specs(nodes=(12, 30), shapes=("complete",), ops=(10, 60))
-RESTORES = run_specs(nodes=(2, 12), ops=(10, 80), restore_weight=4)
+RESTORES = run_specs(nodes=(2, 12), ops=(10, 80), restore_weight=4, rollback_weight=1)
 
 
 def assert_oracle_agrees(spec: RunSpec) -> Outcome:
@@ -81,6 +82,7 @@ def describe(outcome: Outcome) -> None:
     event(f"snapshots: {min(len(docs), 5)}{'+' if len(docs) >= 5 else ''}")
     event(f"several initiators of one id: {any(len(d['initiators']) > 1 for d in docs)}")
     event(f"restores: {sum(isinstance(e, RestoreEvent) for e in outcome.scenario.events) > 0}")
+    event(f"cluster rolled back to a snapshot: {outcome.rollbacks > 0}")
 
 
 @property_settings(300)

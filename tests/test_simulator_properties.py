@@ -50,6 +50,7 @@ from simulator.engine import CoreFactory, Simulation, SimulationError
 from simulator.scenario import (
     Event,
     RestoreEvent,
+    RestoreSnapshotEvent,
     Scenario,
     SnapshotEvent,
     TickEvent,
@@ -68,6 +69,8 @@ Channel = tuple[str, str]
 #   ("multi", node_indices)                   several initiators of one new id at once
 #   ("tick", ticks)
 #   ("restore", node_index, mid_snapshot)   mid_snapshot: pick among nodes recording now
+#   ("rollback", snapshot_index)     roll the cluster back to a complete snapshot
+#                                    (restore_snapshot; only when none is running)
 Op = tuple[Any, ...]
 Shape = str  # "ring" | "ring+" (a ring plus random chords) | "star" | "complete"
 SHAPES: tuple[Shape, ...] = ("ring+", "ring+", "ring", "star", "complete")
@@ -108,6 +111,7 @@ def run_specs(
     shapes: Sequence[Shape] = SHAPES,
     ops: tuple[int, int] = (6, 80),
     restore_weight: int = 1,
+    rollback_weight: int = 0,
 ) -> RunSpec:
     """A run on `nodes` (min, max) nodes of one of `shapes`, with `ops` operations."""
     n = draw(st.integers(*nodes), label="nodes")
@@ -133,8 +137,10 @@ def run_specs(
         "multi": st.tuples(st.just("multi"), st.lists(index, min_size=2, max_size=4)),
         "tick": st.tuples(st.just("tick"), st.integers(0, 12)),
         "restore": st.tuples(st.just("restore"), index, st.booleans()),
+        "rollback": st.tuples(st.just("rollback"), index),
     }
     kinds = ["transfer"] * 6 + ["tick"] * 2 + ["snapshot", "multi"] + ["restore"] * restore_weight
+    kinds += ["rollback"] * rollback_weight
     op = st.sampled_from(kinds).flatmap(by_kind.__getitem__)
     drawn = draw(st.lists(op, min_size=ops[0], max_size=ops[1]))
     # every run takes at least one snapshot, somewhere in the traffic
@@ -189,6 +195,7 @@ class Outcome:
     ledger: dict[Channel, list[int]]  # channel -> amounts, transfer k at index k-1
     started: list[str]
     simulation: Simulation
+    rollbacks: int = 0  # cluster restores (restore_snapshot): the ledger spans epochs then
 
 
 RUNS = [0]  # how many runs this process simulated (tests/conftest.py reports it)
@@ -222,6 +229,7 @@ def run(spec: RunSpec, core_factory: CoreFactory | None = None) -> Outcome:
     events: list[Event] = []
     ledger: dict[Channel, list[int]] = {ch: [] for ch in spec.channels}
     started: list[str] = []
+    rollbacks = 0
     outgoing = {node: [dst for src, dst in spec.channels if src == node] for node in ids}
     total = sum(spec.balances)
 
@@ -254,6 +262,12 @@ def run(spec: RunSpec, core_factory: CoreFactory | None = None) -> Outcome:
             apply(SnapshotEvent(initiators, started[-1]))
         elif kind == "tick":
             apply(TickEvent(op[1]))
+        elif kind == "rollback":
+            done = [d["snapshot_id"] for d in sim.completed_snapshots]
+            if sim.pending_snapshots or not done:
+                continue
+            apply(RestoreSnapshotEvent(done[op[1] % len(done)]))
+            rollbacks += 1
         else:
             pool: Sequence[str] = ids
             if len(op) > 2 and op[2]:
@@ -278,11 +292,12 @@ def run(spec: RunSpec, core_factory: CoreFactory | None = None) -> Outcome:
         seed=spec.seed,
         max_delay=spec.max_delay,
     )
-    return Outcome(scenario, sim.completed_snapshots, ledger, started, sim)
+    return Outcome(scenario, sim.completed_snapshots, ledger, started, sim, rollbacks)
 
 
 def check(outcome: Outcome, spec: RunSpec) -> None:
     """The consistent-cut properties, computed from the ledger (not verify.py)."""
+    assert outcome.rollbacks == 0, "check() needs one ledger: a run without restore_snapshot"
     ids = spec.ids
     initial = dict(zip(ids, spec.balances, strict=True))
     total = sum(spec.balances)

@@ -6,7 +6,7 @@ tests/oracle/reference.py and lists every difference, exactly:
 * every divergence the oracle saw while replaying (a delivery or a marker
   the paper does not allow, a record or finish the paper did not do);
 * the set of snapshot ids, and for each: complete or not, the set of
-  initiators, when it started and completed;
+  initiators, its epoch, when it started and completed;
 * per node: recorded balance, sent and received counters, `initiated`, and
   the ticks it recorded and finished at;
 * per channel: the recorded in-flight messages (seq, amount), in order;
@@ -79,6 +79,7 @@ def _snapshot_mismatches(doc: dict[str, Any], expected: OracleSnapshot) -> list[
 
     differ("complete", doc["status"] == "complete", expected.complete)
     differ("initiators", doc["initiators"], sorted(expected.initiators))
+    differ("epoch", doc.get("epoch", 0), expected.epoch)
     differ("started_at", doc["started_at"], tick_timestamp(expected.started_tick))
     if expected.complete and doc["status"] == "complete":
         completed = expected.completed_tick

@@ -39,6 +39,15 @@ correct restore is invisible, so anything it changed shows up as a
 difference. `record` and `finish` steps are the core's claims; the oracle
 checks each against its own.
 
+A `restore_snapshot` step (the whole cluster rolled back to a complete
+snapshot, into a new epoch; beyond the paper, see node/core.py "Epochs and
+restores") is modelled just as plainly: every process takes the balance the
+oracle recorded for that snapshot, starts counting again from 0, and
+re-sends, as transfers 1..k of the new epoch, what the oracle recorded in
+flight on each of its outgoing channels. Everything still on a channel is of
+the old epoch and must be refused on arrival (`refuse` steps), never
+delivered.
+
 Whatever the schedule shows that the paper does not allow is a
 `divergence`: a string naming the step. The oracle goes on after one when it
 can (with its own view), so the first divergence is the informative one.
@@ -67,6 +76,7 @@ class RecordedState:
     initiated: bool
     recorded_tick: int
     recorded_step: int
+    epoch: int
     # incoming channel -> where its recording starts in the process's history
     start: dict[str, int]
     # incoming channel -> the recorded channel state, once its marker arrived
@@ -83,6 +93,10 @@ class OracleSnapshot:
     started_tick: int
     states: dict[str, RecordedState]  # process -> what it recorded (absent: not yet)
     complete: bool  # every process recorded and received every marker
+
+    @property
+    def epoch(self) -> int:
+        return max((s.epoch for s in self.states.values()), default=0)
 
     @property
     def completed_tick(self) -> int | None:
@@ -133,8 +147,14 @@ class ReferenceOracle:
             )
             for name, balance in balances.items()
         }
-        # the oracle's own channels: what the paper says is on each, in order
-        self.queues: dict[Channel, deque[Message]] = {c: deque() for c in self.channels}
+        # the oracle's own channels: what the paper says is on each, in order,
+        # with the epoch it was sent in
+        self.queues: dict[Channel, deque[tuple[int, Message]]] = {
+            c: deque() for c in self.channels
+        }
+        self.epoch = 0
+        # transfers a restore re-sends: (index, message) the core must send next, per channel
+        self.resends: dict[Channel, deque[tuple[int, Message]]] = {}
         # everything the paper says was put on each channel, in order (index = position + 1)
         self.sent_on: dict[Channel, list[Message]] = {c: [] for c in self.channels}
         self.snapshots: dict[str, dict[str, RecordedState]] = {}
@@ -148,7 +168,7 @@ class ReferenceOracle:
     # ------------------------------------------------------------ the rules
 
     def _put(self, channel: Channel, message: Message) -> None:
-        self.queues[channel].append(message)
+        self.queues[channel].append((self.epoch, message))
         self.sent_on[channel].append(message)
 
     def _record(self, process: _Process, sid: str, initiated: bool, tick: int, step: int) -> None:
@@ -161,6 +181,7 @@ class ReferenceOracle:
             initiated=initiated,
             recorded_tick=tick,
             recorded_step=step,
+            epoch=self.epoch,
             start={peer: len(log) for peer, log in process.received_log.items()},
         )
         for peer in process.outgoing:
@@ -203,6 +224,8 @@ class ReferenceOracle:
             step = dict(raw)
             kind, tick, number = step["kind"], int(step["tick"]), int(step["step"])
             self.where = f"step {number} (tick {tick}, {kind})"
+            if kind != "send":
+                self._check_resent()
             if kind == "send":
                 self._on_send(step)
             elif kind == "deliver":
@@ -215,9 +238,14 @@ class ReferenceOracle:
                 self._on_claim(step, "record", self.claimed_records)
             elif kind == "finish":
                 self._on_claim(step, "finish", self.claimed_finishes)
+            elif kind == "restore_snapshot":
+                self._restore_snapshot(step["snapshot_id"], int(step["epoch"]))
+            elif kind == "refuse":
+                self._on_refuse(step)
             else:
                 self._diverge(f"unknown step kind {kind!r}")
         self.where = "end of the run"
+        self._check_resent()
         for sid, states in self.snapshots.items():
             for name, state in states.items():
                 if (sid, name) not in self.claimed_records:
@@ -233,6 +261,15 @@ class ReferenceOracle:
             self._diverge(f"a send on {channel[0]} -> {channel[1]}, which is not a channel")
             return
         log = self.sent_on[channel]
+        resend = self.resends.get(channel)
+        if resend:  # a transfer a restore re-sends: the core's doing, like a marker
+            expected_index, expected = resend.popleft()
+            if (index, message) != (expected_index, expected):
+                self._diverge(
+                    f"{_name(channel)}: the core sent {_show(message)} as message #{index}; "
+                    f"by the restore it re-sends {_show(expected)} as #{expected_index}"
+                )
+            return
         if message["type"] == "transfer":
             # the application moves money: an input. By the paper it goes on the
             # channel after everything the process sent before (markers included).
@@ -269,7 +306,13 @@ class ReferenceOracle:
         if not queue:
             self._diverge(f"{_name(channel)} delivered, but by the paper nothing is on it")
             return
-        message = queue.popleft()
+        epoch, message = queue.popleft()
+        if epoch < self.epoch:
+            self._diverge(
+                f"{_name(channel)} delivered {_show(message)} of epoch {epoch} in epoch "
+                f"{self.epoch}: it must be refused"
+            )
+            return
         if dict(step["message"]) != message:
             self._diverge(
                 f"{_name(channel)} delivered {_show(step['message'])}; "
@@ -281,6 +324,60 @@ class ReferenceOracle:
             q.received_log[src].append((int(message["seq"]), int(message["amount"])))
         else:
             self._receive_marker(q, src, message["snapshot_id"], tick, number)
+
+    def _on_refuse(self, step: Mapping[str, Any]) -> None:
+        channel = (step["from"], step["to"])
+        queue = self.queues.get(channel)
+        if not queue:
+            self._diverge(f"{_name(channel)} refused a message, but by the paper none is on it")
+            return
+        epoch, message = queue.popleft()
+        if epoch >= self.epoch:
+            self._diverge(f"{_name(channel)} refused {_show(message)} of the current epoch")
+        elif dict(step["message"]) != message or int(step["epoch"]) != epoch:
+            self._diverge(
+                f"{_name(channel)} refused {_show(step['message'])} of epoch {step['epoch']}; "
+                f"by the paper the next message on it is {_show(message)} of epoch {epoch}"
+            )
+
+    def _restore_snapshot(self, sid: str, epoch: int) -> None:
+        """Roll every process back to what it recorded for `sid`, into `epoch`."""
+        states = self.snapshots.get(sid, {})
+        if len(states) != len(self.processes) or any(
+            s.finished_tick is None for s in states.values()
+        ):
+            self._diverge(f"restored snapshot {sid}, which by the paper is not complete")
+            return
+        if epoch <= self.epoch:
+            self._diverge(f"restored into epoch {epoch}, not newer than {self.epoch}")
+        self.epoch = epoch
+        for name, process in self.processes.items():
+            resent = {peer: [a for _, a in self.snapshots[sid][peer].channels[name]]
+                      for peer in process.outgoing}
+            # The resent transfers count as sent in the new epoch; the recorded
+            # balance already excludes them (they left before the cut).
+            process.start_balance = states[name].balance + sum(map(sum, resent.values()))
+            process.sent_log = {peer: [] for peer in process.outgoing}
+            process.received_log = {peer: [] for peer in process.incoming}
+            for peer, amounts in resent.items():
+                channel = (name, peer)
+                for amount in amounts:
+                    sent = process.sent_log[peer]
+                    sent.append((len(sent) + 1, amount))
+                    message = {"type": "transfer", "seq": len(sent), "amount": amount}
+                    self._put(channel, message)
+                    self.resends.setdefault(channel, deque()).append(
+                        (len(self.sent_on[channel]), message)
+                    )
+
+    def _check_resent(self) -> None:
+        for channel, missing in self.resends.items():
+            if missing:
+                self._diverge(
+                    f"{_name(channel)}: the core did not re-send "
+                    + ", ".join(f"{_show(m)} (#{i})" for i, m in missing)
+                )
+                missing.clear()
 
     def _on_claim(self, step: Mapping[str, Any], what: str, claimed: set[tuple[str, str]]) -> None:
         sid, name = step["snapshot_id"], step["node"]
@@ -312,7 +409,7 @@ class ReferenceOracle:
                   for peer, log in p.sent_log.items()},
             received={(peer, n): len(log) for n, p in self.processes.items()
                       for peer, log in p.received_log.items()},
-            in_flight={c: list(q) for c, q in self.queues.items() if q},
+            in_flight={c: [m for _, m in q] for c, q in self.queues.items() if q},
             divergences=list(self.divergences),
         )
 
