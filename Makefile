@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO := protos/chandy_lamport.proto
 
-.PHONY: install protos check-protos lint image checkov test test-fast test-slow mutants demo simulate bench clean
+.PHONY: install protos check-protos lint image checkov chromium screenshots test test-fast test-slow mutants demo simulate bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,17 @@ image:
 checkov:
 	bash scripts/install-checkov.sh
 
+# Debian's chromium, for the browser tests of the dashboard.
+chromium:
+	bash scripts/install-chromium.sh
+
+# Regenerate the README's screenshots (docs/*.png) with the browser test.
+screenshots: install chromium
+	CL_SCREENSHOT_DIR=docs $(VENV)/bin/pytest -q tests/integration/test_dashboard_browser.py
+
 # The whole suite: unit, property, multi-process integration, Terraform
 # checks and the Docker end-to-end tests (which need a Docker engine).
-test: install check-protos lint mutants image checkov
+test: install check-protos lint mutants image checkov chromium
 	$(VENV)/bin/pytest -ra
 
 # Everything that needs neither Docker nor the checkov scan.

@@ -623,9 +623,7 @@ class Simulation:
 
     def _check_node(self, node_id: str, event: str) -> None:
         if node_id not in self._cores:
-            raise UnknownNode(
-                f"{event}: unknown node {node_id!r} (known: {', '.join(self._ids)})"
-            )
+            raise UnknownNode(f"{event}: unknown node {node_id!r} (known: {', '.join(self._ids)})")
 
     def _fresh_id(self) -> str:
         while True:

@@ -104,9 +104,7 @@ class Scenario:
                 # Engine errors name transfers, snapshots and restores already;
                 # a delivery failing during a tick needs the tick event named.
                 context = f" ({describe(event)})" if isinstance(event, TickEvent) else ""
-                raise ScenarioError(
-                    f"{self.source}: events[{index}]{context}: {error}"
-                ) from error
+                raise ScenarioError(f"{self.source}: events[{index}]{context}: {error}") from error
         try:
             sim.run_until_quiet()
         except SimulationError as error:
@@ -195,9 +193,7 @@ def parse_scenario(raw: Any, source: str = "<memory>") -> Scenario:
         raise ScenarioError(f"{source}: expected a mapping at the top level")
     for key in raw:
         if key not in TOP_LEVEL_FIELDS:
-            raise fail(
-                str(key), f"unknown field (expected one of: {', '.join(TOP_LEVEL_FIELDS)})"
-            )
+            raise fail(str(key), f"unknown field (expected one of: {', '.join(TOP_LEVEL_FIELDS)})")
 
     description = raw.get("description", "")
     if not isinstance(description, str):

@@ -478,7 +478,8 @@ def test_cli_exits_1_when_verification_fails(
 def test_cli_default_out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main([str(SCENARIOS / "ring-3.yaml")]) == 0
-    assert (tmp_path / "snapshots" / "sim" / "s1.json").is_file()
+    # Each scenario writes into its own folder, so another one's s1 survives.
+    assert (tmp_path / "snapshots" / "sim" / "ring-3" / "s1.json").is_file()
 
 
 def test_cli_unwritable_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
