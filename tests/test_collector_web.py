@@ -202,3 +202,16 @@ def test_index_summaries_paging_and_statistics() -> None:
     assert stats is not None
     assert (stats.min, stats.avg, stats.max, stats.p50, stats.p95) == (1.0, 3.0, 5.0, 3.0, 5.0)
     assert duration_stats([]) is None
+
+
+def test_restores_tile_once_restores_exist(running: Running) -> None:
+    from collector.restore import RestoreRecord
+    from collector.restores import RestoreLog
+
+    assert 'data-count="restores"' not in running.http.get("/").text
+    directory = running.server.service.store.directory
+    RestoreLog(directory).write(RestoreRecord(1, "s1", 1, 0, "2026-12-01T10:00:00.000+00:00", {}))
+    page = running.http.get("/").text
+    assert 'data-count="restores"><div class="n">1' in page
+    assert "latest: s1 preparing" in page
+    assert running.http.get("/api/summary").json()["restores"]["count"] == 1
