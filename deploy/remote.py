@@ -202,12 +202,23 @@ SNAPSHOT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.json$")
 
 
 def snapshot_files(archive: bytes) -> dict[str, bytes]:
-    """The top-level ``*.json`` regular files of a tar stream (nothing else is trusted)."""
+    """The top-level ``*.json`` regular files of a tar stream (nothing else is trusted).
+
+    A hard link to another top-level snapshot file counts as that file: the
+    collector's latest.json is a hard link to the newest snapshot's file, and
+    tar stores whichever of the two comes second as a link.
+    """
     files: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
         for member in tar:
             name = member.name.removeprefix("./")
-            if not member.isfile() or "/" in name or not SNAPSHOT_FILE.match(name):
+            if "/" in name or not SNAPSHOT_FILE.match(name):
+                continue
+            if member.islnk():
+                target = member.linkname.removeprefix("./")
+                if "/" in target or not SNAPSHOT_FILE.match(target):
+                    continue
+            elif not member.isfile():
                 continue
             handle = tar.extractfile(member)
             if handle is not None:

@@ -208,6 +208,23 @@ def test_fetch_keeps_only_top_level_json_files(tmp_path: Path) -> None:
     assert sorted(snapshot_files(buffer.getvalue())) == ["latest.json", "s1.json"]
 
 
+def test_fetch_follows_a_hard_link_between_snapshot_files_only(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    (tmp_path / "s1.json").write_text('{"snapshot_id": "s1"}')
+    (tmp_path / "latest.json").hardlink_to(tmp_path / "s1.json")  # as the collector writes it
+    (tmp_path / "secret").write_text("x")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(tmp_path, arcname=".")
+        link = tarfile.TarInfo("./evil.json")  # a link to a file that is not a snapshot
+        link.type, link.linkname = tarfile.LNKTYPE, "./secret"
+        archive.addfile(link)
+    files = snapshot_files(buffer.getvalue())
+    assert files == {"latest.json": b'{"snapshot_id": "s1"}', "s1.json": b'{"snapshot_id": "s1"}'}
+
+
 def test_build_context_has_the_dockerfile_and_packages_but_no_caches() -> None:
     import io
     import tarfile
