@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
                     timeout=cluster.config.snapshot_timeout + 10,
                     on_progress=ProgressPrinter(sys.stdout),
                     on_start_error=print_start_error,
+                    tls=cluster.operator_tls,
                 )
             except InitiatorError as error:
                 print(f"snapshot failed: {error}", flush=True)

@@ -5,6 +5,10 @@
     cl-initiator --show ID|latest [--json]     a stored snapshot, through the collector
     cl-initiator --list                        every snapshot the collector knows
 
+Mutual TLS with the operator certificate in certs/operator-admin/ next to the
+cluster file (`cl-certs ensure` makes it; --operator NAME, --tls-dir DIR or
+CL_TLS_DIR for another one); --plaintext only against a plaintext cluster.
+
 Exit status (also for --show): 0 every snapshot complete and verified; 1 collector unreachable or
 gave up waiting; 2 bad option or configuration; 3 a snapshot was aborted;
 4 a snapshot failed verification; 5 no chosen node could be reached to start
@@ -21,14 +25,16 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from certs.identity import DEFAULT_OPERATOR, IdentityError, operator
 from common.cli import add_cluster_option
 from common.config import ConfigError, load_cluster
 from common.timeutil import new_snapshot_id
+from common.tls import TlsError, TlsFiles, add_tls_options, tls_from_args
 from initiator.client import (
     InitiatorError,
     StartResult,
     get_snapshot,
-    list_snapshots,
+    list_snapshots_and_pruned,
     take_snapshot,
     validated_id,
 )
@@ -86,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("CL_COLLECTOR_ADDRESS"),
         help="collector host:port (env CL_COLLECTOR_ADDRESS, default from the cluster file)",
     )
+    parser.add_argument(
+        "--operator",
+        default=env("CL_OPERATOR", DEFAULT_OPERATOR),
+        help="whose operator certificate to use: certs/operator-NAME/ "
+        f"(env CL_OPERATOR; default {DEFAULT_OPERATOR}; --tls-dir overrides the directory)",
+    )
+    add_tls_options(parser, os.environ)
     return parser
 
 
@@ -120,13 +133,22 @@ def print_start_error(failure: StartResult) -> None:
     )
 
 
-def read_snapshots(collector: str, show: str | None, as_json: bool) -> int:
+def read_snapshots(
+    collector: str, show: str | None, as_json: bool, tls: TlsFiles | None = None
+) -> int:
     """--list and --show: read what the collector stored, take nothing."""
     if show is None:
-        for snapshot_id, status in list_snapshots(collector):
+        listed, pruned = list_snapshots_and_pruned(collector, tls=tls)
+        for snapshot_id, status in listed:
             print(f"{snapshot_id}  {status}", flush=True)
+        if pruned:
+            print(
+                f"({pruned} older snapshot{'s' if pruned != 1 else ''} pruned by the "
+                "collector's retention, --keep-snapshots)",
+                flush=True,
+            )
         return 0
-    document = get_snapshot(collector, show)
+    document = get_snapshot(collector, show, tls=tls)
     print(json.dumps(document, indent=2) if as_json else format_summary(document), flush=True)
     return exit_code(document)
 
@@ -150,10 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.node(node_id)
     except ConfigError as error:
         return fail(str(error))
+    try:
+        tls = tls_from_args(args, operator(args.operator))
+    except (TlsError, IdentityError) as error:
+        return fail(str(error))
     collector = args.collector or config.collector_address
     if args.show or args.list:
         try:
-            return read_snapshots(collector, args.show, as_json=args.json)
+            return read_snapshots(collector, args.show, as_json=args.json, tls=tls)
         except InitiatorError as error:
             return fail(str(error), error.exit_code)
     timeout = args.timeout if args.timeout is not None else config.snapshot_timeout + 30.0
@@ -185,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=timeout,
                 on_progress=ProgressPrinter(),
                 on_start_error=print_start_error,
+                tls=tls,
             )
         except InitiatorError as error:
             worst = max(worst, fail(str(error), error.exit_code))

@@ -19,6 +19,7 @@ from structlog.contextvars import bind_contextvars, bound_contextvars
 from common.cli import ShutdownSignal
 from common.config import ClusterConfig, port_of
 from common.timeutil import new_snapshot_id
+from common.tls import RefusalLog, TlsFiles, add_port, peer_identity, refusal
 from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
 from node.core import InvalidSnapshotId, validate_snapshot_id
 from node.reporter import Reporter
@@ -39,19 +40,39 @@ class PortUnavailable(OSError):
 
 
 class NodeServicer(pb_grpc.NodeServicer):
-    def __init__(self, runtime: NodeRuntime) -> None:
+    """`authenticate` (mutual TLS): Channel streams only from the sending node's
+    certificate, StartSnapshot only from operators, GetStatus from operators
+    and the collector; everything else refused before anything is applied."""
+
+    def __init__(self, runtime: NodeRuntime, authenticate: bool = False) -> None:
         self.runtime = runtime
+        self.authenticate = authenticate
         self._log = _log.bind(node_id=runtime.node_id)
+        self.refusals = RefusalLog(self._log)
+
+    def _authorize(self, context: grpc.ServicerContext, method: str, roles: frozenset[str]) -> None:
+        peer = peer_identity(context)
+        refused = refusal(peer, roles, tls=self.authenticate)
+        if refused is not None:
+            self.refusals.refused(peer, method, *refused)
+            context.abort(*refused)
 
     def Channel(  # noqa: N802 (gRPC method name)
         self, request_iterator: Iterator[pb.Frame], context: grpc.ServicerContext
     ) -> Iterator[pb.Ack]:
-        return serve_channel(self.runtime, request_iterator, context)
+        return serve_channel(
+            self.runtime,
+            request_iterator,
+            context,
+            authenticate=self.authenticate,
+            refusals=self.refusals,
+        )
 
     def StartSnapshot(  # noqa: N802
         self, request: pb.StartSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.StartSnapshotReply:
         bind_contextvars(node_id=self.runtime.node_id)
+        self._authorize(context, "StartSnapshot", frozenset({"operator"}))
         snapshot_id = request.snapshot_id or new_snapshot_id()
         try:
             validate_snapshot_id(snapshot_id)
@@ -67,13 +88,16 @@ class NodeServicer(pb_grpc.NodeServicer):
     def GetStatus(  # noqa: N802
         self, request: pb.GetStatusRequest, context: grpc.ServicerContext
     ) -> pb.NodeStatus:
+        self._authorize(context, "GetStatus", frozenset({"operator", "collector"}))
         return self.runtime.status()
 
 
 @dataclass(frozen=True)
 class NodeOptions:
     data_dir: Path
-    listen_host: str = "0.0.0.0"
+    listen_host: str = "127.0.0.1"
+    # Mutual TLS with these files; None: plaintext, nobody checked (explicit --plaintext).
+    tls: TlsFiles | None = None
     port: int | None = None  # None: the port of the node's own address; 0: any free port
     max_transfers: int | None = None
     db_synchronous: str = "FULL"
@@ -113,22 +137,24 @@ class NodeServer:
             ),
             options=SERVER_OPTIONS,
         )
-        pb_grpc.add_NodeServicer_to_server(NodeServicer(runtime), self._server)
+        pb_grpc.add_NodeServicer_to_server(
+            NodeServicer(runtime, authenticate=options.tls is not None), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         own_port = port_of(config.node(self.node_id).address)
         port = own_port if options.port is None else options.port
         address = f"{options.listen_host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            self.port = add_port(self._server, address, options.tls)
         except RuntimeError as error:
             self._close_store()
             raise PortUnavailable(f"cannot listen on {address}: {error}") from error
         self._server.start()
         for peer in runtime.outgoing:
             self._senders.append(
-                PeerSender(runtime, peer, config.node(peer).address, config.link_delay)
+                PeerSender(runtime, peer, config.node(peer).address, config.link_delay, options.tls)
             )
-        self._reporter = Reporter(runtime, config.collector_address)
+        self._reporter = Reporter(runtime, config.collector_address, tls=options.tls)
         self.workload = Workload(
             runtime,
             rate=config.workload.transfer_rate,
@@ -145,6 +171,7 @@ class NodeServer:
             incoming=list(runtime.incoming),
             outgoing=list(runtime.outgoing),
             collector=config.collector_address,
+            mutual_tls=options.tls is not None,
         )
         return self.port
 

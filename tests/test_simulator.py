@@ -196,8 +196,11 @@ def test_statistics() -> None:
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda s: s.transfer("n1", "n2", 101), TransferRejected,
-         "transfer n1 -> n2 of 101 at tick 0: n1 cannot send 101: balance is 100"),
+        (
+            lambda s: s.transfer("n1", "n2", 101),
+            TransferRejected,
+            "transfer n1 -> n2 of 101 at tick 0: n1 cannot send 101: balance is 100",
+        ),
         (lambda s: s.transfer("n1", "n3", 1), TransferRejected, "no channel n1 -> n3"),
         (lambda s: s.transfer("n1", "n2", 0), TransferRejected, "positive integer"),
         (lambda s: s.transfer("n9", "n2", 1), UnknownNode, "unknown node 'n9'"),

@@ -23,8 +23,9 @@ CHANNELS: list[dict[str, Any]] = [
 ]
 
 
-def verify(nodes: dict[str, Any] = NODES, channels: list[dict[str, Any]] = CHANNELS,
-           total: int = 600) -> dict[str, Any]:
+def verify(
+    nodes: dict[str, Any] = NODES, channels: list[dict[str, Any]] = CHANNELS, total: int = 600
+) -> dict[str, Any]:
     return verify_snapshot(total, nodes, channels)
 
 
@@ -40,7 +41,12 @@ def test_a_consistent_snapshot_is_ok() -> None:
     }
     assert [c["ok"] for c in result["channels"]] == [True, True, True]
     assert result["channels"][0] == {
-        "from": "n1", "to": "n2", "sent": 4, "received": 2, "recorded": 2, "ok": True,
+        "from": "n1",
+        "to": "n2",
+        "sent": 4,
+        "received": 2,
+        "recorded": 2,
+        "ok": True,
     }
 
 
@@ -90,9 +96,7 @@ def test_wrong_sequence_numbers(seqs: list[int]) -> None:
     result = verify(channels=channels)
     assert result["ok"] is False
     assert result["conservation"]["ok"] is True
-    assert result["channels"][0]["problem"] == (
-        f"recorded sequence numbers {seqs} are not 3..4"
-    )
+    assert result["channels"][0]["problem"] == (f"recorded sequence numbers {seqs} are not 3..4")
 
 
 def test_counters_that_cannot_be_a_cut() -> None:
@@ -107,7 +111,9 @@ def test_counters_that_cannot_be_a_cut() -> None:
 
 
 def test_channel_counters_default_to_zero() -> None:
-    nodes = {"a": {"balance": 5, "sent": {}, "received": {}},
-             "b": {"balance": 0, "sent": {}, "received": {}}}
+    nodes = {
+        "a": {"balance": 5, "sent": {}, "received": {}},
+        "b": {"balance": 0, "sent": {}, "received": {}},
+    }
     channels = [{"from": "a", "to": "b", "messages": []}, {"from": "b", "to": "a", "messages": []}]
     assert verify(nodes, channels, total=5)["ok"] is True
