@@ -5,6 +5,7 @@
     cl-certs init   --import-cert CA.pem --import-key CA-key.pem [--dir DIR]   (your own CA)
     cl-certs issue  --role node|collector|operator --name NAME [--dir DIR] [--days N]
     cl-certs list   [--dir DIR]
+    cl-certs install --dir DIR < BUNDLE      (what `cl-deploy up` runs on each host)
 
 `ensure` is what `make demo`, the compose `certs` service and `cl-deploy up`
 run: it creates the CA if there is none and every certificate the cluster
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from certs import authority
 from certs.identity import Identity, IdentityError
-from certs.store import CertDir, CertStoreError, cluster_identities
+from certs.store import CertDir, CertStoreError, cluster_identities, install_bundle
 from common.config import ConfigError, load_cluster
 
 
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="show every certificate and its expiry")
     dirs(listing, "env CL_CERTS_DIR; default certs")
+
+    install = sub.add_parser("install", help="install a certificate bundle read from stdin")
+    dirs(install, "env CL_CERTS_DIR; default certs")
     return parser
 
 
@@ -117,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
             raise CertStoreError(f"--name is required for a {args.role} certificate")
         identity = Identity(args.role, name)
         print(store.issue(identity, now, days=args.days, extra_dns=tuple(args.dns), why="issued"))
+        return 0
+    if args.command == "install":
+        installed = install_bundle(store.root, sys.stdin.buffer.read())
+        print(f"installed {', '.join(installed)} into {store.root}")
         return 0
     for row in store.listing(now):
         print("  ".join(row))

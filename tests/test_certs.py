@@ -112,7 +112,7 @@ def test_ensure_reissues_missing_expiring_foreign_and_mismatched(tmp_path: Path)
     assert "key does not belong" in actions["n3"]
     assert "expires soon" in actions["n4"]
     for n in ("n1", "n2", "n3", "n4"):
-        assert store.problem(node(n), store.load_ca(later), later) is None
+        assert store.problem(node(n), store.load_ca(later).cert, later) is None
 
 
 def test_bring_your_own_ca(tmp_path: Path) -> None:

@@ -271,6 +271,7 @@ def test_disk_fill_by_begins_is_rate_limited_and_files_bounded(cluster: LocalClu
     assert 1 <= accepted <= 20 + 5 * elapsed + 1
     pending = cluster.snapshot_dir / ".pending"
     assert len([p for p in pending.iterdir() if p.name.startswith("fill-")]) == accepted
+
     # Nobody started them: they abort after 3 s, and retention keeps the newest KEEP files.
     def stored() -> list[str]:
         return [
