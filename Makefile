@@ -27,7 +27,7 @@ check-protos: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy node/core.py collector/verify.py simulator/engine.py
+	$(VENV)/bin/mypy node/core.py collector/verify.py simulator/engine.py diagram
 
 image:
 	bash scripts/build-image.sh

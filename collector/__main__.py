@@ -3,14 +3,15 @@
     cl-collector [--cluster FILE] [--snapshot-dir DIR] [--listen-host HOST] [--port PORT]
                  [--tls-dir DIR | --plaintext] [--keep-snapshots K] [--begin-rate R]
                  [--begin-burst B] [--max-pending N] [--max-report-bytes N]
-                 [--log-level LEVEL] [--log-format auto|json|console]
+                 [--http-port PORT|off] [--log-level LEVEL] [--log-format auto|json|console]
 
 Every option has an environment variable (CL_CLUSTER_FILE, CL_SNAPSHOT_DIR,
 CL_LISTEN_HOST, CL_PORT, CL_TLS_DIR, CL_PLAINTEXT, CL_KEEP_SNAPSHOTS,
 CL_BEGIN_RATE, CL_BEGIN_BURST, CL_MAX_PENDING_SNAPSHOTS, CL_MAX_REPORT_BYTES,
-CL_LOG_LEVEL, CL_LOG_FORMAT). Mutual TLS with the collector certificate in
-certs/collector/ next to the cluster file unless told otherwise. SIGTERM or
-SIGINT stops the server gracefully. Exit status 2 on a configuration error.
+CL_HTTP_PORT, CL_LOG_LEVEL, CL_LOG_FORMAT). Mutual TLS with the collector
+certificate in certs/collector/ next to the cluster file unless told
+otherwise. SIGTERM or SIGINT stops the server gracefully. Exit status 2 on a
+configuration error.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     limit("--max-report-bytes", "CL_MAX_REPORT_BYTES", DEFAULT_MAX_REPORT_BYTES, int,
           "largest node report accepted, in bytes")  # fmt: skip
+    parser.add_argument(
+        "--http-port",
+        type=_http_port,
+        default=environ.get("CL_HTTP_PORT") or "8080",
+        help="port of the dashboard, the JSON API and /metrics (env CL_HTTP_PORT; default 8080; "
+        "0 for any free port, 'off' for none)",
+    )
     add_logging_options(parser, environ)
     return parser
 
@@ -112,6 +120,16 @@ def _positive(kind: type, option: str, env_key: str) -> Callable[[str], float]:
         return value  # type: ignore[no-any-return]
 
     return convert
+
+
+def _http_port(text: str) -> int | None:
+    if text.lower() == "off":
+        return None
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port number or 'off' (option or env CL_HTTP_PORT)"
+        )
+    return int(text)
 
 
 def _fail(message: str) -> int:
@@ -144,10 +162,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     shutdown = ShutdownSignal()
     try:
-        server = CollectorServer(config, args.snapshot_dir, args.listen_host, port, tls, limits)
+        server = CollectorServer(
+            config,
+            args.snapshot_dir,
+            args.listen_host,
+            port,
+            http_port=args.http_port,
+            tls=tls,
+            limits=limits,
+        )
     except (OSError, RuntimeError) as error:
         return _fail(f"cannot start on {args.listen_host}:{port}: {error}")
-    server.start()
+    try:
+        server.start()
+    except RuntimeError as error:
+        server.stop()
+        return _fail(str(error))
     shutdown.wait()
     server.stop()
     return 0

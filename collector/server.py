@@ -12,6 +12,7 @@ import dataclasses
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, NoReturn
@@ -34,7 +35,8 @@ from collector.document import NodeReport
 from collector.retention import Retention
 from collector.store import SnapshotStore
 from common.config import ClusterConfig
-from common.tls import RefusalLog, TlsFiles, add_port, peer_identity, refusal
+from common.net import CHANNEL_OPTIONS
+from common.tls import RefusalLog, TlsFiles, add_port, open_channel, peer_identity, refusal
 from node.core import LocalSnapshot, RecordedMessage
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
@@ -121,6 +123,10 @@ class CollectorService(pb_grpc.CollectorServicer):
         )
         self.refusals = RefusalLog(log)
         self._cond = threading.Condition()
+        # Read by the dashboard and /metrics (collector/web): called with the lock
+        # held for every finished document, and a tally of report outcomes.
+        self.on_document: list[Callable[[dict[str, Any]], object]] = []
+        self.report_outcomes: Counter[str] = Counter()
         self.assembly = Assembly(
             config, {s.snapshot_id: (s.status, s.completed_at) for s in store.finished()}
         )
@@ -129,6 +135,11 @@ class CollectorService(pb_grpc.CollectorServicer):
         self._ticker = threading.Thread(
             target=self._tick_loop, name="collector-ticker", daemon=True
         )
+
+    @property
+    def lock(self) -> threading.Condition:
+        """The lock that guards the assembly (the dashboard reads under it)."""
+        return self._cond
 
     # ------------------------------------------------------------ lifecycle
 
@@ -184,6 +195,8 @@ class CollectorService(pb_grpc.CollectorServicer):
         pruned = self.retention.written(document["snapshot_id"])
         if pruned:
             self.assembly.forget_finished(pruned)
+        for hook in self.on_document:
+            hook(document)
         log.bind(snapshot_id=document["snapshot_id"]).info(
             "snapshot finished",
             status=document["status"],
@@ -274,6 +287,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             report = report_from_pb(request)
             validate_report(self.config, report)
         except InvalidReport as error:
+            self.report_outcomes["invalid"] += 1
             bound.warning("report refused", error=str(error))
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid report: {error}")
         report = fill_zero_counters(self.config, report)
@@ -300,6 +314,7 @@ class CollectorService(pb_grpc.CollectorServicer):
                 if document is not None:
                     self._store_document(document)
                 self._cond.notify_all()
+        self.report_outcomes[outcome.value] += 1
         if outcome is ReportOutcome.ACCEPTED:
             bound.info(
                 "report accepted" if report.complete else "progress report accepted",
@@ -436,9 +451,12 @@ class CollectorServer:
         snapshot_dir: str,
         host: str,
         port: int,
+        http_port: int | None = None,
+        *,
         tls: TlsFiles | None = None,
         limits: Limits | None = None,
     ) -> None:
+        """`http_port` None: no dashboard; 0: any free port (see `web.port`)."""
         limits = limits or Limits()
         self.service = CollectorService(
             config, SnapshotStore(snapshot_dir), authenticate=tls is not None, limits=limits
@@ -463,10 +481,20 @@ class CollectorServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         self.address = f"{host}:{self.port}"
+        self.web = None
+        if http_port is not None:
+            from collector.web.server import WebServer
+
+            def dial_node(node_id: str, address: str) -> grpc.Channel:
+                return open_channel(address, tls, "node", node_id, CHANNEL_OPTIONS)
+
+            self.web = WebServer(self.service, host, http_port, channel_factory=dial_node)
 
     def start(self) -> None:
         self.service.start()
         self.server.start()
+        if self.web is not None:
+            self.web.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -480,5 +508,7 @@ class CollectorServer:
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()
         self.service.stop()
+        if self.web is not None:
+            self.web.stop()
         self.server.stop(grace).wait()
         log.info("collector stopped")

@@ -120,11 +120,16 @@ class LocalCluster:
 
     def write_config(self) -> ClusterConfig:
         """Pick free ports and write `<workdir>/cluster.yaml`; returns the loaded config."""
-        ports = free_ports(len(self.node_ids) + 1)
+        ports = free_ports(2 * len(self.node_ids) + 2)
+        # The dashboard's port and one metrics port per node (after the gRPC ports).
+        self.http_port = ports[len(self.node_ids) + 1]
+        self.metrics_ports = dict(
+            zip(self.node_ids, ports[len(self.node_ids) + 2 :], strict=True)
+        )
         raw: dict[str, Any] = {
             "nodes": [
                 {"id": node, "address": f"127.0.0.1:{port}", "balance": self.balance}
-                for node, port in zip(self.node_ids, ports[1:], strict=True)
+                for node, port in zip(self.node_ids, ports[1 : len(self.node_ids) + 1], strict=True)
             ],
             "topology": self.topology,
             "collector": f"127.0.0.1:{ports[0]}",
@@ -139,6 +144,11 @@ class LocalCluster:
     @property
     def collector_address(self) -> str:
         return self.config.collector_address
+
+    @property
+    def http_url(self) -> str:
+        """The collector's dashboard (and /metrics, /api/...)."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def address(self, name: str) -> str:
         return self.collector_address if name == COLLECTOR else self.config.node(name).address
@@ -192,6 +202,7 @@ class LocalCluster:
                 "--cluster", str(self.config_path),
                 "--snapshot-dir", str(self.snapshot_dir),
                 "--listen-host", "127.0.0.1",
+                "--http-port", str(self.http_port),
             ],
         )  # fmt: skip
 

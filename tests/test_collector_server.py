@@ -325,7 +325,12 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     # Mutual TLS by default, with the certificates `cl-certs ensure` puts next to the file.
     CertDir(tmp_path / "certs").ensure(cluster_identities(["n1", "n2"]), dt.datetime.now(dt.UTC))
     operator_tls = TlsFiles.in_dir(tmp_path / "certs" / "operator-admin")
-    env = {**os.environ, "CL_SNAPSHOT_DIR": str(tmp_path / "snaps"), "CL_LISTEN_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "CL_SNAPSHOT_DIR": str(tmp_path / "snaps"),
+        "CL_LISTEN_HOST": "127.0.0.1",
+        "CL_HTTP_PORT": "0",
+    }
     env.pop("CL_TLS_DIR", None)
     env.pop("CL_PLAINTEXT", None)
     process = subprocess.Popen(
@@ -348,5 +353,10 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             process.wait()
     assert process.returncode == 0, stderr
     events = [json.loads(line)["event"] for line in stderr.splitlines()]
-    assert events == ["collector listening", "collector stopped"]
+    assert events == [
+        "snapshot index loaded",
+        "dashboard listening",
+        "collector listening",
+        "collector stopped",
+    ]
     assert (tmp_path / "snaps" / ".pending").is_dir()

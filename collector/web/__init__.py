@@ -1,0 +1,1 @@
+"""The collector's HTTP side: dashboard, snapshot pages, diagrams, JSON API, /metrics."""
