@@ -9,7 +9,7 @@ Every option has an environment variable (CL_CLUSTER_FILE, CL_SNAPSHOT_DIR,
 CL_LISTEN_HOST, CL_PORT, CL_TLS_DIR, CL_PLAINTEXT, CL_KEEP_SNAPSHOTS,
 CL_BEGIN_RATE, CL_BEGIN_BURST, CL_MAX_PENDING_SNAPSHOTS, CL_MAX_REPORT_BYTES,
 CL_HTTP_PORT, CL_LOG_LEVEL, CL_LOG_FORMAT). Mutual TLS with the collector
-certificate in certs/collector/ next to the cluster file unless told
+certificate in tls/collector/ next to the cluster file unless told
 otherwise. SIGTERM or SIGINT stops the server gracefully. Exit status 2 on a
 configuration error.
 """

@@ -88,7 +88,7 @@ def add_tls_options(parser: argparse.ArgumentParser, environ: Mapping[str, str])
         "--tls-dir",
         default=environ.get(TLS_DIR_ENV) or None,
         help="this process's certificate directory: ca.crt, tls.crt, tls.key "
-        "(env CL_TLS_DIR; default certs/<identity>/ next to the cluster file, "
+        "(env CL_TLS_DIR; default tls/<identity>/ next to the cluster file, "
         "as `cl-certs ensure` writes it)",
     )
     parser.add_argument(
@@ -101,7 +101,7 @@ def add_tls_options(parser: argparse.ArgumentParser, environ: Mapping[str, str])
 
 
 def default_tls_dir(cluster_file: str | os.PathLike[str], identity: Identity) -> Path:
-    return Path(cluster_file).resolve().parent / "certs" / identity.directory
+    return Path(cluster_file).resolve().parent / "tls" / identity.directory
 
 
 def tls_from_args(

@@ -7,7 +7,7 @@
         cluster.balances()             # {"n1": 1000, ...} from Node.GetStatus
 
 Mutual TLS by default: the cluster's CA and certificates are created (once,
-`cl-certs ensure`) in `<workdir>/certs/`, next to the cluster file, where
+`cl-certs ensure`) in `<workdir>/tls/`, next to the cluster file, where
 every process finds its own; `operator_tls` is the operator certificate the
 probes and the initiator use. `tls=False` runs everything in plaintext.
 
@@ -97,7 +97,7 @@ class LocalCluster:
         self._logs: dict[str, IO[bytes]] = {}
         self.config_path = self.workdir / "cluster.yaml"
         self.config: ClusterConfig = self.write_config()
-        self.certs = CertDir(self.workdir / "certs")
+        self.certs = CertDir(self.workdir / "tls")
         self.tls = tls
         if tls:
             self.certs.ensure(cluster_identities(self.node_ids), dt.datetime.now(dt.UTC))
@@ -123,9 +123,7 @@ class LocalCluster:
         ports = free_ports(2 * len(self.node_ids) + 2)
         # The dashboard's port and one metrics port per node (after the gRPC ports).
         self.http_port = ports[len(self.node_ids) + 1]
-        self.metrics_ports = dict(
-            zip(self.node_ids, ports[len(self.node_ids) + 2 :], strict=True)
-        )
+        self.metrics_ports = dict(zip(self.node_ids, ports[len(self.node_ids) + 2 :], strict=True))
         raw: dict[str, Any] = {
             "nodes": [
                 {"id": node, "address": f"127.0.0.1:{port}", "balance": self.balance}

@@ -430,6 +430,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="known_hosts file to use (default: ssh's, ~/.ssh/known_hosts)",
     )
     group.add_argument(
+        "--trust-on-first-use",
+        action="store_true",
+        help="accept the host key a host shows the first time, for hosts whose keys the "
+        "hosts file does not record (insecure: a machine in the middle is believed)",
+    )
+    group.add_argument(
         "--connect-timeout",
         type=int,
         default=10,
@@ -486,7 +492,7 @@ def register(subparsers: SubParsers) -> None:
         "--certs-dir",
         type=Path,
         metavar="DIR",
-        help="the cluster's CA and certificates (default: certs/ next to the cluster file; "
+        help="the cluster's CA and certificates (default: tls/ next to the cluster file; "
         "created by cl-certs ensure when missing; keep it, it holds the CA key)",
     )
     up.add_argument("--image", default=DEFAULT_IMAGE, help=f"image (default: {DEFAULT_IMAGE})")

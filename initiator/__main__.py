@@ -5,7 +5,7 @@
     cl-initiator --show ID|latest [--json]     a stored snapshot, through the collector
     cl-initiator --list                        every snapshot the collector knows
 
-Mutual TLS with the operator certificate in certs/operator-admin/ next to the
+Mutual TLS with the operator certificate in tls/operator-admin/ next to the
 cluster file (`cl-certs ensure` makes it; --operator NAME, --tls-dir DIR or
 CL_TLS_DIR for another one); --plaintext only against a plaintext cluster.
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--operator",
         default=env("CL_OPERATOR", DEFAULT_OPERATOR),
-        help="whose operator certificate to use: certs/operator-NAME/ "
+        help="whose operator certificate to use: tls/operator-NAME/ "
         f"(env CL_OPERATOR; default {DEFAULT_OPERATOR}; --tls-dir overrides the directory)",
     )
     add_tls_options(parser, os.environ)

@@ -139,7 +139,7 @@ def test_cli_ensure_issue_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "node n3: created" in out and "operator alice: created" in out
     assert "PRIVATE KEY" not in out
-    certs = tmp_path / "certs"
+    certs = tmp_path / "tls"
     assert (certs / "operator-alice" / "tls.key").exists()
     assert main(["ensure", "--cluster", str(cluster), "--operator", "alice", "--quiet"]) == 0
     assert capsys.readouterr().out == ""

@@ -323,8 +323,8 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         )
     )
     # Mutual TLS by default, with the certificates `cl-certs ensure` puts next to the file.
-    CertDir(tmp_path / "certs").ensure(cluster_identities(["n1", "n2"]), dt.datetime.now(dt.UTC))
-    operator_tls = TlsFiles.in_dir(tmp_path / "certs" / "operator-admin")
+    CertDir(tmp_path / "tls").ensure(cluster_identities(["n1", "n2"]), dt.datetime.now(dt.UTC))
+    operator_tls = TlsFiles.in_dir(tmp_path / "tls" / "operator-admin")
     env = {
         **os.environ,
         "CL_SNAPSHOT_DIR": str(tmp_path / "snaps"),

@@ -36,7 +36,7 @@ class FakeNodes(pb_grpc.NodeServicer):
 
     def __init__(self, cluster_file: Path, down: set[str]) -> None:
         self.config = load_cluster(cluster_file)
-        self.certs = cluster_file.parent / "certs"
+        self.certs = cluster_file.parent / "tls"
         self.down = down
         self.started: list[tuple[str, str]] = []
         self.lock = threading.Lock()
@@ -111,7 +111,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         )
     )
     config = load_cluster(path)
-    certs = CertDir(tmp_path / "certs")
+    certs = CertDir(tmp_path / "tls")
     certs.ensure(cluster_identities(config.node_ids), dt.datetime.now(dt.UTC))
     server = CollectorServer(
         config,
@@ -238,7 +238,7 @@ def test_collector_unreachable_exits_1(tmp_path: Path, capsys) -> None:  # type:
     code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
     assert code == 2  # no certificate yet: refused before dialling anyone
     assert "operator-admin/ca.crt: missing; create it with `cl-certs ensure" in err
-    CertDir(tmp_path / "certs").ensure(cluster_identities(["n1", "n2"]), dt.datetime.now(dt.UTC))
+    CertDir(tmp_path / "tls").ensure(cluster_identities(["n1", "n2"]), dt.datetime.now(dt.UTC))
     code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
     assert code == 1
     assert "collector at 127.0.0.1:" in err
