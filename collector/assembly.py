@@ -60,6 +60,11 @@ from common.config import ClusterConfig
 from common.timeutil import iso_utc
 from node.core import InvalidSnapshotId, validate_snapshot_id
 
+# What a node's timeline may hold (see node/timeline.py): at most 50 transfers
+# per channel, and the markers of the snapshot (one per channel, each way).
+TIMELINE_TRANSFERS_PER_CHANNEL = 50
+TIMELINE_KINDS = frozenset({"marker_sent", "marker_received", "transfer_sent", "transfer_received"})
+
 
 class InvalidReport(ValueError):
     """A report or request the collector refuses (the sender's fault); never applied."""
@@ -152,6 +157,20 @@ def validate_report(config: ClusterConfig, report: NodeReport) -> None:
         raise InvalidReport(
             f"{node}: channel states do not match the topology: {'; '.join(problems)}"
         )
+    neighbours = outgoing | incoming
+    limit = TIMELINE_TRANSFERS_PER_CHANNEL * (len(outgoing) + len(incoming)) + 2 * len(neighbours)
+    if len(report.timeline) > limit:
+        raise InvalidReport(
+            f"{node}: timeline has {len(report.timeline)} events, more than the {limit} "
+            "a node of this topology can record"
+        )
+    for event in report.timeline:
+        if event.get("kind") not in TIMELINE_KINDS:
+            raise InvalidReport(f"{node}: unknown timeline event kind {event.get('kind')!r}")
+        if event.get("peer") not in neighbours:
+            raise InvalidReport(
+                f"{node}: timeline event with {event.get('peer')!r}, which is not a neighbour"
+            )
     for sender, messages in sorted(snap.channels.items()):
         previous = 0
         for message in messages:

@@ -32,6 +32,10 @@ class NodeReport:
     completed_at: str = ""
     complete: bool = True
     open_channels: tuple[str, ...] = ()
+    # TimelineEvent dicts (kind, peer, seq, amount, snapshot_id, at, lamport),
+    # oldest first, and the node's Lamport clock at its recording point.
+    timeline: tuple[dict[str, Any], ...] = ()
+    lamport_recorded: int = 0
 
 
 def build_document(
@@ -70,6 +74,8 @@ def build_document(
             "initiated": report.snapshot.initiated,
             "recorded_at": report.recorded_at,
             "completed_at": report.completed_at,
+            "lamport_recorded": report.lamport_recorded,
+            "timeline": [dict(event) for event in report.timeline],
         }
         for node_id, report in sorted(reports.items())
     }

@@ -83,6 +83,19 @@ def report_from_pb(message: pb.LocalSnapshot) -> NodeReport:
         message.completed_at,
         complete=message.complete,
         open_channels=tuple(message.open_channels),
+        timeline=tuple(
+            {
+                "kind": event.kind,
+                "peer": event.peer,
+                "seq": int(event.seq),
+                "amount": int(event.amount),
+                "snapshot_id": event.snapshot_id,
+                "at": event.at,
+                "lamport": int(event.lamport),
+            }
+            for event in message.timeline
+        ),
+        lamport_recorded=int(message.lamport_recorded),
     )
 
 

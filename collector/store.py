@@ -56,6 +56,8 @@ def report_to_dict(report: NodeReport) -> dict[str, Any]:
         "completed_at": report.completed_at,
         "complete": report.complete,
         "open_channels": list(report.open_channels),
+        "timeline": [dict(event) for event in report.timeline],
+        "lamport_recorded": report.lamport_recorded,
     }
 
 
@@ -78,6 +80,8 @@ def report_from_dict(data: dict[str, Any]) -> NodeReport:
         str(data["completed_at"]),
         complete=bool(data["complete"]),
         open_channels=tuple(str(s) for s in data["open_channels"]),
+        timeline=tuple(dict(event) for event in data.get("timeline", [])),
+        lamport_recorded=int(data.get("lamport_recorded", 0)),
     )
 
 

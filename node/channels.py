@@ -190,6 +190,7 @@ class PeerSender(threading.Thread):
             for ack in call:
                 if not connected:
                     connected = True
+                    self.runtime.set_connected(self.peer, "out", True)
                     log.info("peer connected", address=self.address, acked=ack.seq)
                 self.runtime.acknowledge(self.peer, ack.seq)
             if connected:
@@ -206,6 +207,8 @@ class PeerSender(threading.Thread):
                 log.debug("peer unreachable", address=self.address, code=code.name)
         finally:
             done.set()
+            if connected:
+                self.runtime.set_connected(self.peer, "out", False)
             with self._call_lock:
                 self._call = None
         return connected
@@ -244,8 +247,10 @@ def serve_channel(
         if peer not in runtime.incoming:
             _reject(context, UnknownSender(f"{peer!r} has no channel to {runtime.node_id}"), peer)
         log.info("peer connected", peer=peer, direction="incoming")
-        yield pb.Ack(seq=runtime.last_applied(peer))
+        runtime.set_connected(peer, "in", True)
     try:
+        if peer is not None:
+            yield pb.Ack(seq=runtime.last_applied(peer))
         for frame in requests:
             if peer is not None and frame.sender != peer:
                 _reject(
@@ -263,6 +268,7 @@ def serve_channel(
             yield pb.Ack(seq=seq)
     finally:
         if peer is not None:
+            runtime.set_connected(peer, "in", False)
             log.info("peer disconnected", peer=peer, direction="incoming")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -49,6 +50,14 @@ from node.core import (
     validate_snapshot_id,
 )
 from node.storage import Change, Identity, StorageError, Store, StoredState
+from node.timeline import (
+    MARKER_RECEIVED,
+    MARKER_SENT,
+    TRANSFER_RECEIVED,
+    TRANSFER_SENT,
+    TimelineEvent,
+    TimelineRecorder,
+)
 from protos import chandy_lamport_pb2 as pb
 
 _log = structlog.get_logger("node.runtime")
@@ -117,6 +126,14 @@ class NodeRuntime:
         }
         self._acked: dict[str, int] = {}  # acks not yet deleted from the DB outbox
         self._recorded_at = dict(state.recorded_at)
+        self._recorded_lamport = dict(state.recorded_lamport)
+        self._timeline = TimelineRecorder(clock=state.lamport)
+        self._wall_clock = time.time
+        # Which channels have a stream open now, and whether the workload runs
+        # (set by the transport and the workload; shown by GetStatus).
+        self._connected_out: set[str] = set()
+        self._connected_in: dict[str, int] = {}
+        self.workload_running = False
         # Reports not yet acked by the collector, and their bytes as stored
         # (a delivered report is deleted only if it is still the stored one).
         self._report_bytes: dict[str, bytes] = dict(state.reports)
@@ -165,7 +182,7 @@ class NodeRuntime:
             if self._core.has_recorded(snapshot_id):
                 return True
             self._log.info("snapshot initiated", snapshot_id=snapshot_id)
-            self._apply(lambda: self._core.initiate_snapshot(snapshot_id))
+            self._apply(lambda: self._core.initiate_snapshot(snapshot_id), local_event=True)
             return False
 
     # -------------------------------------------------------------- incoming
@@ -205,6 +222,7 @@ class NodeRuntime:
                     lambda: self._core.receive(sender, payload),
                     applied=(sender, frame.seq),
                     marker_of=payload.snapshot_id if isinstance(payload, Marker) else None,
+                    received=frame,
                 )
             except (wire.MalformedFrame, ProtocolViolation) as error:
                 raise BadFrame(str(error)) from error
@@ -277,12 +295,46 @@ class NodeRuntime:
 
     def status(self) -> pb.NodeStatus:
         with self._lock:
+            core = self._core
+            channels = [
+                pb.ChannelStatus(
+                    peer=peer,
+                    direction="out",
+                    sent_or_received=core.sent[peer],
+                    unacked=len(self._outbox[peer]),
+                    connected=peer in self._connected_out,
+                )
+                for peer in self.outgoing
+            ] + [
+                pb.ChannelStatus(
+                    peer=peer,
+                    direction="in",
+                    sent_or_received=core.received[peer],
+                    unacked=0,
+                    connected=self._connected_in.get(peer, 0) > 0,
+                )
+                for peer in self.incoming
+            ]
             return pb.NodeStatus(
                 node_id=self.node_id,
-                balance=self._core.balance,
-                active_snapshots=list(self._core.active_snapshots),
+                balance=core.balance,
+                active_snapshots=list(core.active_snapshots),
                 unacknowledged_frames=sum(len(q) for q in self._outbox.values()),
+                channels=channels,
+                workload_running=self.workload_running,
             )
+
+    def set_connected(self, peer: str, direction: str, connected: bool) -> None:
+        """The transport opened (True) or lost (False) a stream on a channel."""
+        with self._lock:
+            if direction == "out":
+                if connected:
+                    self._connected_out.add(peer)
+                else:
+                    self._connected_out.discard(peer)
+            else:
+                count = self._connected_in.get(peer, 0) + (1 if connected else -1)
+                self._connected_in[peer] = max(0, count)
 
     def in_flight_amount(self) -> int:
         """Money in unacknowledged transfer frames (some may already be applied)."""
@@ -321,6 +373,16 @@ class NodeRuntime:
         except InvalidState as error:
             raise StorageError(f"data dir {self._store.data_dir}: {error}") from error
 
+    def _timeline_of(
+        self, snapshot_id: str, pending: list[tuple[str, tuple[object, ...]]]
+    ) -> tuple[TimelineEvent, ...]:
+        """The timeline of `snapshot_id` including this event's entries (not yet
+        applied to the recorder): replayed on a copy so the recorder is unchanged."""
+        copy = self._timeline.copy()
+        for method, args in pending:
+            getattr(copy, method)(*args)
+        return copy.events(snapshot_id)
+
     def _check_open(self) -> None:
         if self._closed:
             raise NodeClosed(f"node {self.node_id} is shutting down")
@@ -335,14 +397,61 @@ class NodeRuntime:
         event: Callable[[], list[Action]],
         applied: tuple[str, int] | None = None,
         marker_of: str | None = None,
+        received: pb.Frame | None = None,
+        local_event: bool = False,
     ) -> None:
         """Run a core event and make its effects durable, then visible. Lock held.
 
         `marker_of`: the event is a marker of that snapshot, which may have
         closed one of its channels (the progress report is then renewed).
+        `received`: the frame this event applies (its Lamport clock is
+        witnessed); `local_event`: a snapshot initiated here (a clock tick).
+        Timeline entries are computed here but applied to the recorder only
+        after the commit, like every other in-memory effect.
         """
         self._check_open()
         actions = event()
+        try:
+            self._commit_actions(actions, applied, marker_of, received, local_event)
+        except BaseException:
+            # The core already moved on in memory; put it back to what is on disk.
+            self._core = self._core_of(self._store.load())
+            raise
+
+    def _commit_actions(
+        self,
+        actions: list[Action],
+        applied: tuple[str, int] | None,
+        marker_of: str | None,
+        received: pb.Frame | None,
+        local_event: bool,
+    ) -> None:
+        now = self._wall_clock()
+        lamport = self._timeline.clock
+        if received is not None:
+            lamport = max(lamport, received.lamport) + 1
+        elif local_event:
+            lamport += 1
+        event_lamport = lamport
+        # (recorder method name, args) applied after the commit, in order
+        timeline: list[tuple[str, tuple[object, ...]]] = []
+        opened = [a.snapshot_id for a in actions if isinstance(a, SnapshotRecorded)]
+        for sid in opened:
+            timeline.append(("opened", (sid, event_lamport)))
+        if received is not None:
+            body = received.WhichOneof("body")
+            if body == "transfer":
+                timeline.append((
+                    "transfer",
+                    (TRANSFER_RECEIVED, received.sender, received.transfer.transfer_seq,
+                     received.transfer.amount, now, event_lamport),
+                ))  # fmt: skip
+            elif body == "marker":
+                timeline.append((
+                    "marker",
+                    (MARKER_RECEIVED, received.sender, received.seq,
+                     received.marker.snapshot_id, now, event_lamport),
+                ))  # fmt: skip
         change = Change(core=self._core.to_dict(), applied=applied, acked=dict(self._acked))
         frames: list[tuple[str, pb.Frame]] = []
         recorded_now: dict[str, str] = {}
@@ -352,13 +461,28 @@ class NodeRuntime:
         for action in actions:
             if isinstance(action, Send):
                 seq = change.next_seq.get(action.to, self._next_seq[action.to])
-                frame = wire.frame_for(self.node_id, action.to, seq, action.payload)
+                lamport += 1
+                frame = wire.frame_for(self.node_id, action.to, seq, action.payload, lamport)
                 change.outbox.append((action.to, seq, frame.SerializeToString()))
                 change.next_seq[action.to] = seq + 1
                 frames.append((action.to, frame))
+                payload = action.payload
+                if isinstance(payload, Marker):
+                    timeline.append((
+                        "marker",
+                        (MARKER_SENT, action.to, seq, payload.snapshot_id, now, lamport),
+                    ))  # fmt: skip
+                else:
+                    timeline.append((
+                        "transfer",
+                        (TRANSFER_SENT, action.to, payload.transfer_seq, payload.amount, now,
+                         lamport),
+                    ))  # fmt: skip
             elif isinstance(action, SnapshotRecorded):
                 recorded_now[action.snapshot_id] = self._clock()
-                change.recorded.append((action.snapshot_id, recorded_now[action.snapshot_id]))
+                change.recorded.append(
+                    (action.snapshot_id, recorded_now[action.snapshot_id], event_lamport)
+                )
             elif isinstance(action, MessageRecorded):
                 message = action.message
                 change.messages.append(
@@ -367,7 +491,13 @@ class NodeRuntime:
             elif isinstance(action, LocalSnapshotDone):
                 sid = action.snapshot.snapshot_id
                 recorded_at = recorded_now.get(sid) or self._recorded_at.get(sid, "")
-                report = wire.snapshot_report(action.snapshot, recorded_at, self._clock())
+                report = wire.snapshot_report(
+                    action.snapshot,
+                    recorded_at,
+                    self._clock(),
+                    self._timeline_of(sid, timeline),
+                    event_lamport if sid in recorded_now else self._recorded_lamport.get(sid, 0),
+                )
                 report_bytes[sid] = report.SerializeToString()
                 change.reports.append((sid, report_bytes[sid]))
                 reports[sid] = report
@@ -384,17 +514,25 @@ class NodeRuntime:
             if progress is not None:
                 so_far, open_channels = progress
                 recorded_at = recorded_now.get(sid) or self._recorded_at.get(sid, "")
-                report = wire.progress_report(so_far, open_channels, recorded_at)
+                report = wire.progress_report(
+                    so_far,
+                    open_channels,
+                    recorded_at,
+                    self._timeline_of(sid, timeline),
+                    event_lamport if sid in recorded_now else self._recorded_lamport.get(sid, 0),
+                )
                 report_bytes[sid] = report.SerializeToString()
                 change.progress.append((sid, report_bytes[sid]))
                 reports[sid] = report
-        try:
-            self._store.commit(change)
-        except BaseException:
-            # The core already moved on in memory; put it back to what is on disk.
-            self._core = self._core_of(self._store.load())
-            raise
+        change.lamport = lamport
+        self._store.commit(change)
+        # Committed: from here on only in-memory effects, which cannot fail.
         self._acked.clear()
+        for method, args in timeline:
+            getattr(self._timeline, method)(*args)
+        self._timeline.clock = lamport
+        for sid in done:
+            self._timeline.closed(sid)
         if applied is not None:
             self._last_applied[applied[0]] = applied[1]
         self._next_seq.update(change.next_seq)
@@ -404,9 +542,12 @@ class NodeRuntime:
             self._frames_ready[peer].notify_all()
         self._recorded_at.update(recorded_now)
         for sid in recorded_now:
+            self._recorded_lamport[sid] = event_lamport
+        for sid in recorded_now:
             self._log.info("snapshot recorded", snapshot_id=sid, balance=self._core.balance)
         for sid in done:
             self._recorded_at.pop(sid, None)
+            self._recorded_lamport.pop(sid, None)
             self._log.info("snapshot done", snapshot_id=sid, balance=reports[sid].balance)
         if reports:
             self._reports.update(reports)

@@ -20,7 +20,10 @@ What is stored, and why each piece is needed to resume after SIGKILL:
                     receiver drops duplicates and detects gaps with it
   outgoing          per outgoing channel, the next frame seq to assign
   outbox            frames not yet acknowledged, resent after a reconnect
-  recorded          when each active snapshot was recorded (for its report)
+  recorded          when each active snapshot was recorded (wall clock and
+                    Lamport clock, for its report)
+  meta.lamport      the node's Lamport clock (node/timeline.py), so that it
+                    never goes backwards across a restart
   reports           local snapshot reports not yet acked by the collector, one
                     per snapshot id (serialized LocalSnapshot messages): the
                     progress report (complete=false) stored when the node
@@ -58,7 +61,9 @@ CREATE TABLE IF NOT EXISTS outgoing (peer TEXT PRIMARY KEY, next_seq INTEGER NOT
 CREATE TABLE IF NOT EXISTS outbox (
     peer TEXT NOT NULL, seq INTEGER NOT NULL, frame BLOB NOT NULL, PRIMARY KEY (peer, seq)
 );
-CREATE TABLE IF NOT EXISTS recorded (snapshot_id TEXT PRIMARY KEY, recorded_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS recorded (
+    snapshot_id TEXT PRIMARY KEY, recorded_at TEXT NOT NULL, lamport INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS reports (snapshot_id TEXT PRIMARY KEY, report BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS recorded_messages (
     snapshot_id TEXT NOT NULL, sender TEXT NOT NULL,
@@ -110,6 +115,8 @@ class StoredState:
     outbox: dict[str, list[tuple[int, bytes]]]  # peer -> [(seq, frame)] ascending
     recorded_at: dict[str, str]
     reports: dict[str, bytes]
+    recorded_lamport: dict[str, int]
+    lamport: int
     # snapshot id -> sender -> [(transfer_seq, amount)] ascending
     recorded_messages: dict[str, dict[str, list[tuple[int, int]]]]
     finished: list[str]  # finished snapshot ids, oldest first
@@ -123,7 +130,9 @@ class Change:
     applied: tuple[str, int] | None = None  # (incoming peer, frame seq)
     outbox: list[tuple[str, int, bytes]] = field(default_factory=list)  # (peer, seq, frame)
     next_seq: dict[str, int] = field(default_factory=dict)
-    recorded: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, time)
+    # (snapshot id, wall-clock time, Lamport clock) of each snapshot recorded
+    recorded: list[tuple[str, str, int]] = field(default_factory=list)
+    lamport: int | None = None  # the Lamport clock after this change
     # (snapshot id, sender, transfer_seq, amount): recorded in-flight messages
     messages: list[tuple[str, str, int, int]] = field(default_factory=list)
     # Final reports (snapshot done: its `recorded` and `recorded_messages`
@@ -164,6 +173,9 @@ class Store:
         # receiver must never ack a credit that could still be rolled back.
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(recorded)")}
+        if "lamport" not in columns:  # a data dir from before the timeline
+            self._db.execute("ALTER TABLE recorded ADD COLUMN lamport INTEGER NOT NULL DEFAULT 0")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -223,6 +235,7 @@ class Store:
         core_row = db.execute("SELECT value FROM meta WHERE key = 'core'").fetchone()
         if core_row is None:
             raise StorageError(f"data dir {self.data_dir} has no core state")
+        lamport_row = db.execute("SELECT value FROM meta WHERE key = 'lamport'").fetchone()
         messages: dict[str, dict[str, list[tuple[int, int]]]] = {}
         for sid, sender, seq, amount in db.execute(
             "SELECT snapshot_id, sender, transfer_seq, amount FROM recorded_messages "
@@ -242,6 +255,10 @@ class Store:
             recorded_at=dict(
                 db.execute("SELECT snapshot_id, recorded_at FROM recorded").fetchall()
             ),
+            recorded_lamport=dict(
+                db.execute("SELECT snapshot_id, lamport FROM recorded").fetchall()
+            ),
+            lamport=int(lamport_row[0]) if lamport_row is not None else 0,
             reports={
                 sid: bytes(body)
                 for sid, body in db.execute(
@@ -276,7 +293,11 @@ class Store:
             db.executemany(
                 "DELETE FROM outbox WHERE peer = ? AND seq <= ?", list(change.acked.items())
             )
-            db.executemany("INSERT OR REPLACE INTO recorded VALUES (?, ?)", change.recorded)
+            db.executemany("INSERT OR REPLACE INTO recorded VALUES (?, ?, ?)", change.recorded)
+            if change.lamport is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('lamport', ?)", (str(change.lamport),)
+                )
             # Plain INSERT: a message is recorded once; a second row for it
             # would be a bug, and it fails the whole transaction.
             db.executemany("INSERT INTO recorded_messages VALUES (?, ?, ?, ?)", change.messages)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from common.timeutil import iso_utc
 from node.core import LocalSnapshot, Marker, Payload, Transfer
+from node.timeline import TimelineEvent
 from protos import chandy_lamport_pb2 as pb
 
 
@@ -16,7 +18,7 @@ class MalformedFrame(ValueError):
     """A frame without a body (neither a transfer nor a marker)."""
 
 
-def frame_for(sender: str, receiver: str, seq: int, payload: Payload) -> pb.Frame:
+def frame_for(sender: str, receiver: str, seq: int, payload: Payload, lamport: int = 0) -> pb.Frame:
     """The frame that carries `payload` as number `seq` on sender -> receiver."""
     if isinstance(payload, Transfer):
         return pb.Frame(
@@ -24,12 +26,14 @@ def frame_for(sender: str, receiver: str, seq: int, payload: Payload) -> pb.Fram
             receiver=receiver,
             seq=seq,
             transfer=pb.Transfer(transfer_seq=payload.transfer_seq, amount=payload.amount),
+            lamport=lamport,
         )
     return pb.Frame(
         sender=sender,
         receiver=receiver,
         seq=seq,
         marker=pb.Marker(snapshot_id=payload.snapshot_id),
+        lamport=lamport,
     )
 
 
@@ -49,30 +53,55 @@ def transfer_amount(frame: pb.Frame) -> int:
 
 
 def snapshot_report(
-    snapshot: LocalSnapshot, recorded_at: str, completed_at: str
+    snapshot: LocalSnapshot,
+    recorded_at: str,
+    completed_at: str,
+    timeline: Sequence[TimelineEvent] = (),
+    lamport_recorded: int = 0,
 ) -> pb.LocalSnapshot:
     """The collector's LocalSnapshot message for one finished local snapshot."""
-    report = _local_snapshot(snapshot, recorded_at)
+    report = _local_snapshot(snapshot, recorded_at, timeline, lamport_recorded)
     report.completed_at = completed_at
     report.complete = True
     return report
 
 
 def progress_report(
-    snapshot: LocalSnapshot, open_channels: Sequence[str], recorded_at: str
+    snapshot: LocalSnapshot,
+    open_channels: Sequence[str],
+    recorded_at: str,
+    timeline: Sequence[TimelineEvent] = (),
+    lamport_recorded: int = 0,
 ) -> pb.LocalSnapshot:
     """The early report of a snapshot still recording (`NodeCore.progress`).
 
     `complete` is false, `completed_at` empty, and `open_channels` names the
     senders whose marker has not arrived yet.
     """
-    report = _local_snapshot(snapshot, recorded_at)
+    report = _local_snapshot(snapshot, recorded_at, timeline, lamport_recorded)
     report.complete = False
     report.open_channels.extend(sorted(open_channels))
     return report
 
 
-def _local_snapshot(snapshot: LocalSnapshot, recorded_at: str) -> pb.LocalSnapshot:
+def timeline_event(event: TimelineEvent) -> pb.TimelineEvent:
+    return pb.TimelineEvent(
+        kind=event.kind,
+        peer=event.peer,
+        seq=event.seq,
+        amount=event.amount,
+        snapshot_id=event.snapshot_id,
+        at=iso_utc(event.at),
+        lamport=event.lamport,
+    )
+
+
+def _local_snapshot(
+    snapshot: LocalSnapshot,
+    recorded_at: str,
+    timeline: Sequence[TimelineEvent],
+    lamport_recorded: int,
+) -> pb.LocalSnapshot:
     return pb.LocalSnapshot(
         snapshot_id=snapshot.snapshot_id,
         node_id=snapshot.node_id,
@@ -91,4 +120,6 @@ def _local_snapshot(snapshot: LocalSnapshot, recorded_at: str) -> pb.LocalSnapsh
         ],
         initiated=snapshot.initiated,
         recorded_at=recorded_at,
+        timeline=[timeline_event(event) for event in timeline],
+        lamport_recorded=lamport_recorded,
     )

@@ -51,6 +51,13 @@ class Workload(threading.Thread):
             log.info("workload idle", rate=self.rate)
             return
         log.info("workload started", rate=self.rate, max_transfers=self.max_transfers)
+        self.runtime.workload_running = True
+        try:
+            self._run()
+        finally:
+            self.runtime.workload_running = False
+
+    def _run(self) -> None:
         interval = 1.0 / self.rate
         due = time.monotonic()
         while not self._stopping.is_set():

@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frame(_message.Message):
-    __slots__ = ("sender", "receiver", "seq", "transfer", "marker")
+    __slots__ = ("sender", "receiver", "seq", "transfer", "marker", "lamport")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
     MARKER_FIELD_NUMBER: _ClassVar[int]
+    LAMPORT_FIELD_NUMBER: _ClassVar[int]
     sender: str
     receiver: str
     seq: int
     transfer: Transfer
     marker: Marker
-    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., seq: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., marker: _Optional[_Union[Marker, _Mapping]] = ...) -> None: ...
+    lamport: int
+    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., seq: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., marker: _Optional[_Union[Marker, _Mapping]] = ..., lamport: _Optional[int] = ...) -> None: ...
 
 class Transfer(_message.Message):
     __slots__ = ("transfer_seq", "amount")
@@ -59,16 +61,34 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "balance", "active_snapshots", "unacknowledged_frames")
+    __slots__ = ("node_id", "balance", "active_snapshots", "unacknowledged_frames", "channels", "workload_running")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     UNACKNOWLEDGED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_RUNNING_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     balance: int
     active_snapshots: _containers.RepeatedScalarFieldContainer[str]
     unacknowledged_frames: int
-    def __init__(self, node_id: _Optional[str] = ..., balance: _Optional[int] = ..., active_snapshots: _Optional[_Iterable[str]] = ..., unacknowledged_frames: _Optional[int] = ...) -> None: ...
+    channels: _containers.RepeatedCompositeFieldContainer[ChannelStatus]
+    workload_running: bool
+    def __init__(self, node_id: _Optional[str] = ..., balance: _Optional[int] = ..., active_snapshots: _Optional[_Iterable[str]] = ..., unacknowledged_frames: _Optional[int] = ..., channels: _Optional[_Iterable[_Union[ChannelStatus, _Mapping]]] = ..., workload_running: _Optional[bool] = ...) -> None: ...
+
+class ChannelStatus(_message.Message):
+    __slots__ = ("peer", "direction", "sent_or_received", "unacked", "connected")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    SENT_OR_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    UNACKED_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    direction: str
+    sent_or_received: int
+    unacked: int
+    connected: bool
+    def __init__(self, peer: _Optional[str] = ..., direction: _Optional[str] = ..., sent_or_received: _Optional[int] = ..., unacked: _Optional[int] = ..., connected: _Optional[bool] = ...) -> None: ...
 
 class BeginSnapshotRequest(_message.Message):
     __slots__ = ("snapshot_id", "initiators")
@@ -99,7 +119,7 @@ class ChannelState(_message.Message):
     def __init__(self, sender: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[RecordedMessage, _Mapping]]] = ...) -> None: ...
 
 class LocalSnapshot(_message.Message):
-    __slots__ = ("snapshot_id", "node_id", "balance", "sent", "received", "channels", "initiated", "recorded_at", "completed_at", "complete", "open_channels")
+    __slots__ = ("snapshot_id", "node_id", "balance", "sent", "received", "channels", "initiated", "recorded_at", "completed_at", "complete", "open_channels", "timeline", "lamport_recorded")
     class SentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +145,8 @@ class LocalSnapshot(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     OPEN_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    LAMPORT_RECORDED_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     node_id: str
     balance: int
@@ -136,7 +158,27 @@ class LocalSnapshot(_message.Message):
     completed_at: str
     complete: bool
     open_channels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, snapshot_id: _Optional[str] = ..., node_id: _Optional[str] = ..., balance: _Optional[int] = ..., sent: _Optional[_Mapping[str, int]] = ..., received: _Optional[_Mapping[str, int]] = ..., channels: _Optional[_Iterable[_Union[ChannelState, _Mapping]]] = ..., initiated: _Optional[bool] = ..., recorded_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., complete: _Optional[bool] = ..., open_channels: _Optional[_Iterable[str]] = ...) -> None: ...
+    timeline: _containers.RepeatedCompositeFieldContainer[TimelineEvent]
+    lamport_recorded: int
+    def __init__(self, snapshot_id: _Optional[str] = ..., node_id: _Optional[str] = ..., balance: _Optional[int] = ..., sent: _Optional[_Mapping[str, int]] = ..., received: _Optional[_Mapping[str, int]] = ..., channels: _Optional[_Iterable[_Union[ChannelState, _Mapping]]] = ..., initiated: _Optional[bool] = ..., recorded_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., complete: _Optional[bool] = ..., open_channels: _Optional[_Iterable[str]] = ..., timeline: _Optional[_Iterable[_Union[TimelineEvent, _Mapping]]] = ..., lamport_recorded: _Optional[int] = ...) -> None: ...
+
+class TimelineEvent(_message.Message):
+    __slots__ = ("kind", "peer", "seq", "amount", "snapshot_id", "at", "lamport")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    LAMPORT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    peer: str
+    seq: int
+    amount: int
+    snapshot_id: str
+    at: str
+    lamport: int
+    def __init__(self, kind: _Optional[str] = ..., peer: _Optional[str] = ..., seq: _Optional[int] = ..., amount: _Optional[int] = ..., snapshot_id: _Optional[str] = ..., at: _Optional[str] = ..., lamport: _Optional[int] = ...) -> None: ...
 
 class ReportReply(_message.Message):
     __slots__ = ()

@@ -241,3 +241,32 @@ def test_killed_node_resumes_and_a_snapshot_across_the_restart_completes(tmp_pat
             process.kill()
         if collector is not None:
             collector.stop(grace=0.5)
+
+
+def test_status_shows_every_channel_its_backlog_and_the_workload(tmp_path: Path, start_nodes):
+    balances = {"a": 1000, "b": 1000}
+    ports = write_cluster(tmp_path / "c.yaml", balances, transfer_rate=200, max_amount=5)
+    nodes = start_nodes(tmp_path / "c.yaml", ["a"], port=ports["a"])  # b is down
+
+    def a_has_sent() -> pb.NodeStatus | None:
+        status = get_status(ports["a"])
+        return status if status.channels[0].sent_or_received >= 5 else None
+
+    status = wait_until(a_has_sent, 10, what="a to send 5 transfers to b (down)")
+    out, incoming = status.channels
+    assert (out.peer, out.direction, out.connected) == ("b", "out", False)
+    assert out.unacked >= 5  # nothing acked: b is down
+    assert (incoming.peer, incoming.direction, incoming.connected) == ("b", "in", False)
+    assert (incoming.sent_or_received, incoming.unacked) == (0, 0)
+    assert status.workload_running
+
+    nodes["a"].workload.stop()
+    wait_until(lambda: not get_status(ports["a"]).workload_running, 5, what="workload stopped")
+    start_nodes(tmp_path / "c.yaml", ["b"], port=ports["b"])
+    wait_drained(ports)
+    a_status = wait_until(
+        lambda: (s := get_status(ports["a"])).channels[1].connected and s, 10, what="b -> a"
+    )
+    out, incoming = a_status.channels
+    assert out.connected and out.unacked == 0 and incoming.connected
+    assert get_status(ports["b"]).channels[1].sent_or_received == out.sent_or_received

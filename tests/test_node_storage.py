@@ -302,6 +302,9 @@ def without_times(report: pb.LocalSnapshot) -> pb.LocalSnapshot:
     copy.CopyFrom(report)
     copy.ClearField("recorded_at")
     copy.ClearField("completed_at")
+    # The timeline window lives in memory: a restart mid-snapshot shortens it
+    # (lamport_recorded is durable and stays compared).
+    copy.ClearField("timeline")
     return copy
 
 
