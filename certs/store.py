@@ -168,7 +168,8 @@ class CertDir:
                 "(every certificate it issued stops working)"
             )
         self.ca_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.ca_dir, 0o700)
+        with contextlib.suppress(PermissionError):  # a mount point we do not own
+            os.chmod(self.ca_dir, 0o700)
         ca = authority.make_ca(now, name=name, days=days)
         write_private(self.ca_key_path, key_pem(ca.key))
         write_public(self.ca_cert_path, cert_pem(ca.cert))
@@ -185,7 +186,8 @@ class CertDir:
         except AuthorityError as error:
             raise CertStoreError(f"{cert_path}: {error}") from error
         self.ca_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.ca_dir, 0o700)
+        with contextlib.suppress(PermissionError):  # a mount point we do not own
+            os.chmod(self.ca_dir, 0o700)
         write_private(self.ca_key_path, key_pem(key))  # type: ignore[arg-type]
         write_public(self.ca_cert_path, b"".join(cert_pem(cert) for cert in certs))
         return Action(None, self.ca_cert_path, "imported")
