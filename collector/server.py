@@ -34,6 +34,7 @@ from collector.assembly import (
 from collector.document import NodeReport
 from collector.retention import Retention
 from collector.store import SnapshotStore
+from common.authz import COLLECTOR_POLICY, AuthorizingInterceptor, Policy
 from common.config import ClusterConfig
 from common.net import CHANNEL_OPTIONS
 from common.tls import RefusalLog, TlsFiles, add_port, open_channel, peer_identity, refusal
@@ -110,7 +111,6 @@ def fill_zero_counters(config: ClusterConfig, report: NodeReport) -> NodeReport:
     )
 
 
-OPERATOR = frozenset({"operator"})
 NODE = frozenset({"node"})
 
 
@@ -251,7 +251,6 @@ class CollectorService(pb_grpc.CollectorServicer):
     def BeginSnapshot(
         self, request: pb.BeginSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.BeginSnapshotReply:
-        self._authorize(context, "BeginSnapshot", OPERATOR)
         bound = log.bind(snapshot_id=request.snapshot_id)
         try:
             with self._cond:
@@ -350,7 +349,6 @@ class CollectorService(pb_grpc.CollectorServicer):
     def GetSnapshot(
         self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.SnapshotDocument:
-        self._authorize(context, "GetSnapshot", OPERATOR)
         snapshot_id = request.snapshot_id or "latest"
         if snapshot_id != "latest":
             try:
@@ -376,7 +374,6 @@ class CollectorService(pb_grpc.CollectorServicer):
     def ListSnapshots(
         self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
     ) -> pb.SnapshotList:
-        self._authorize(context, "ListSnapshots", OPERATOR)
         with self._cond:
             finished = self.assembly.finished_ids
             pending = self.assembly.pending_ids
@@ -391,7 +388,6 @@ class CollectorService(pb_grpc.CollectorServicer):
     def WaitSnapshot(
         self, request: pb.WaitSnapshotRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.SnapshotProgress]:
-        self._authorize(context, "WaitSnapshot", OPERATOR)
         snapshot_id = request.snapshot_id
         try:
             check_snapshot_id(snapshot_id)
@@ -477,6 +473,12 @@ class CollectorServer:
         self.health = health.HealthServicer()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="collector"),
+            # Mutual TLS: who may call what (common/authz.py); the handlers check the rest.
+            interceptors=(
+                [AuthorizingInterceptor(Policy(COLLECTOR_POLICY), self.service.refusals)]
+                if tls is not None
+                else []
+            ),
             options=[
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.keepalive_timeout_ms", 10_000),

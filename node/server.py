@@ -16,10 +16,11 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
+from common.authz import NODE_POLICY, AuthorizingInterceptor, Policy
 from common.cli import ShutdownSignal
 from common.config import ClusterConfig, port_of
 from common.timeutil import new_snapshot_id
-from common.tls import RefusalLog, TlsFiles, add_port, peer_identity, refusal
+from common.tls import RefusalLog, TlsFiles, add_port
 from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
 from node.core import InvalidSnapshotId, validate_snapshot_id
 from node.reporter import Reporter
@@ -40,22 +41,16 @@ class PortUnavailable(OSError):
 
 
 class NodeServicer(pb_grpc.NodeServicer):
-    """`authenticate` (mutual TLS): Channel streams only from the sending node's
-    certificate, StartSnapshot only from operators, GetStatus from operators
-    and the collector; everything else refused before anything is applied."""
+    """`authenticate` (mutual TLS): who may call which method is decided by the
+    interceptor (common/authz.py: StartSnapshot only operators, GetStatus
+    operators and the collector, ...); a Channel stream is checked here too:
+    only from the certificate of the sender it claims."""
 
     def __init__(self, runtime: NodeRuntime, authenticate: bool = False) -> None:
         self.runtime = runtime
         self.authenticate = authenticate
         self._log = _log.bind(node_id=runtime.node_id)
         self.refusals = RefusalLog(self._log)
-
-    def _authorize(self, context: grpc.ServicerContext, method: str, roles: frozenset[str]) -> None:
-        peer = peer_identity(context)
-        refused = refusal(peer, roles, tls=self.authenticate)
-        if refused is not None:
-            self.refusals.refused(peer, method, *refused)
-            context.abort(*refused)
 
     def Channel(  # noqa: N802 (gRPC method name)
         self, request_iterator: Iterator[pb.Frame], context: grpc.ServicerContext
@@ -72,7 +67,6 @@ class NodeServicer(pb_grpc.NodeServicer):
         self, request: pb.StartSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.StartSnapshotReply:
         bind_contextvars(node_id=self.runtime.node_id)
-        self._authorize(context, "StartSnapshot", frozenset({"operator"}))
         snapshot_id = request.snapshot_id or new_snapshot_id()
         try:
             validate_snapshot_id(snapshot_id)
@@ -88,7 +82,6 @@ class NodeServicer(pb_grpc.NodeServicer):
     def GetStatus(  # noqa: N802
         self, request: pb.GetStatusRequest, context: grpc.ServicerContext
     ) -> pb.NodeStatus:
-        self._authorize(context, "GetStatus", frozenset({"operator", "collector"}))
         return self.runtime.status()
 
 
@@ -131,15 +124,20 @@ class NodeServer:
             self._store.close()
             raise
         workers = 2 * len(runtime.incoming) + 8  # every incoming stream holds a thread
+        servicer = NodeServicer(runtime, authenticate=options.tls is not None)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix=f"grpc-{self.node_id}"
             ),
+            # Mutual TLS: who may call what (common/authz.py).
+            interceptors=(
+                [AuthorizingInterceptor(Policy(NODE_POLICY), servicer.refusals)]
+                if options.tls is not None
+                else []
+            ),
             options=SERVER_OPTIONS,
         )
-        pb_grpc.add_NodeServicer_to_server(
-            NodeServicer(runtime, authenticate=options.tls is not None), self._server
-        )
+        pb_grpc.add_NodeServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         own_port = port_of(config.node(self.node_id).address)
         port = own_port if options.port is None else options.port
