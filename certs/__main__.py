@@ -6,6 +6,7 @@
     cl-certs issue  --role node|collector|operator --name NAME [--dir DIR] [--days N]
     cl-certs list   [--dir DIR]
     cl-certs install --dir DIR < BUNDLE      (what `cl-deploy up` runs on each host)
+    cl-certs export --dir DIR IDENTITY...    (a bundle on stdout, for `install` elsewhere)
 
 `ensure` is what `make demo`, the compose `certs` service and `cl-deploy up`
 run: it creates the CA if there is none and every certificate the cluster
@@ -27,7 +28,14 @@ from pathlib import Path
 
 from certs import authority
 from certs.identity import Identity, IdentityError
-from certs.store import CertDir, CertStoreError, cluster_identities, install_bundle
+from certs.store import (
+    CertDir,
+    CertStoreError,
+    bundle,
+    cluster_identities,
+    identity_from_directory,
+    install_bundle,
+)
 from common.config import ConfigError, load_cluster
 
 
@@ -83,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     install = sub.add_parser("install", help="install a certificate bundle read from stdin")
     dirs(install, "env CL_CERTS_DIR; default tls")
+
+    export = sub.add_parser(
+        "export", help="write identity directories (never the CA key) as a bundle to stdout"
+    )
+    dirs(export, "env CL_CERTS_DIR; default tls")
+    export.add_argument(
+        "identities", nargs="+", metavar="IDENTITY", help="e.g. operator-admin, node-n1, collector"
+    )
     return parser
 
 
@@ -121,6 +137,12 @@ def run(args: argparse.Namespace) -> int:
             raise CertStoreError(f"--name is required for a {args.role} certificate")
         identity = Identity(args.role, name)
         print(store.issue(identity, now, days=args.days, extra_dns=tuple(args.dns), why="issued"))
+        return 0
+    if args.command == "export":
+        if sys.stdout.isatty():
+            raise CertStoreError("export writes private keys: pipe it into `cl-certs install`")
+        wanted = [identity_from_directory(name) for name in args.identities]
+        sys.stdout.buffer.write(bundle(store, wanted))
         return 0
     if args.command == "install":
         installed = install_bundle(store.root, sys.stdin.buffer.read())

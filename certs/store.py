@@ -293,6 +293,18 @@ _BUNDLE_DIR = re.compile(r"^(collector|(node|operator)-[A-Za-z][A-Za-z0-9_-]{0,3
 _BUNDLE_FILES = (CA_CERT, CERT, KEY)
 
 
+def identity_from_directory(name: str) -> Identity:
+    """The identity of a directory name (`node-n1`, `collector`, `operator-admin`)."""
+    if name == "collector":
+        return collector()
+    role, sep, rest = name.partition("-")
+    if not sep or role not in ("node", "operator"):
+        raise CertStoreError(
+            f"{name!r} is not an identity directory (node-ID, operator-NAME, collector)"
+        )
+    return Identity(role, rest)
+
+
 def bundle(store: CertDir, identities: Iterable[Identity]) -> bytes:
     """The identity directories of `identities` (never the CA key) as one JSON document,
     for `cl-deploy up` to install on a host (`install_bundle`)."""
@@ -300,7 +312,11 @@ def bundle(store: CertDir, identities: Iterable[Identity]) -> bytes:
     for identity in identities:
         directory = store.identity_dir(identity)
         for name in _BUNDLE_FILES:
-            files[f"{identity.directory}/{name}"] = (directory / name).read_text(encoding="ascii")
+            path = directory / name
+            try:
+                files[f"{identity.directory}/{name}"] = path.read_text(encoding="ascii")
+            except OSError as error:
+                raise CertStoreError(f"{path}: cannot read: {error.strerror}") from error
     return json.dumps({"schema_version": BUNDLE_VERSION, "files": files}).encode()
 
 
