@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO := protos/chandy_lamport.proto
 
-.PHONY: install protos check-protos lint image checkov test test-fast demo simulate bench clean
+.PHONY: install protos check-protos lint image checkov chromium screenshots test test-fast test-slow mutants demo simulate bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,7 @@ check-protos: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy node/core.py collector/verify.py simulator/engine.py diagram
+	$(VENV)/bin/mypy node/restore.py collector/restore.py
 
 image:
 	bash scripts/build-image.sh
@@ -35,14 +36,33 @@ image:
 checkov:
 	bash scripts/install-checkov.sh
 
+# Debian's chromium, for the browser tests of the dashboard.
+chromium:
+	bash scripts/install-chromium.sh
+
+# Regenerate the README's screenshots (docs/*.png) with the browser test.
+screenshots: install chromium
+	CL_SCREENSHOT_DIR=docs $(VENV)/bin/pytest -q tests/integration/test_dashboard_browser.py
+
 # The whole suite: unit, property, multi-process integration, Terraform
 # checks and the Docker end-to-end tests (which need a Docker engine).
-test: install check-protos lint image checkov
+test: install check-protos lint mutants image checkov chromium
 	$(VENV)/bin/pytest -ra
 
 # Everything that needs neither Docker nor the checkov scan.
 test-fast: install
 	$(VENV)/bin/pytest -ra -m "not docker"
+
+# Planted-bug cores (tests/mutants/) against the suite's checks: prints the
+# table mutant -> killed by which check and the score; fails if one survives.
+mutants: install
+	$(PY) -m tests.mutants
+
+# The property suite with the slow Hypothesis profile: new random examples,
+# >= 100,000 executions (CL_SLOW_SCALE scales it; see tests/oracle/profiles.py).
+PROPERTY_SUITE := tests/test_simulator_properties.py tests/test_oracle_properties.py
+test-slow: install
+	HYPOTHESIS_PROFILE=slow $(VENV)/bin/pytest -ra -v --durations=0 --timeout=0 $(PROPERTY_SUITE)
 
 demo: install
 	$(PY) -m demo

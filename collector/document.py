@@ -64,7 +64,13 @@ def build_document(
         for node_id in node_ids
         if node_id in reports and not reports[node_id].complete
     }
-    status = "complete" if not missing and not waiting and not timed_out else "aborted"
+    # Counters belong to one epoch (see node/restore.py): reports from two
+    # epochs mean a restore happened mid-snapshot, and the cut means nothing.
+    epochs = {node_id: report.snapshot.epoch for node_id, report in reports.items()}
+    mixed = len(set(epochs.values())) > 1
+    status = (
+        "complete" if not missing and not waiting and not timed_out and not mixed else "aborted"
+    )
     nodes = {
         node_id: {
             "complete": report.complete,
@@ -97,19 +103,25 @@ def build_document(
         "completed_at": completed_at,
         "duration_seconds": _duration(started_at, completed_at),
         "expected_total": expected_total,
+        "epoch": max(epochs.values(), default=0),
         "missing": missing,
         "waiting": waiting,
         "nodes": nodes,
         "channels": channel_list,
     }
     if status == "complete":
-        document["verification"] = verify_snapshot(expected_total, nodes, channel_list)
+        document["verification"] = verify_snapshot(
+            expected_total, nodes, channel_list, initiators=document["initiators"]
+        )
     else:
-        document["verification"] = {
-            "ok": False,
-            "checked": False,
-            "reason": abort_reason(missing, waiting),
-        }
+        reason = abort_reason(missing, waiting)
+        if mixed:
+            reason = (
+                "nodes recorded in different epochs ("
+                + ", ".join(f"{n}: {e}" for n, e in sorted(epochs.items()))
+                + "): a restore happened during the snapshot"
+            )
+        document["verification"] = {"ok": False, "checked": False, "reason": reason}
     return document
 
 

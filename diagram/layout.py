@@ -246,7 +246,10 @@ def layout(space: SpaceTime, options: LayoutOptions | None = None) -> Layout:
             "(markers, recorded transfers and the cut are drawn in full)"
         )
     if omitted:
-        notes.append(f"{omitted} transfers outside the time window not drawn")
+        notes.append(
+            f"{omitted} transfers not drawn (outside the time window, or only one end "
+            "in the nodes' timelines)"
+        )
     height = lanes[-1].y + AXIS_HEIGHT + 16.0 + NOTE_LINE * len(notes)
     unit = {"ms": "ms", "tick": "ticks", "lamport": "Lamport clock"}.get(
         space.time_unit, space.time_unit

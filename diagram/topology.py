@@ -84,7 +84,7 @@ def topology_svg(document: Mapping[str, Any], size: float = 420.0) -> str:
             label = f"{amount} ({len(recorded)})"
         out.append(
             f'<g class="channel{" busy" if busy else ""}" data-src={quoteattr(src)} '
-            f"data-dst={quoteattr(dst)} data-amount=\"{amount}\" data-count=\"{len(recorded)}\">"
+            f'data-dst={quoteattr(dst)} data-amount="{amount}" data-count="{len(recorded)}">'
             f'<path d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" '
             f'marker-end="url(#{"tg-head-busy" if busy else "tg-head"})"/>'
             f"<title>{escape(f'{src}→{dst}: {len(recorded)} in flight, amount {amount}')}</title>"

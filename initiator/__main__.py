@@ -3,7 +3,8 @@
     cl-initiator [--node ID]... [--snapshot-id ID] [--count N --interval S]
                  [--no-wait] [--json] [--timeout S] [--cluster FILE] [--collector HOST:PORT]
     cl-initiator --show ID|latest [--json]     a stored snapshot, through the collector
-    cl-initiator --list                        every snapshot the collector knows
+    cl-initiator --list [--limit N] [--status S]   the history as a table (newest N, default 20)
+    cl-initiator ... --svg FILE                also write the space-time diagram
 
 Mutual TLS with the operator certificate in tls/operator-admin/ next to the
 cluster file (`cl-certs ensure` makes it; --operator NAME, --tls-dir DIR or
@@ -23,11 +24,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from certs.identity import DEFAULT_OPERATOR, IdentityError, operator
+from collector.web.index import Summary, summarize
 from common.cli import add_cluster_option
 from common.config import ConfigError, load_cluster
+from common.files import atomic_write_bytes
 from common.timeutil import new_snapshot_id
 from common.tls import TlsError, TlsFiles, add_tls_options, tls_from_args
 from initiator.client import (
@@ -38,6 +42,7 @@ from initiator.client import (
     take_snapshot,
     validated_id,
 )
+from initiator.history import format_durations, format_table, pending_summary
 from initiator.summary import (
     EXIT_NO_INITIATOR,
     EXIT_USAGE,
@@ -79,7 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a finished snapshot ('latest' for the newest) instead of taking one",
     )
     reading.add_argument(
-        "--list", action="store_true", help="list every snapshot the collector knows, oldest first"
+        "--list",
+        action="store_true",
+        help="the history: the newest snapshots the collector knows, as a table",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=20, help="with --list: how many (default 20, 0 for all)"
+    )
+    parser.add_argument(
+        "--status",
+        choices=("complete", "aborted", "pending"),
+        help="with --list: only snapshots with this status",
+    )
+    parser.add_argument(
+        "--svg",
+        metavar="FILE",
+        help="also write the snapshot's space-time diagram to FILE "
+        "(with --count N: FILE's name gets -<id> before .svg)",
     )
     parser.add_argument(
         "--timeout",
@@ -134,23 +155,65 @@ def print_start_error(failure: StartResult) -> None:
 
 
 def read_snapshots(
-    collector: str, show: str | None, as_json: bool, tls: TlsFiles | None = None
+    collector: str,
+    show: str | None,
+    as_json: bool,
+    limit: int = 20,
+    status: str | None = None,
+    svg: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> int:
     """--list and --show: read what the collector stored, take nothing."""
     if show is None:
-        listed, pruned = list_snapshots_and_pruned(collector, tls=tls)
-        for snapshot_id, status in listed:
-            print(f"{snapshot_id}  {status}", flush=True)
-        if pruned:
-            print(
-                f"({pruned} older snapshot{'s' if pruned != 1 else ''} pruned by the "
-                "collector's retention, --keep-snapshots)",
-                flush=True,
-            )
+        print(history_table(collector, limit, status, tls), flush=True)
         return 0
     document = get_snapshot(collector, show, tls=tls)
     print(json.dumps(document, indent=2) if as_json else format_summary(document), flush=True)
+    if svg is not None:
+        write_svg(svg, document)
     return exit_code(document)
+
+
+def history_table(
+    collector: str, limit: int, status: str | None, tls: TlsFiles | None = None
+) -> str:
+    """--list: the newest `limit` snapshots (0: all), oldest of them first; then how
+    many older ones the collector's retention deleted, if any."""
+    listed, pruned = list_snapshots_and_pruned(collector, tls=tls)
+    known = [(sid, st) for sid, st in listed if status in (None, st)]
+    chosen = known[-limit:] if limit else known
+    rows = [
+        pending_summary(sid)
+        if st == "pending"
+        else summarize(get_snapshot(collector, sid, tls=tls))
+        for sid, st in chosen
+    ]
+    table = format_table(rows, len(known))
+    if pruned:
+        table += (
+            f"\n({pruned} older snapshot{'s' if pruned != 1 else ''} pruned by the "
+            "collector's retention, --keep-snapshots)"
+        )
+    return table
+
+
+def svg_path(template: str, snapshot_id: str, several: bool) -> Path:
+    path = Path(template)
+    return path.with_name(f"{path.stem}-{snapshot_id}{path.suffix or '.svg'}") if several else path
+
+
+def write_svg(path: str | Path, document: dict[str, object]) -> None:
+    from diagram import DiagramError, document_svg
+
+    try:
+        text = document_svg(document)
+    except DiagramError as error:
+        raise InitiatorError(f"cannot draw {document.get('snapshot_id')}: {error}") from error
+    try:
+        atomic_write_bytes(path, text.encode())
+    except OSError as error:
+        raise InitiatorError(f"cannot write {path}: {error.strerror}", EXIT_USAGE) from error
+    print(f"diagram written to {path}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("--count must be at least 1")
     if args.interval < 0:
         return fail("--interval must be >= 0")
+    if args.limit < 0:
+        return fail("--limit must be >= 0")
+    if (args.limit != 20 or args.status) and not args.list:
+        return fail("--limit and --status go with --list")
     try:
         config = load_cluster(args.cluster)
         nodes = args.nodes or [config.node_ids[0]]
@@ -179,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     collector = args.collector or config.collector_address
     if args.show or args.list:
         try:
-            return read_snapshots(collector, args.show, as_json=args.json, tls=tls)
+            return read_snapshots(
+                collector, args.show, args.json, args.limit, args.status, args.svg, tls
+            )
         except InitiatorError as error:
             return fail(str(error), error.exit_code)
     timeout = args.timeout if args.timeout is not None else config.snapshot_timeout + 30.0
@@ -197,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error))
 
     worst = 0
+    finished: list[Summary] = []
     for index in range(args.count):
         if index and args.interval:
             time.sleep(args.interval)
@@ -234,6 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(format_summary(outcome.document), flush=True)
         worst = max(worst, outcome.exit_code)
+        finished.append(summarize(outcome.document))
+        if args.svg:
+            try:
+                write_svg(svg_path(args.svg, snapshot_id, args.count > 1), outcome.document)
+            except InitiatorError as error:
+                worst = max(worst, fail(str(error), error.exit_code))
+    if args.count > 1:
+        stream = sys.stderr if args.json else sys.stdout
+        print(format_durations(finished), file=stream, flush=True)
     return worst
 
 

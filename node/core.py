@@ -40,6 +40,23 @@ The transport guarantees exactly-once FIFO delivery per channel; a second
 marker for the same snapshot on the same channel therefore indicates a broken
 peer and is refused with `ProtocolViolation` rather than silently absorbed.
 
+Epochs and restores
+-------------------
+A node lives in a cluster *epoch* (0 until the first restore). Its counters
+and every transfer sequence number belong to that epoch. `install_restore`
+(driven by the restore protocol, see node/restore.py) moves the node to a
+newer epoch with the state a complete snapshot recorded: its balance becomes
+the recorded balance, every counter starts again from 0, active recordings
+are abandoned (`RecordingAbandoned`: their counters belong to the old epoch),
+and the transfers the snapshot recorded in flight on this node's *outgoing*
+channels are sent again, in their recorded order, as transfers 1..k of the
+new epoch (`Send` actions; the sender was debited before the cut, so its
+recorded balance already excludes them). The transport stamps every frame
+with the epoch and never lets a frame of one epoch reach a core in another
+(node/restore.py decides what happens to such a frame), so within an epoch
+everything above holds unchanged. The finished ids are kept: a snapshot id
+stays unique across epochs.
+
 Persistence contract
 --------------------
 The caller makes the core durable after every event, in three parts, so that
@@ -101,6 +118,10 @@ class InvalidState(CoreError, ValueError):
     """Saved state (`from_dict`) that does not describe a consistent core."""
 
 
+class InvalidRestore(CoreError, ValueError):
+    """A restore target this node cannot install (older epoch, unknown channel, ...)."""
+
+
 def validate_snapshot_id(snapshot_id: str) -> str:
     """Return `snapshot_id` if it is a safe id, else raise InvalidSnapshotId."""
     if not SNAPSHOT_ID_PATTERN.fullmatch(snapshot_id):
@@ -158,6 +179,7 @@ class LocalSnapshot:
     received: Mapping[str, int]
     channels: Mapping[str, tuple[RecordedMessage, ...]]  # sender -> in-flight messages
     initiated: bool
+    epoch: int = 0  # the cluster epoch the counters belong to
 
 
 @dataclass(frozen=True)
@@ -185,7 +207,18 @@ class LocalSnapshotDone:
     snapshot: LocalSnapshot
 
 
-Action = Send | SnapshotRecorded | MessageRecorded | LocalSnapshotDone
+@dataclass(frozen=True)
+class RecordingAbandoned:
+    """A restore ended recording `snapshot_id` here before it finished.
+
+    The caller forgets what it stored for that recording (its
+    MessageRecorded rows and progress report); the snapshot cannot complete.
+    """
+
+    snapshot_id: str
+
+
+Action = Send | SnapshotRecorded | MessageRecorded | LocalSnapshotDone | RecordingAbandoned
 
 # snapshot id -> sender -> recorded messages in order: what `from_dict` needs
 # besides `to_dict()`'s data (the MessageRecorded actions of active recordings).
@@ -223,6 +256,7 @@ class NodeCore:
             raise ValueError(f"initial balance of {node_id} must be >= 0, got {balance}")
         self.node_id = node_id
         self.balance = balance
+        self.epoch = 0  # the cluster epoch this state belongs to (see Epochs and restores)
         self.incoming: tuple[str, ...] = tuple(sorted(incoming))
         self.outgoing: tuple[str, ...] = tuple(sorted(outgoing))
         self.sent: dict[str, int] = {peer: 0 for peer in self.outgoing}
@@ -284,6 +318,51 @@ class NodeCore:
         if isinstance(payload, Transfer):
             return self._receive_transfer(sender, payload)
         return self._receive_marker(sender, payload.snapshot_id)
+
+    def install_restore(
+        self, epoch: int, balance: int, resend: Mapping[str, Sequence[int]]
+    ) -> list[Action]:
+        """Move to `epoch` with a snapshot's recorded state (see Epochs and restores).
+
+        `resend` maps an outgoing peer to the amounts the snapshot recorded
+        in flight on this node -> peer, oldest first. Returns the
+        RecordingAbandoned of every active recording, then the Sends of the
+        resent transfers (numbered 1..k per channel). Raises InvalidRestore,
+        changing nothing, for an epoch that is not newer than this node's, a
+        negative balance, a peer without a channel from this node, or a
+        non-positive amount.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch <= self.epoch:
+            raise InvalidRestore(
+                f"{self.node_id} is at epoch {self.epoch}: cannot restore into epoch {epoch!r}"
+            )
+        if isinstance(balance, bool) or not isinstance(balance, int) or balance < 0:
+            raise InvalidRestore(
+                f"restored balance of {self.node_id} must be >= 0, got {balance!r}"
+            )
+        unknown = sorted(set(resend) - set(self.outgoing))
+        if unknown:
+            raise InvalidRestore(
+                f"{self.node_id} has no outgoing channel to {', '.join(map(repr, unknown))}"
+            )
+        for peer, amounts in resend.items():
+            for amount in amounts:
+                if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+                    raise InvalidRestore(
+                        f"in-flight amount on {self.node_id}->{peer} must be positive, "
+                        f"got {amount!r}"
+                    )
+        actions: list[Action] = [RecordingAbandoned(sid) for sid in sorted(self._recordings)]
+        self._recordings.clear()
+        self.epoch = epoch
+        self.balance = balance
+        self.received = {peer: 0 for peer in self.incoming}
+        self.sent = {peer: 0 for peer in self.outgoing}
+        for peer in self.outgoing:
+            for amount in resend.get(peer, ()):
+                self.sent[peer] += 1
+                actions.append(Send(peer, Transfer(self.sent[peer], amount)))
+        return actions
 
     # ----------------------------------------------------------- internals
 
@@ -359,6 +438,7 @@ class NodeCore:
             received=dict(recording.received),
             channels={peer: tuple(msgs) for peer, msgs in recording.channels.items()},
             initiated=recording.initiated,
+            epoch=self.epoch,
         )
 
     # -------------------------------------------------------- persistence
@@ -372,6 +452,7 @@ class NodeCore:
         """
         return {
             "node_id": self.node_id,
+            "epoch": self.epoch,
             "balance": self.balance,
             "incoming": list(self.incoming),
             "outgoing": list(self.outgoing),
@@ -411,6 +492,7 @@ class NodeCore:
             d["incoming"],  # type: ignore[arg-type]
             d["outgoing"],  # type: ignore[arg-type]
         )
+        core.epoch = int(d.get("epoch", 0))  # type: ignore[call-overload]  # absent before epochs
         core.sent = {str(k): int(v) for k, v in d["sent"].items()}  # type: ignore[attr-defined]
         core.received = {str(k): int(v) for k, v in d["received"].items()}  # type: ignore[attr-defined]
         core._finished = dict.fromkeys(list(finished)[-FINISHED_MEMORY:])

@@ -7,20 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frame(_message.Message):
-    __slots__ = ("sender", "receiver", "seq", "transfer", "marker", "lamport")
+    __slots__ = ("sender", "receiver", "seq", "transfer", "marker", "lamport", "epoch")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
     MARKER_FIELD_NUMBER: _ClassVar[int]
     LAMPORT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     sender: str
     receiver: str
     seq: int
     transfer: Transfer
     marker: Marker
     lamport: int
-    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., seq: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., marker: _Optional[_Union[Marker, _Mapping]] = ..., lamport: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., seq: _Optional[int] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., marker: _Optional[_Union[Marker, _Mapping]] = ..., lamport: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Transfer(_message.Message):
     __slots__ = ("transfer_seq", "amount")
@@ -37,10 +39,12 @@ class Marker(_message.Message):
     def __init__(self, snapshot_id: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("seq",)
+    __slots__ = ("seq", "epoch")
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     seq: int
-    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, seq: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class StartSnapshotRequest(_message.Message):
     __slots__ = ("snapshot_id",)
@@ -61,20 +65,28 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "balance", "active_snapshots", "unacknowledged_frames", "channels", "workload_running")
+    __slots__ = ("node_id", "balance", "active_snapshots", "unacknowledged_frames", "channels", "workload_running", "epoch", "restore_phase", "not_serving_reason", "prepared_restore")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     UNACKNOWLEDGED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_PHASE_FIELD_NUMBER: _ClassVar[int]
+    NOT_SERVING_REASON_FIELD_NUMBER: _ClassVar[int]
+    PREPARED_RESTORE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     balance: int
     active_snapshots: _containers.RepeatedScalarFieldContainer[str]
     unacknowledged_frames: int
     channels: _containers.RepeatedCompositeFieldContainer[ChannelStatus]
     workload_running: bool
-    def __init__(self, node_id: _Optional[str] = ..., balance: _Optional[int] = ..., active_snapshots: _Optional[_Iterable[str]] = ..., unacknowledged_frames: _Optional[int] = ..., channels: _Optional[_Iterable[_Union[ChannelStatus, _Mapping]]] = ..., workload_running: _Optional[bool] = ...) -> None: ...
+    epoch: int
+    restore_phase: str
+    not_serving_reason: str
+    prepared_restore: int
+    def __init__(self, node_id: _Optional[str] = ..., balance: _Optional[int] = ..., active_snapshots: _Optional[_Iterable[str]] = ..., unacknowledged_frames: _Optional[int] = ..., channels: _Optional[_Iterable[_Union[ChannelStatus, _Mapping]]] = ..., workload_running: _Optional[bool] = ..., epoch: _Optional[int] = ..., restore_phase: _Optional[str] = ..., not_serving_reason: _Optional[str] = ..., prepared_restore: _Optional[int] = ...) -> None: ...
 
 class ChannelStatus(_message.Message):
     __slots__ = ("peer", "direction", "sent_or_received", "unacked", "connected")
@@ -119,7 +131,7 @@ class ChannelState(_message.Message):
     def __init__(self, sender: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[RecordedMessage, _Mapping]]] = ...) -> None: ...
 
 class LocalSnapshot(_message.Message):
-    __slots__ = ("snapshot_id", "node_id", "balance", "sent", "received", "channels", "initiated", "recorded_at", "completed_at", "complete", "open_channels", "timeline", "lamport_recorded")
+    __slots__ = ("snapshot_id", "node_id", "balance", "sent", "received", "channels", "initiated", "recorded_at", "completed_at", "complete", "open_channels", "timeline", "lamport_recorded", "epoch")
     class SentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +159,7 @@ class LocalSnapshot(_message.Message):
     OPEN_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     LAMPORT_RECORDED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     node_id: str
     balance: int
@@ -160,7 +173,8 @@ class LocalSnapshot(_message.Message):
     open_channels: _containers.RepeatedScalarFieldContainer[str]
     timeline: _containers.RepeatedCompositeFieldContainer[TimelineEvent]
     lamport_recorded: int
-    def __init__(self, snapshot_id: _Optional[str] = ..., node_id: _Optional[str] = ..., balance: _Optional[int] = ..., sent: _Optional[_Mapping[str, int]] = ..., received: _Optional[_Mapping[str, int]] = ..., channels: _Optional[_Iterable[_Union[ChannelState, _Mapping]]] = ..., initiated: _Optional[bool] = ..., recorded_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., complete: _Optional[bool] = ..., open_channels: _Optional[_Iterable[str]] = ..., timeline: _Optional[_Iterable[_Union[TimelineEvent, _Mapping]]] = ..., lamport_recorded: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, snapshot_id: _Optional[str] = ..., node_id: _Optional[str] = ..., balance: _Optional[int] = ..., sent: _Optional[_Mapping[str, int]] = ..., received: _Optional[_Mapping[str, int]] = ..., channels: _Optional[_Iterable[_Union[ChannelState, _Mapping]]] = ..., initiated: _Optional[bool] = ..., recorded_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., complete: _Optional[bool] = ..., open_channels: _Optional[_Iterable[str]] = ..., timeline: _Optional[_Iterable[_Union[TimelineEvent, _Mapping]]] = ..., lamport_recorded: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class TimelineEvent(_message.Message):
     __slots__ = ("kind", "peer", "seq", "amount", "snapshot_id", "at", "lamport")
@@ -231,3 +245,91 @@ class SnapshotProgress(_message.Message):
     missing: _containers.RepeatedScalarFieldContainer[str]
     json: str
     def __init__(self, snapshot_id: _Optional[str] = ..., status: _Optional[str] = ..., reported: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ...) -> None: ...
+
+class RestoreTarget(_message.Message):
+    __slots__ = ("restore", "epoch", "snapshot_id", "balance", "resend")
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    RESEND_FIELD_NUMBER: _ClassVar[int]
+    restore: int
+    epoch: int
+    snapshot_id: str
+    balance: int
+    resend: _containers.RepeatedCompositeFieldContainer[ResendChannel]
+    def __init__(self, restore: _Optional[int] = ..., epoch: _Optional[int] = ..., snapshot_id: _Optional[str] = ..., balance: _Optional[int] = ..., resend: _Optional[_Iterable[_Union[ResendChannel, _Mapping]]] = ...) -> None: ...
+
+class ResendChannel(_message.Message):
+    __slots__ = ("peer", "amounts")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    AMOUNTS_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    amounts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, peer: _Optional[str] = ..., amounts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PrepareRestoreRequest(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: RestoreTarget
+    def __init__(self, target: _Optional[_Union[RestoreTarget, _Mapping]] = ...) -> None: ...
+
+class PrepareRestoreReply(_message.Message):
+    __slots__ = ("ok", "reason", "epoch")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    reason: str
+    epoch: int
+    def __init__(self, ok: _Optional[bool] = ..., reason: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class CommitRestoreRequest(_message.Message):
+    __slots__ = ("restore", "epoch")
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    restore: int
+    epoch: int
+    def __init__(self, restore: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class AbortRestoreRequest(_message.Message):
+    __slots__ = ("restore",)
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
+    restore: int
+    def __init__(self, restore: _Optional[int] = ...) -> None: ...
+
+class RestoreAck(_message.Message):
+    __slots__ = ("detail",)
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    def __init__(self, detail: _Optional[str] = ...) -> None: ...
+
+class SetWorkloadRequest(_message.Message):
+    __slots__ = ("running",)
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    running: bool
+    def __init__(self, running: _Optional[bool] = ...) -> None: ...
+
+class RestoreRequest(_message.Message):
+    __slots__ = ("snapshot_id", "timeout_seconds")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    timeout_seconds: float
+    def __init__(self, snapshot_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class RestoreReply(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class ListRestoresRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RestoreList(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, json: _Optional[_Iterable[str]] = ...) -> None: ...

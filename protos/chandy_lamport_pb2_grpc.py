@@ -49,6 +49,26 @@ class NodeStub:
                 request_serializer=protos_dot_chandy__lamport__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=protos_dot_chandy__lamport__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.PrepareRestore = channel.unary_unary(
+                '/chandy_lamport.Node/PrepareRestore',
+                request_serializer=protos_dot_chandy__lamport__pb2.PrepareRestoreRequest.SerializeToString,
+                response_deserializer=protos_dot_chandy__lamport__pb2.PrepareRestoreReply.FromString,
+                _registered_method=True)
+        self.CommitRestore = channel.unary_unary(
+                '/chandy_lamport.Node/CommitRestore',
+                request_serializer=protos_dot_chandy__lamport__pb2.CommitRestoreRequest.SerializeToString,
+                response_deserializer=protos_dot_chandy__lamport__pb2.RestoreAck.FromString,
+                _registered_method=True)
+        self.AbortRestore = channel.unary_unary(
+                '/chandy_lamport.Node/AbortRestore',
+                request_serializer=protos_dot_chandy__lamport__pb2.AbortRestoreRequest.SerializeToString,
+                response_deserializer=protos_dot_chandy__lamport__pb2.RestoreAck.FromString,
+                _registered_method=True)
+        self.SetWorkload = channel.unary_unary(
+                '/chandy_lamport.Node/SetWorkload',
+                request_serializer=protos_dot_chandy__lamport__pb2.SetWorkloadRequest.SerializeToString,
+                response_deserializer=protos_dot_chandy__lamport__pb2.NodeStatus.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -75,6 +95,33 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareRestore(self, request, context):
+        """The restore protocol (node/restore.py), called by the collector. Each is
+        idempotent; a refusal is FAILED_PRECONDITION with the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitRestore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRestore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWorkload(self, request, context):
+        """Pause (running=false) or resume the node's transfer workload; answers the new status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +138,26 @@ def add_NodeServicer_to_server(servicer, server):
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
                     request_deserializer=protos_dot_chandy__lamport__pb2.GetStatusRequest.FromString,
+                    response_serializer=protos_dot_chandy__lamport__pb2.NodeStatus.SerializeToString,
+            ),
+            'PrepareRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareRestore,
+                    request_deserializer=protos_dot_chandy__lamport__pb2.PrepareRestoreRequest.FromString,
+                    response_serializer=protos_dot_chandy__lamport__pb2.PrepareRestoreReply.SerializeToString,
+            ),
+            'CommitRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitRestore,
+                    request_deserializer=protos_dot_chandy__lamport__pb2.CommitRestoreRequest.FromString,
+                    response_serializer=protos_dot_chandy__lamport__pb2.RestoreAck.SerializeToString,
+            ),
+            'AbortRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRestore,
+                    request_deserializer=protos_dot_chandy__lamport__pb2.AbortRestoreRequest.FromString,
+                    response_serializer=protos_dot_chandy__lamport__pb2.RestoreAck.SerializeToString,
+            ),
+            'SetWorkload': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWorkload,
+                    request_deserializer=protos_dot_chandy__lamport__pb2.SetWorkloadRequest.FromString,
                     response_serializer=protos_dot_chandy__lamport__pb2.NodeStatus.SerializeToString,
             ),
     }
@@ -185,6 +252,114 @@ class Node:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def PrepareRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chandy_lamport.Node/PrepareRestore',
+            protos_dot_chandy__lamport__pb2.PrepareRestoreRequest.SerializeToString,
+            protos_dot_chandy__lamport__pb2.PrepareRestoreReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chandy_lamport.Node/CommitRestore',
+            protos_dot_chandy__lamport__pb2.CommitRestoreRequest.SerializeToString,
+            protos_dot_chandy__lamport__pb2.RestoreAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chandy_lamport.Node/AbortRestore',
+            protos_dot_chandy__lamport__pb2.AbortRestoreRequest.SerializeToString,
+            protos_dot_chandy__lamport__pb2.RestoreAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWorkload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chandy_lamport.Node/SetWorkload',
+            protos_dot_chandy__lamport__pb2.SetWorkloadRequest.SerializeToString,
+            protos_dot_chandy__lamport__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class CollectorStub:
     """Missing associated documentation comment in .proto file."""
@@ -219,6 +394,16 @@ class CollectorStub:
                 '/chandy_lamport.Collector/WaitSnapshot',
                 request_serializer=protos_dot_chandy__lamport__pb2.WaitSnapshotRequest.SerializeToString,
                 response_deserializer=protos_dot_chandy__lamport__pb2.SnapshotProgress.FromString,
+                _registered_method=True)
+        self.Restore = channel.unary_unary(
+                '/chandy_lamport.Collector/Restore',
+                request_serializer=protos_dot_chandy__lamport__pb2.RestoreRequest.SerializeToString,
+                response_deserializer=protos_dot_chandy__lamport__pb2.RestoreReply.FromString,
+                _registered_method=True)
+        self.ListRestores = channel.unary_unary(
+                '/chandy_lamport.Collector/ListRestores',
+                request_serializer=protos_dot_chandy__lamport__pb2.ListRestoresRequest.SerializeToString,
+                response_deserializer=protos_dot_chandy__lamport__pb2.RestoreList.FromString,
                 _registered_method=True)
 
 
@@ -259,6 +444,20 @@ class CollectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Restore(self, request, context):
+        """Roll the cluster back to a complete snapshot (the collector coordinates
+        the restore protocol) and answer its record once finished or timed out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRestores(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -286,6 +485,16 @@ def add_CollectorServicer_to_server(servicer, server):
                     servicer.WaitSnapshot,
                     request_deserializer=protos_dot_chandy__lamport__pb2.WaitSnapshotRequest.FromString,
                     response_serializer=protos_dot_chandy__lamport__pb2.SnapshotProgress.SerializeToString,
+            ),
+            'Restore': grpc.unary_unary_rpc_method_handler(
+                    servicer.Restore,
+                    request_deserializer=protos_dot_chandy__lamport__pb2.RestoreRequest.FromString,
+                    response_serializer=protos_dot_chandy__lamport__pb2.RestoreReply.SerializeToString,
+            ),
+            'ListRestores': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestores,
+                    request_deserializer=protos_dot_chandy__lamport__pb2.ListRestoresRequest.FromString,
+                    response_serializer=protos_dot_chandy__lamport__pb2.RestoreList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -423,6 +632,60 @@ class Collector:
             '/chandy_lamport.Collector/WaitSnapshot',
             protos_dot_chandy__lamport__pb2.WaitSnapshotRequest.SerializeToString,
             protos_dot_chandy__lamport__pb2.SnapshotProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chandy_lamport.Collector/Restore',
+            protos_dot_chandy__lamport__pb2.RestoreRequest.SerializeToString,
+            protos_dot_chandy__lamport__pb2.RestoreReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chandy_lamport.Collector/ListRestores',
+            protos_dot_chandy__lamport__pb2.ListRestoresRequest.SerializeToString,
+            protos_dot_chandy__lamport__pb2.RestoreList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,6 +18,12 @@ Model
   so interleavings across channels vary with the seed.
 * One `random.Random(seed)` makes every choice. Same seed + same calls ==
   same run, same documents. No threads, no I/O.
+* `restore_snapshot(id)` rolls every node back to a complete snapshot through
+  the restore protocol's real decision functions (collector/restore.py plans
+  and coordinates, node/restore.py prepares and commits, NodeCore installs):
+  all prepares, then all commits, at the current tick. Every message carries
+  its sender's epoch; one of an older epoch still on a channel is refused on
+  arrival (counted in `discarded`), exactly as a node refuses such a frame.
 
 The schedule (`Simulation.schedule`)
 ------------------------------------
@@ -38,6 +44,10 @@ several steps share a tick, and their order within it is the order of
     RestoreStep   `node`'s core was saved and rebuilt from its durable state.
     RecordStep    `node` recorded its local state for `snapshot_id`.
     FinishStep    `node` finished its local snapshot of `snapshot_id`.
+    RestoreSnapshotStep  the cluster was rolled back to `snapshot_id`, into
+                  `epoch` (the resent transfers follow as SendSteps).
+    RefuseStep    payload `index` of src -> dst arrived from an older `epoch`
+                  and was refused (never handed to the core).
 
 A send and its delivery share (src, dst, index). `step_to_dict` gives each
 step's JSON form (a `kind` key plus the fields; payloads as
@@ -61,8 +71,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from collector import restore as coordinator
 from collector.document import NodeReport, build_document
 from common.topology import unreachable_pairs
+from node import restore as participant
 from node.core import (
     Action,
     CoreError,
@@ -74,6 +86,7 @@ from node.core import (
     NodeCore,
     Payload,
     RecordedMessage,
+    RecordingAbandoned,
     Send,
     SnapshotRecorded,
     Transfer,
@@ -110,6 +123,10 @@ class DeliveryFailed(SimulationError):
     """A node core refused a delivered message (a protocol violation)."""
 
 
+class RestoreRejected(SimulationError):
+    """A restore of a snapshot that is unknown, not complete, or while one runs."""
+
+
 def tick_timestamp(tick: int) -> str:
     """The ISO 8601 time that simulated `tick` stands for (1 tick = 1 ms)."""
     return (EPOCH + timedelta(milliseconds=tick)).isoformat(timespec="milliseconds")
@@ -124,6 +141,7 @@ class InFlight:
     deliver_at: int
     payload: Payload
     index: int = 0
+    epoch: int = 0  # the sender's epoch when it sent the payload
 
 
 # ---------------------------------------------------------------- schedule
@@ -199,7 +217,41 @@ class FinishStep:
     snapshot_id: str
 
 
-Step = SendStep | DeliverStep | InitiateStep | RestoreStep | RecordStep | FinishStep
+@dataclass(frozen=True)
+class RestoreSnapshotStep:
+    """The cluster was rolled back to `snapshot_id` at `tick`, into `epoch`."""
+
+    kind: ClassVar[str] = "restore_snapshot"
+    step: int
+    tick: int
+    snapshot_id: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RefuseStep:
+    """Payload `index` of src -> dst, sent in older `epoch`, was refused by `dst`."""
+
+    kind: ClassVar[str] = "refuse"
+    step: int
+    tick: int
+    src: str
+    dst: str
+    index: int
+    payload: Payload
+    epoch: int
+
+
+Step = (
+    SendStep
+    | DeliverStep
+    | InitiateStep
+    | RestoreStep
+    | RecordStep
+    | FinishStep
+    | RestoreSnapshotStep
+    | RefuseStep
+)
 
 
 def payload_to_dict(payload: Payload) -> dict[str, Any]:
@@ -214,11 +266,15 @@ def step_to_dict(step: Step) -> dict[str, Any]:
 
     Channel ends are named `from` and `to`, the payload `message`."""
     data: dict[str, Any] = {"kind": step.kind, "step": step.step, "tick": step.tick}
-    if isinstance(step, SendStep | DeliverStep):
+    if isinstance(step, SendStep | DeliverStep | RefuseStep):
         data.update({"from": step.src, "to": step.dst, "index": step.index})
         data["message"] = payload_to_dict(step.payload)
         if isinstance(step, SendStep):
             data["deliver_at"] = step.deliver_at
+        if isinstance(step, RefuseStep):
+            data["epoch"] = step.epoch
+    elif isinstance(step, RestoreSnapshotStep):
+        data.update({"snapshot_id": step.snapshot_id, "epoch": step.epoch})
     elif isinstance(step, RestoreStep):
         data["node"] = step.node
     else:
@@ -314,6 +370,10 @@ class Simulation:
         self._snapshots: dict[str, _Progress] = {}
         self._completed: list[str] = []
         self._auto_id = 0
+        # The restore protocol's state: each node's participant, the coordinator's records.
+        self._participants = {node_id: participant.Participant(node_id) for node_id in self._ids}
+        self._restores: list[coordinator.RestoreRecord] = []
+        self.discarded = 0  # messages of an older epoch refused on arrival
 
     # ------------------------------------------------------------ queries
 
@@ -339,6 +399,16 @@ class Simulation:
     def schedule(self) -> tuple[Step, ...]:
         """Every step so far, in order (see "The schedule" in the module doc)."""
         return tuple(self._schedule)
+
+    @property
+    def epoch(self) -> int:
+        """The cluster epoch: 0, then one more with every restore."""
+        return self._restores[-1].epoch if self._restores else 0
+
+    @property
+    def restores(self) -> list[dict[str, Any]]:
+        """The records of the restores so far, as the collector writes them."""
+        return [record.to_dict() for record in self._restores]
 
     def core(self, node_id: str) -> NodeCore:
         """The live state machine of `node_id` (for inspection in tests)."""
@@ -462,6 +532,71 @@ class Simulation:
             raise SimulationError(f"{event}: {error}") from error
         self._schedule.append(RestoreStep(self._next_step, self._now, node))
 
+    def restore_snapshot(self, snapshot_id: str) -> int:
+        """Roll the whole cluster back to complete snapshot `snapshot_id`; returns the new epoch.
+
+        Afterwards every balance is the recorded one and the transfers the
+        snapshot recorded in flight are on their channels again (in the new
+        epoch); what was in flight before is refused on arrival. Refused
+        (RestoreRejected, nothing changed) for an unknown or unfinished
+        snapshot, or while another snapshot is still running.
+        """
+        event = f"restore_snapshot {snapshot_id} at tick {self._now}"
+        progress = self._snapshots.get(snapshot_id)
+        if progress is None or progress.document is None:
+            why = "was never started" if progress is None else "has not completed"
+            raise RestoreRejected(f"{event}: snapshot {snapshot_id} {why}")
+        if self.pending_snapshots:
+            raise RestoreRejected(
+                f"{event}: snapshot {', '.join(self.pending_snapshots)} is still running; "
+                "a restore waits until no snapshot runs"
+            )
+        number = len(self._restores) + 1
+        epoch = coordinator.choose_epoch(self.epoch, (p.epoch for p in self._participants.values()))
+        try:
+            targets = coordinator.plan_restore(
+                progress.document, self._ids, self._channels, self.expected_total, number, epoch
+            )
+        except coordinator.RestoreRefused as error:
+            raise RestoreRejected(f"{event}: {error}") from error
+        now = tick_timestamp(self._now)
+        record = coordinator.begin(number, snapshot_id, epoch, self.epoch, targets, now)
+        for node_id, message in coordinator.messages(record):
+            assert isinstance(message, coordinator.Prepare)
+            state, vote = participant.prepare(
+                self._participants[node_id],
+                message.target,
+                self._cores[node_id].outgoing,
+                workload_running=True,
+            )
+            self._participants[node_id] = state
+            record = coordinator.on_vote(record, node_id, vote.ok, vote.reason, now)
+        if record.phase is not coordinator.RestorePhase.COMMITTING:
+            raise RestoreRejected(f"{event}: {record.reason}")
+        self._schedule.append(RestoreSnapshotStep(self._next_step, self._now, snapshot_id, epoch))
+        # Everything on the wire now belongs to the old epoch: not money any more.
+        self._in_flight_money = 0
+        for node_id, message in coordinator.messages(record):
+            assert isinstance(message, coordinator.Commit)
+            state, outcome = participant.commit(
+                self._participants[node_id], message.restore, message.epoch
+            )
+            if not isinstance(outcome, participant.Install):
+                raise SimulationError(f"{event}: {node_id} did not install: {outcome}")
+            core = self._cores[node_id]
+            try:
+                actions = core.install_restore(
+                    outcome.target.epoch, outcome.target.balance, outcome.target.resend
+                )
+            except CoreError as error:
+                raise SimulationError(f"{event}: {node_id}: {error}") from error
+            self._participants[node_id] = state
+            self._perform(node_id, actions)
+            record = coordinator.on_ack(record, node_id, now)
+        assert record.phase is coordinator.RestorePhase.COMPLETE, record
+        self._restores.append(record)
+        return epoch
+
     def tick(self, n: int = 1) -> None:
         """Advance the clock by `n` ticks, delivering every message that falls due."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -488,9 +623,7 @@ class Simulation:
 
     def _check_node(self, node_id: str, event: str) -> None:
         if node_id not in self._cores:
-            raise UnknownNode(
-                f"{event}: unknown node {node_id!r} (known: {', '.join(self._ids)})"
-            )
+            raise UnknownNode(f"{event}: unknown node {node_id!r} (known: {', '.join(self._ids)})")
 
     def _fresh_id(self) -> str:
         while True:
@@ -525,6 +658,20 @@ class Simulation:
                 if queue:
                     heapq.heappush(later, (queue[0].deliver_at, position))
             self._in_flight_count -= 1
+            admission = participant.admit(self._participants[dst], item.epoch)
+            if admission is participant.Admission.OLD_EPOCH:
+                self.discarded += 1
+                self._schedule.append(
+                    RefuseStep(
+                        self._next_step, self._now, src, dst, item.index, item.payload, item.epoch
+                    )
+                )
+                continue
+            if admission is not participant.Admission.APPLY:
+                raise DeliveryFailed(
+                    f"tick {self._now}: {dst} cannot take {_describe(item.payload)} of epoch "
+                    f"{item.epoch} on {src} -> {dst}: {admission.value}"
+                )
             if isinstance(item.payload, Transfer):
                 self._in_flight_money -= item.payload.amount
             self._delivered += 1
@@ -557,7 +704,9 @@ class Simulation:
                     heapq.heappush(self._later, (deliver_at, self._position[channel]))
                 self._sent_on[channel] += 1
                 index = self._sent_on[channel]
-                queue.append(InFlight(deliver_at, action.payload, index))
+                queue.append(
+                    InFlight(deliver_at, action.payload, index, self._cores[node_id].epoch)
+                )
                 self._in_flight_count += 1
                 if isinstance(action.payload, Transfer):
                     self._in_flight_money += action.payload.amount
@@ -581,6 +730,8 @@ class Simulation:
             elif isinstance(action, MessageRecorded):
                 by_sender = self._recorded[node_id].setdefault(action.snapshot_id, {})
                 by_sender.setdefault(action.sender, []).append(action.message)
+            elif isinstance(action, RecordingAbandoned):
+                self._recorded[node_id].pop(action.snapshot_id, None)
             elif isinstance(action, LocalSnapshotDone):
                 snapshot_id = action.snapshot.snapshot_id
                 self._schedule.append(FinishStep(self._next_step, self._now, node_id, snapshot_id))

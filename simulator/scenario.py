@@ -12,6 +12,7 @@
       - snapshot: {nodes: [n1, n3], id: s2}  # several initiators, one id
       - tick: 3                              # advance the clock 3 ticks
       - restore: n2          # n2's core is saved to JSON and rebuilt from it
+      - restore_snapshot: {id: s1}  # roll the cluster back to complete snapshot s1
 
 After the last event the simulation runs until no message is in flight.
 Every problem is reported as one `ScenarioError` naming the file, the field
@@ -33,7 +34,7 @@ from simulator.engine import CoreFactory, Simulation, SimulationError
 
 DEFAULT_MAX_DELAY = 5
 TOP_LEVEL_FIELDS = ("description", "seed", "max_delay", "nodes", "topology", "channels", "events")
-EVENT_KINDS = ("transfer", "snapshot", "tick", "restore")
+EVENT_KINDS = ("transfer", "snapshot", "tick", "restore", "restore_snapshot")
 
 
 class ScenarioError(Exception):
@@ -63,7 +64,12 @@ class RestoreEvent:
     node: str
 
 
-Event = TransferEvent | SnapshotEvent | TickEvent | RestoreEvent
+@dataclass(frozen=True)
+class RestoreSnapshotEvent:
+    snapshot_id: str
+
+
+Event = TransferEvent | SnapshotEvent | TickEvent | RestoreEvent | RestoreSnapshotEvent
 
 
 @dataclass(frozen=True)
@@ -98,9 +104,7 @@ class Scenario:
                 # Engine errors name transfers, snapshots and restores already;
                 # a delivery failing during a tick needs the tick event named.
                 context = f" ({describe(event)})" if isinstance(event, TickEvent) else ""
-                raise ScenarioError(
-                    f"{self.source}: events[{index}]{context}: {error}"
-                ) from error
+                raise ScenarioError(f"{self.source}: events[{index}]{context}: {error}") from error
         try:
             sim.run_until_quiet()
         except SimulationError as error:
@@ -135,6 +139,8 @@ def apply_event(sim: Simulation, event: Event) -> None:
             snapshot_id = sim.snapshot(node, snapshot_id)
     elif isinstance(event, TickEvent):
         sim.tick(event.ticks)
+    elif isinstance(event, RestoreSnapshotEvent):
+        sim.restore_snapshot(event.snapshot_id)
     else:
         sim.restore(event.node)
 
@@ -147,6 +153,8 @@ def describe(event: Event) -> str:
         return f"snapshot {name} at {', '.join(event.nodes)}"
     if isinstance(event, TickEvent):
         return f"tick {event.ticks}"
+    if isinstance(event, RestoreSnapshotEvent):
+        return f"restore_snapshot {event.snapshot_id}"
     return f"restore {event.node}"
 
 
@@ -162,6 +170,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         return {"snapshot": body}
     if isinstance(event, TickEvent):
         return {"tick": event.ticks}
+    if isinstance(event, RestoreSnapshotEvent):
+        return {"restore_snapshot": {"id": event.snapshot_id}}
     return {"restore": event.node}
 
 
@@ -183,9 +193,7 @@ def parse_scenario(raw: Any, source: str = "<memory>") -> Scenario:
         raise ScenarioError(f"{source}: expected a mapping at the top level")
     for key in raw:
         if key not in TOP_LEVEL_FIELDS:
-            raise fail(
-                str(key), f"unknown field (expected one of: {', '.join(TOP_LEVEL_FIELDS)})"
-            )
+            raise fail(str(key), f"unknown field (expected one of: {', '.join(TOP_LEVEL_FIELDS)})")
 
     description = raw.get("description", "")
     if not isinstance(description, str):
@@ -335,4 +343,14 @@ def _parse_event(
         return TickEvent(body)
     if kind == "restore":
         return RestoreEvent(node(body, where))
+    if kind == "restore_snapshot":
+        body = fields({"id"}, {"id"})
+        snapshot_id = body["id"]
+        if not isinstance(snapshot_id, str):
+            raise fail(f"{where}.id", f"expected a snapshot id, got {snapshot_id!r}")
+        try:
+            validate_snapshot_id(snapshot_id)
+        except InvalidSnapshotId as error:
+            raise fail(f"{where}.id", str(error)) from error
+        return RestoreSnapshotEvent(snapshot_id)
     raise fail(where, f"unknown event (expected one of: {', '.join(EVENT_KINDS)})")

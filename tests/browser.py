@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +49,7 @@ class Browser:
     def __init__(self, process: subprocess.Popen[str], ws_url: str, profile: str) -> None:
         self.process = process
         self.profile = profile
+        self._drain: threading.Thread | None = None
         browser = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
         self._id = 0
         self._ws = browser
@@ -103,10 +105,13 @@ class Browser:
             match = re.search(r"DevTools listening on (ws://\S+)", line)
             if match:
                 # Keep draining stderr so Chromium never blocks on a full pipe.
-                _drain(process)
-                return cls(process, match.group(1), profile)
+                drain = _drain(process)
+                browser = cls(process, match.group(1), profile)
+                browser._drain = drain
+                return browser
         process.kill()
         process.wait()
+        process.stderr.close()
         shutil.rmtree(profile, ignore_errors=True)
         raise BrowserError("Chromium did not start: " + "".join(seen[-20:]))
 
@@ -184,6 +189,10 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            if self._drain is not None:
+                self._drain.join(5)
+            if self.process.stderr is not None:
+                self.process.stderr.close()
             shutil.rmtree(self.profile, ignore_errors=True)
 
     def __enter__(self) -> Browser:
@@ -198,12 +207,12 @@ class Browser:
         self.close()
 
 
-def _drain(process: subprocess.Popen[str]) -> None:
-    import threading
-
+def _drain(process: subprocess.Popen[str]) -> threading.Thread:
     def run() -> None:
         assert process.stderr is not None
         for _ in process.stderr:
             pass
 
-    threading.Thread(target=run, name="chromium-stderr", daemon=True).start()
+    thread = threading.Thread(target=run, name="chromium-stderr", daemon=True)
+    thread.start()
+    return thread

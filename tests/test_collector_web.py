@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
-import struct
 import time
 import xml.etree.ElementTree as ET
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from common.files import atomic_write_json
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 from tests.diagram_documents import aborted_document, three_node_document
+from tests.pngcheck import assert_not_blank
 
 
 class Running:
@@ -92,7 +90,7 @@ def test_dashboard_history_page_diagram_and_api(running: Running) -> None:
 
     png = running.http.get("/snapshots/s1.png")
     assert png.headers["content-type"] == "image/png"
-    assert not_blank(png.content)
+    assert_not_blank(png.content)
 
 
 def test_pending_and_aborted_snapshots(running: Running) -> None:
@@ -206,26 +204,14 @@ def test_index_summaries_paging_and_statistics() -> None:
     assert duration_stats([]) is None
 
 
-def not_blank(png: bytes) -> bool:
-    """True when the PNG has more than one colour (decodes 8-bit RGB/RGBA, no filters lost)."""
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    stream = io.BytesIO(png[8:])
-    width = height = 0
-    colour_type = 0
-    data = b""
-    while True:
-        length, kind = struct.unpack(">I4s", stream.read(8))
-        chunk = stream.read(length)
-        stream.read(4)
-        if kind == b"IHDR":
-            width, height, _, colour_type = struct.unpack(">IIBB", chunk[:10])
-        elif kind == b"IDAT":
-            data += chunk
-        elif kind == b"IEND":
-            break
-    raw = zlib.decompress(data)
-    channels = {2: 3, 6: 4}[colour_type]
-    stride = width * channels + 1
-    # Distinct byte values on filter-0 rows would need unfiltering; count distinct rows instead.
-    rows = {raw[i * stride + 1 : (i + 1) * stride] for i in range(height)}
-    return len(rows) > 3
+def test_restores_tile_once_restores_exist(running: Running) -> None:
+    from collector.restore import RestoreRecord
+    from collector.restores import RestoreLog
+
+    assert 'data-count="restores"' not in running.http.get("/").text
+    directory = running.server.service.store.directory
+    RestoreLog(directory).write(RestoreRecord(1, "s1", 1, 0, "2026-12-01T10:00:00.000+00:00", {}))
+    page = running.http.get("/").text
+    assert 'data-count="restores"><div class="n">1' in page
+    assert "latest: s1 preparing" in page
+    assert running.http.get("/api/summary").json()["restores"]["count"] == 1

@@ -247,7 +247,8 @@ def test_collector_unreachable_exits_1(tmp_path: Path, capsys) -> None:  # type:
 def test_show_and_list_read_what_the_collector_stored(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
     path, snaps = cluster
     code, out, err = _run(capsys, "--cluster", str(path), "--list")
-    assert (code, out) == (0, ""), err
+    assert code == 0, err
+    assert out.splitlines()[1:] == ["(no snapshot)"]
     nodes = FakeNodes(path, down={"n3"})
     try:
         assert _run(capsys, "--cluster", str(path), "--snapshot-id", "n3-down")[0] == 3
@@ -257,7 +258,18 @@ def test_show_and_list_read_what_the_collector_stored(cluster, capsys) -> None: 
         nodes.stop()
     code, out, err = _run(capsys, "--cluster", str(path), "--list")
     assert code == 0, err
-    assert out.splitlines() == ["n3-down  aborted", "after  complete"]
+    header, *rows = out.splitlines()
+    assert header.split("  ")[0] == "id" and "money in flight" in header and "verified" in header
+    assert [row.split()[:2] for row in rows] == [["n3-down", "aborted"], ["after", "complete"]]
+    assert rows[0].endswith("-") and rows[1].endswith("yes")
+    code, out, _ = _run(capsys, "--cluster", str(path), "--list", "--limit", "1")
+    assert [line.split()[0] for line in out.splitlines()] == ["id", "after", "(1"]
+    code, out, _ = _run(capsys, "--cluster", str(path), "--list", "--status", "aborted")
+    assert [line.split()[0] for line in out.splitlines()] == ["id", "n3-down"]
+    code, _, err = _run(capsys, "--cluster", str(path), "--list", "--limit", "-1")
+    assert code == 2 and "--limit must be >= 0" in err
+    code, _, err = _run(capsys, "--cluster", str(path), "--limit", "3")
+    assert code == 2 and "go with --list" in err
 
     code, out, _ = _run(capsys, "--cluster", str(path), "--show", "latest")
     assert code == 0 and out.startswith("snapshot after: COMPLETE")
@@ -269,3 +281,27 @@ def test_show_and_list_read_what_the_collector_stored(cluster, capsys) -> None: 
     assert code == 1 and "NOT_FOUND" in err
     code, _, err = _run(capsys, "--cluster", str(path), "--show", "../etc/passwd")
     assert code == 2 and "invalid snapshot id" in err
+
+
+def test_count_ends_with_durations_and_svg_files(cluster, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path, _ = cluster
+    nodes = FakeNodes(path, down=set())
+    try:
+        code, out, err = _run(
+            capsys, "--cluster", str(path), "--count", "3", "--interval", "0",
+            "--snapshot-id", "d", "--svg", str(tmp_path / "pic.svg"),
+        )  # fmt: skip
+        single = _run(capsys, "--cluster", str(path), "--svg", str(tmp_path / "one.svg"))
+    finally:
+        nodes.stop()
+    assert code == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("durations over 3 complete snapshots: min ")
+    assert "avg" in last and "max" in last and "(3 complete, 0 aborted)" in last
+    for k in (1, 2, 3):
+        svg = (tmp_path / f"pic-d-{k}.svg").read_text()
+        assert svg.startswith("<svg") and 'data-snapshot="d-' in svg
+    assert single[0] == 0 and (tmp_path / "one.svg").read_text().startswith("<svg")
+    assert "durations" not in single[1]
+    code, _, err = _run(capsys, "--cluster", str(path), "--show", "d-1", "--svg", "/proc/x.svg")
+    assert code == 2 and "cannot write /proc/x.svg" in err

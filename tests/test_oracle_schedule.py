@@ -35,68 +35,23 @@ def test_a_small_run_step_by_step() -> None:
     sim.restore("b")
     sim.run_until_quiet()
     assert [step_to_dict(s) for s in sim.schedule] == [
-        {
-            "kind": "send",
-            "step": 0,
-            "tick": 0,
-            "from": "a",
-            "to": "b",
-            "index": 1,
-            "message": {"type": "transfer", "seq": 1, "amount": 4},
-            "deliver_at": 1,
-        },
+        {"kind": "send", "step": 0, "tick": 0, "from": "a", "to": "b", "index": 1,
+         "message": {"type": "transfer", "seq": 1, "amount": 4}, "deliver_at": 1},
         {"kind": "initiate", "step": 1, "tick": 0, "node": "a", "snapshot_id": "s1"},
         {"kind": "record", "step": 2, "tick": 0, "node": "a", "snapshot_id": "s1"},
-        {
-            "kind": "send",
-            "step": 3,
-            "tick": 0,
-            "from": "a",
-            "to": "b",
-            "index": 2,
-            "message": {"type": "marker", "snapshot_id": "s1"},
-            "deliver_at": 1,
-        },
+        {"kind": "send", "step": 3, "tick": 0, "from": "a", "to": "b", "index": 2,
+         "message": {"type": "marker", "snapshot_id": "s1"}, "deliver_at": 1},
         {"kind": "restore", "step": 4, "tick": 0, "node": "b"},
-        {
-            "kind": "deliver",
-            "step": 5,
-            "tick": 1,
-            "from": "a",
-            "to": "b",
-            "index": 1,
-            "message": {"type": "transfer", "seq": 1, "amount": 4},
-        },
-        {
-            "kind": "deliver",
-            "step": 6,
-            "tick": 1,
-            "from": "a",
-            "to": "b",
-            "index": 2,
-            "message": {"type": "marker", "snapshot_id": "s1"},
-        },
+        {"kind": "deliver", "step": 5, "tick": 1, "from": "a", "to": "b", "index": 1,
+         "message": {"type": "transfer", "seq": 1, "amount": 4}},
+        {"kind": "deliver", "step": 6, "tick": 1, "from": "a", "to": "b", "index": 2,
+         "message": {"type": "marker", "snapshot_id": "s1"}},
         {"kind": "record", "step": 7, "tick": 1, "node": "b", "snapshot_id": "s1"},
-        {
-            "kind": "send",
-            "step": 8,
-            "tick": 1,
-            "from": "b",
-            "to": "a",
-            "index": 1,
-            "message": {"type": "marker", "snapshot_id": "s1"},
-            "deliver_at": 2,
-        },
+        {"kind": "send", "step": 8, "tick": 1, "from": "b", "to": "a", "index": 1,
+         "message": {"type": "marker", "snapshot_id": "s1"}, "deliver_at": 2},
         {"kind": "finish", "step": 9, "tick": 1, "node": "b", "snapshot_id": "s1"},
-        {
-            "kind": "deliver",
-            "step": 10,
-            "tick": 2,
-            "from": "b",
-            "to": "a",
-            "index": 1,
-            "message": {"type": "marker", "snapshot_id": "s1"},
-        },
+        {"kind": "deliver", "step": 10, "tick": 2, "from": "b", "to": "a", "index": 1,
+         "message": {"type": "marker", "snapshot_id": "s1"}},
         {"kind": "finish", "step": 11, "tick": 2, "node": "a", "snapshot_id": "s1"},
     ]
     assert sim.schedule[0] == SendStep(0, 0, "a", "b", 1, Transfer(1, 4), 1)
@@ -115,9 +70,8 @@ def test_rejected_requests_leave_no_step() -> None:
     with pytest.raises(SnapshotRejected):
         sim.snapshot("b", "s1")
     assert len(sim.schedule) == steps
-    assert not any(
-        isinstance(s, SendStep) and isinstance(s.payload, Transfer) for s in sim.schedule
-    )
+    assert not any(isinstance(s, SendStep) and isinstance(s.payload, Transfer)
+                   for s in sim.schedule)
 
 
 def test_a_second_initiation_is_a_step_even_when_it_does_nothing() -> None:
@@ -162,11 +116,11 @@ def check_schedule(sim: Simulation) -> None:
     assert sum(len(d) for d in deliveries.values()) == sim.statistics().delivered
     for document in sim.completed_snapshots:
         sid = document["snapshot_id"]
-        initiators = {
-            s.node for s in schedule if isinstance(s, InitiateStep) and s.snapshot_id == sid
-        }
+        initiators = {s.node for s in schedule if isinstance(s, InitiateStep)
+                      and s.snapshot_id == sid}
         assert sorted(initiators) == document["initiators"]
-        finished = {s.node for s in schedule if isinstance(s, FinishStep) and s.snapshot_id == sid}
+        finished = {s.node for s in schedule if isinstance(s, FinishStep)
+                    and s.snapshot_id == sid}
         assert finished == set(sim.node_ids)
 
 
@@ -178,9 +132,8 @@ def test_schedule_invariants_on_random_runs(seed: int) -> None:
     check_schedule(sim)
     restores = [e for e in outcome.scenario.events if isinstance(e, RestoreEvent)]
     assert len([s for s in sim.schedule if isinstance(s, RestoreStep)]) == len(restores)
-    transfers = [
-        s for s in sim.schedule if isinstance(s, SendStep) and isinstance(s.payload, Transfer)
-    ]
+    transfers = [s for s in sim.schedule if isinstance(s, SendStep)
+                 and isinstance(s.payload, Transfer)]
     assert [s.payload.amount for s in transfers if isinstance(s.payload, Transfer)] == [
         e.amount for e in outcome.scenario.events if isinstance(e, TransferEvent)
     ]

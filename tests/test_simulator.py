@@ -196,11 +196,8 @@ def test_statistics() -> None:
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (
-            lambda s: s.transfer("n1", "n2", 101),
-            TransferRejected,
-            "transfer n1 -> n2 of 101 at tick 0: n1 cannot send 101: balance is 100",
-        ),
+        (lambda s: s.transfer("n1", "n2", 101), TransferRejected,
+         "transfer n1 -> n2 of 101 at tick 0: n1 cannot send 101: balance is 100"),
         (lambda s: s.transfer("n1", "n3", 1), TransferRejected, "no channel n1 -> n3"),
         (lambda s: s.transfer("n1", "n2", 0), TransferRejected, "positive integer"),
         (lambda s: s.transfer("n9", "n2", 1), UnknownNode, "unknown node 'n9'"),
@@ -481,7 +478,8 @@ def test_cli_exits_1_when_verification_fails(
 def test_cli_default_out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main([str(SCENARIOS / "ring-3.yaml")]) == 0
-    assert (tmp_path / "snapshots" / "sim" / "s1.json").is_file()
+    # Each scenario writes into its own folder, so another one's s1 survives.
+    assert (tmp_path / "snapshots" / "sim" / "ring-3" / "s1.json").is_file()
 
 
 def test_cli_unwritable_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

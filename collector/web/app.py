@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from collector.web import pages
 from collector.web.cluster import NodeLive
-from collector.web.index import SnapshotIndex, duration_stats
+from collector.web.index import Restores, SnapshotIndex, duration_stats
 from collector.web.png import PngUnavailable, svg_to_png
 from diagram import DiagramError, document_svg
 from diagram.topology import topology_svg
@@ -53,6 +53,8 @@ class DashboardSource(Protocol):
     def read_text(self, snapshot_id: str) -> str | None: ...
 
     def cluster(self) -> list[NodeLive]: ...
+
+    def restores(self) -> Restores: ...
 
 
 class BadRequest(Exception):
@@ -102,6 +104,7 @@ def create_app(source: DashboardSource, registry: CollectorRegistry | None = Non
         pending = source.pending()
         return pages.dashboard_fragment(
             counts=index.counts(len(pending)),
+            restores=source.restores(),
             latest_complete=index.latest("complete"),
             latest_aborted=index.latest("aborted"),
             stats=duration_stats(index.durations()),
@@ -182,6 +185,7 @@ def create_app(source: DashboardSource, registry: CollectorRegistry | None = Non
         return JSONResponse(
             {
                 "counts": index.counts(len(pending)).as_json(),
+                "restores": source.restores().as_json(),
                 "pending": pending,
                 "latest": {k: (v.as_json() if v else None) for k, v in latest.items()},
                 "durations": stats.as_json() if stats else None,

@@ -108,6 +108,18 @@ class Counts:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Restores:
+    """The restore log at a glance: how many, and the newest one's snapshot and phase."""
+
+    count: int
+    latest_snapshot: str = ""
+    latest_phase: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class SnapshotIndex:
     """Summaries of finished snapshots, oldest first; thread-safe."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from collector.web.cluster import NodeLive
-from collector.web.index import Counts, DurationStats, Summary
+from collector.web.index import Counts, DurationStats, Restores, Summary
 from diagram.layout import natural_key
 
 PAGE_SIZE = 20
@@ -84,6 +84,7 @@ def history_url(page: int, status: str | None, base: str = "/") -> str:
 def dashboard_fragment(
     *,
     counts: Counts,
+    restores: Restores,
     latest_complete: Summary | None,
     latest_aborted: Summary | None,
     stats: DurationStats | None,
@@ -95,7 +96,11 @@ def dashboard_fragment(
     pending: Sequence[str],
     page_size: int = PAGE_SIZE,
 ) -> str:
-    parts = [_counts(counts), '<div class="row">', _latest(latest_complete, latest_aborted)]
+    parts = [
+        _counts(counts, restores),
+        '<div class="row">',
+        _latest(latest_complete, latest_aborted),
+    ]
     parts.append(_stats(stats))
     parts.append("</div>")
     parts.append(_cluster(cluster))
@@ -103,7 +108,7 @@ def dashboard_fragment(
     return "".join(parts)
 
 
-def _counts(counts: Counts) -> str:
+def _counts(counts: Counts, restores: Restores) -> str:
     tiles = [
         ("begun", "begun", counts.begun),
         ("in-progress", "in progress", counts.in_progress),
@@ -111,6 +116,11 @@ def _counts(counts: Counts) -> str:
         ("aborted", "aborted", counts.aborted),
         ("failures", "verification failures", counts.verification_failures),
     ]
+    if restores.count:
+        latest = f"restores (latest: {restores.latest_snapshot} {restores.latest_phase})"
+        tiles.append(
+            ("restores", latest if restores.latest_snapshot else "restores", restores.count)
+        )
     cells = "".join(
         f'<div class="tile {key}" data-count="{key}"><div class="n">{value}</div>'
         f'<div class="label">{_e(label)}</div></div>'

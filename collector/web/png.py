@@ -1,8 +1,13 @@
-"""SVG -> PNG with resvg (a Rust renderer in a self-contained PyPI wheel) and a
-font that ships on PyPI too, so PNGs render the same on a laptop and in the
-slim container image, which has no system fonts."""
+"""SVG -> PNG with resvg (a Rust renderer in a self-contained PyPI wheel) and the
+Roboto font shipped beside this module (fonts/, Apache 2.0), so PNGs render the
+same on a laptop and in the slim container image, which has no system fonts."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+FONTS = Path(__file__).parent / "fonts"
+FONT_FILES = [str(FONTS / "Roboto-Regular.ttf"), str(FONTS / "Roboto-Bold.ttf")]
 
 
 class PngUnavailable(RuntimeError):
@@ -11,16 +16,15 @@ class PngUnavailable(RuntimeError):
 
 def svg_to_png(svg: str, zoom: float = 2.0) -> bytes:
     try:
-        import font_roboto
         import resvg_py
-    except ImportError as error:  # pragma: no cover - both are dependencies
-        raise PngUnavailable(f"PNG rendering needs resvg-py and font-roboto: {error}") from error
+    except ImportError as error:  # pragma: no cover - a dependency
+        raise PngUnavailable(f"PNG rendering needs resvg-py: {error}") from error
     try:
         data = resvg_py.svg_to_bytes(
             svg_string=svg,
             zoom=zoom,
             background="#ffffff",
-            font_files=[font_roboto.Roboto, font_roboto.RobotoBold],
+            font_files=FONT_FILES,
             font_family="Roboto",
             sans_serif_family="Roboto",
         )

@@ -15,7 +15,7 @@ import uvicorn
 
 from collector.web.app import create_app
 from collector.web.cluster import ChannelFactory, ClusterProbe, NodeLive
-from collector.web.index import SnapshotIndex
+from collector.web.index import Restores, SnapshotIndex
 from collector.web.metrics import CollectorMetrics, collector_registry
 
 if TYPE_CHECKING:
@@ -50,6 +50,22 @@ class CollectorSource:
 
     def cluster(self) -> list[NodeLive]:
         return self.probe.status()
+
+    def restores(self) -> Restores:
+        """How many restores the collector's restore log holds, and the latest one."""
+        from collector.restores import RESTORES_DIR, RestoreLog, RestoreLogError
+
+        if not (self.service.store.directory / RESTORES_DIR).is_dir():
+            return Restores(0)
+        log = RestoreLog(self.service.store.directory)
+        numbers = log.numbers()
+        if not numbers:
+            return Restores(0)
+        try:
+            latest = log.read(numbers[-1])
+        except (OSError, RestoreLogError):
+            return Restores(len(numbers))
+        return Restores(len(numbers), latest.snapshot_id, latest.phase.value)
 
     def report_outcomes(self) -> Counter[str]:
         return Counter(self.service.report_outcomes)

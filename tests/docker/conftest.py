@@ -78,7 +78,8 @@ class ComposeProject:
     def run(
         self, *args: str, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, PUBLISH_ADDRESS="127.0.0.1")
+        # PUBLISH_PORT_COLLECTOR_HTTP empty: the dashboard on a free port, not 8080.
+        env = dict(os.environ, PUBLISH_ADDRESS="127.0.0.1", PUBLISH_PORT_COLLECTOR_HTTP="")
         result = subprocess.run(
             self.base + list(args),
             cwd=REPO,
