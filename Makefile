@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO := protos/chandy_lamport.proto
 
-.PHONY: install protos check-protos lint image checkov chromium screenshots test test-fast demo simulate bench clean
+.PHONY: install protos check-protos lint image checkov chromium screenshots test test-fast test-slow mutants demo simulate bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,12 +46,23 @@ screenshots: install chromium
 
 # The whole suite: unit, property, multi-process integration, Terraform
 # checks and the Docker end-to-end tests (which need a Docker engine).
-test: install check-protos lint image checkov chromium
+test: install check-protos lint mutants image checkov chromium
 	$(VENV)/bin/pytest -ra
 
 # Everything that needs neither Docker nor the checkov scan.
 test-fast: install
 	$(VENV)/bin/pytest -ra -m "not docker"
+
+# Planted-bug cores (tests/mutants/) against the suite's checks: prints the
+# table mutant -> killed by which check and the score; fails if one survives.
+mutants: install
+	$(PY) -m tests.mutants
+
+# The property suite with the slow Hypothesis profile: new random examples,
+# >= 100,000 executions (CL_SLOW_SCALE scales it; see tests/oracle/profiles.py).
+PROPERTY_SUITE := tests/test_simulator_properties.py tests/test_oracle_properties.py
+test-slow: install
+	HYPOTHESIS_PROFILE=slow $(VENV)/bin/pytest -ra -v --durations=0 --timeout=0 $(PROPERTY_SUITE)
 
 demo: install
 	$(PY) -m demo

@@ -110,7 +110,9 @@ def build_document(
         "channels": channel_list,
     }
     if status == "complete":
-        document["verification"] = verify_snapshot(expected_total, nodes, channel_list)
+        document["verification"] = verify_snapshot(
+            expected_total, nodes, channel_list, initiators=document["initiators"]
+        )
     else:
         reason = abort_reason(missing, waiting)
         if mixed:

@@ -84,15 +84,18 @@ def plan_restore(
         )
     if any(ch.get("messages") is None for ch in recorded_channels):
         raise RestoreRefused(f"snapshot {sid} lacks the recorded state of a channel")
-    verdict = verify_snapshot(expected_total, nodes, recorded_channels)
+    verdict = verify_snapshot(
+        expected_total, nodes, recorded_channels, initiators=document.get("initiators", [])
+    )
     if not verdict["ok"]:
         conservation = verdict["conservation"]
         problems = [r for r in verdict["channels"] if not r["ok"]]
-        detail = (
-            f"{problems[0]['from']}->{problems[0]['to']}: {problems[0]['problem']}"
-            if problems
-            else f"recorded total {conservation['recorded_total']} != {expected_total}"
-        )
+        if problems:
+            detail = f"{problems[0]['from']}->{problems[0]['to']}: {problems[0]['problem']}"
+        elif not conservation["ok"]:
+            detail = f"recorded total {conservation['recorded_total']} != {expected_total}"
+        else:
+            detail = str(verdict["initiators"]["problem"])
         raise RestoreRefused(f"snapshot {sid} does not verify against this cluster: {detail}")
     resend: dict[str, dict[str, tuple[int, ...]]] = {node: {} for node in node_ids}
     for ch in recorded_channels:

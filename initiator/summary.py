@@ -101,5 +101,8 @@ def format_summary(document: Mapping[str, Any]) -> str:
         lines += [f"    {r['from']}->{r['to']}: {r.get('problem', 'failed')}" for r in failed]
     else:
         lines.append(f"  channels: OK ({len(results)} checked: recorded == sent - received)")
+    initiator_check: Mapping[str, Any] = verification.get("initiators", {})
+    if initiator_check.get("ok") is False:
+        lines.append(f"  initiators: FAILED: {initiator_check.get('problem', 'failed')}")
     lines.append(f"  verification: {'PASSED' if verification.get('ok') else 'FAILED'}")
     return "\n".join(lines)

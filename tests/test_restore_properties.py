@@ -179,7 +179,8 @@ def check_cut(
         assert node["balance"] == base[node_id] + came_in - went_out, f"{sid}: {node_id}"
     assert sum(n["balance"] for n in nodes.values()) + in_flight == total, f"{sid}: money"
     assert (
-        doc["verification"]["ok"] is True and verify_snapshot(total, nodes, doc["channels"])["ok"]
+        doc["verification"]["ok"] is True
+        and verify_snapshot(total, nodes, doc["channels"], initiators=doc["initiators"])["ok"]
     )
 
 

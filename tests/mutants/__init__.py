@@ -1,0 +1,1 @@
+"""Planted-bug cores and `make mutants` (python -m tests.mutants)."""
