@@ -143,6 +143,10 @@ class LocalCluster:
     def collector_address(self) -> str:
         return self.config.collector_address
 
+    def metrics_url(self, node_id: str) -> str:
+        """A node's Prometheus /metrics."""
+        return f"http://127.0.0.1:{self.metrics_ports[node_id]}/metrics"
+
     @property
     def http_url(self) -> str:
         """The collector's dashboard (and /metrics, /api/...)."""
@@ -215,6 +219,7 @@ class LocalCluster:
                 "--id", node_id,
                 "--data-dir", str(self.workdir / "data" / node_id),
                 "--listen-host", "127.0.0.1",
+                "--metrics-port", str(self.metrics_ports[node_id]),
             ],
         )  # fmt: skip
 

@@ -19,6 +19,7 @@ from structlog.contextvars import bind_contextvars, bound_contextvars
 from common.authz import NODE_POLICY, AuthorizingInterceptor, Policy
 from common.cli import ShutdownSignal
 from common.config import ClusterConfig, port_of
+from common.metrics import MetricsServer, NodeMetrics, instrument_node
 from common.timeutil import new_snapshot_id
 from common.tls import RefusalLog, TlsFiles, add_port
 from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
@@ -94,6 +95,7 @@ class NodeOptions:
     port: int | None = None  # None: the port of the node's own address; 0: any free port
     max_transfers: int | None = None
     db_synchronous: str = "FULL"
+    metrics_port: int | None = None  # /metrics (common/metrics.py); None: none, 0: any free port
 
 
 class NodeServer:
@@ -106,6 +108,8 @@ class NodeServer:
         self.options = options
         self.port = 0
         self.runtime: NodeRuntime | None = None
+        self.metrics: NodeMetrics | None = None
+        self.metrics_server: MetricsServer | None = None
         self._store: Store | None = None
         self._server: grpc.Server | None = None
         self._log = _log.bind(node_id=node_id)
@@ -123,6 +127,9 @@ class NodeServer:
         except BaseException:
             self._store.close()
             raise
+        if options.metrics_port is not None:  # before any thread uses the runtime
+            self.metrics = NodeMetrics(runtime.outgoing)
+            instrument_node(runtime, self._store, self.metrics)
         workers = 2 * len(runtime.incoming) + 8  # every incoming stream holds a thread
         servicer = NodeServicer(runtime, authenticate=options.tls is not None)
         self._server = grpc.server(
@@ -148,6 +155,18 @@ class NodeServer:
             self._close_store()
             raise PortUnavailable(f"cannot listen on {address}: {error}") from error
         self._server.start()
+        if self.metrics is not None:
+            try:
+                self.metrics_server = MetricsServer(
+                    self.metrics.registry, options.listen_host, options.metrics_port or 0
+                )
+            except OSError as error:
+                self._server.stop(0)
+                self._close_store()
+                raise PortUnavailable(
+                    f"cannot serve metrics on {options.listen_host}:{options.metrics_port}: "
+                    f"{error.strerror or error}"
+                ) from error
         for peer in runtime.outgoing:
             self._senders.append(
                 PeerSender(runtime, peer, config.node(peer).address, config.link_delay, options.tls)
@@ -166,6 +185,7 @@ class NodeServer:
         self._log.info(
             "node serving",
             listen=f"{options.listen_host}:{self.port}",
+            metrics=self.metrics_server.port if self.metrics_server else None,
             incoming=list(runtime.incoming),
             outgoing=list(runtime.outgoing),
             collector=config.collector_address,
@@ -181,6 +201,8 @@ class NodeServer:
             thread.stop()
         if self._server is not None:
             self._server.stop(grace).wait()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if self.runtime is not None:
             self.runtime.close()  # after this no thread touches the store
         for thread in threads:

@@ -176,3 +176,36 @@ def test_collector_metrics_move_while_the_workload_runs(cluster: LocalCluster) -
     assert after[reports] > before.get(reports, 0)
     count = ("cl_snapshot_duration_seconds_count", (("status", "complete"),))
     assert after[count] == after[complete]
+
+
+def test_node_metrics_move_and_count_reconnects(cluster: LocalCluster) -> None:
+    def total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+        return sum(v for (n, _), v in values.items() if n == name)
+
+    first = samples(cluster.metrics_url("n1"))
+    peers = {dict(labels)["peer"] for (name, labels) in first if name == "cl_node_unacked_frames"}
+    assert peers == {"n2", "n3"}
+    for name in ("cl_node_balance", "cl_node_channel_connected", "cl_node_active_snapshots"):
+        assert any(n == name for n, _ in first), name
+    reconnects = ("cl_node_reconnects_total", (("peer", "n2"),))
+    assert first[reconnects] == 0
+    deadline = time.monotonic() + 30
+    while True:  # the workload keeps sending and committing
+        later = samples(cluster.metrics_url("n1"))
+        if total(later, "cl_node_transfers_sent_total") > total(
+            first, "cl_node_transfers_sent_total"
+        ) and total(later, "cl_node_commit_seconds_count") > total(
+            first, "cl_node_commit_seconds_count"
+        ):
+            break
+        assert time.monotonic() < deadline, "node metrics did not move"
+        time.sleep(0.3)
+    assert total(later, "cl_node_transfers_received_total") > 0
+    # n2 restarts: n1's stream to it comes back, and that is a reconnect.
+    cluster.kill_node("n2")
+    cluster.start_node("n2")
+    cluster.wait_healthy()
+    deadline = time.monotonic() + 60
+    while samples(cluster.metrics_url("n1"))[reconnects] < 1:
+        assert time.monotonic() < deadline, "no reconnect counted"
+        time.sleep(0.3)
