@@ -26,12 +26,15 @@ import grpc
 
 from common.config import ClusterConfig
 from common.net import CHANNEL_OPTIONS, describe_rpc_error
+from common.tls import TlsFiles, open_channel
 from initiator.summary import EXIT_ERROR, EXIT_NO_INITIATOR, EXIT_USAGE, exit_code
 from node.ids import snapshot_id_problem
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 RPC_TIMEOUT = 5.0
+# Trailing metadata of Collector.ListSnapshots (collector/server.py).
+PRUNED_METADATA = "cl-pruned"
 
 ProgressCallback = Callable[[str, Sequence[str], Sequence[str], float], None]
 
@@ -73,29 +76,36 @@ class SnapshotOutcome:
 
 
 class Connections:
-    """One gRPC channel per address, made on first use and reused until `close`.
+    """One gRPC channel per peer, made on first use and reused until `close`.
 
-    The one place the initiator makes channels (credentials go here).
+    The one place the initiator makes channels. `tls`: the operator's
+    certificate (mutual TLS, what the CLI uses); None only for a cluster run
+    explicitly in plaintext. With TLS a channel accepts only the server whose
+    certificate names the peer it was made for.
     """
 
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.Channel] = {}
+    def __init__(self, tls: TlsFiles | None = None) -> None:
+        self.tls = tls
+        self._channels: dict[tuple[str, str, str], grpc.Channel] = {}
         self._lock = threading.Lock()
 
-    def channel(self, address: str) -> grpc.Channel:
+    def channel(
+        self, address: str, role: str = "collector", name: str = "collector"
+    ) -> grpc.Channel:
         with self._lock:
-            channel = self._channels.get(address)
+            key = (address, role, name)
+            channel = self._channels.get(key)
             if channel is None:
-                channel = self._channels[address] = grpc.insecure_channel(
-                    address, options=CHANNEL_OPTIONS
+                channel = self._channels[key] = open_channel(
+                    address, self.tls, role, name, CHANNEL_OPTIONS
                 )
             return channel
 
     def collector(self, address: str) -> pb_grpc.CollectorStub:
-        return pb_grpc.CollectorStub(self.channel(address))
+        return pb_grpc.CollectorStub(self.channel(address, "collector", "collector"))
 
-    def node(self, address: str) -> pb_grpc.NodeStub:
-        return pb_grpc.NodeStub(self.channel(address))
+    def node(self, address: str, node_id: str) -> pb_grpc.NodeStub:
+        return pb_grpc.NodeStub(self.channel(address, "node", node_id))
 
     def close(self) -> None:
         with self._lock:
@@ -104,9 +114,27 @@ class Connections:
             channel.close()
 
 
-# Shared by every call that is not given its own.
+# Shared by every call that is not given its own: one per TLS identity.
 CONNECTIONS = Connections()
-atexit.register(CONNECTIONS.close)
+_SHARED: dict[TlsFiles | None, Connections] = {None: CONNECTIONS}
+
+
+def connections_for(
+    tls: TlsFiles | None = None, connections: Connections | None = None
+) -> Connections:
+    """`connections` if given, else the process's shared ones for `tls`."""
+    if connections is not None:
+        return connections
+    shared = _SHARED.get(tls)
+    if shared is None:
+        shared = _SHARED[tls] = Connections(tls)
+    return shared
+
+
+@atexit.register
+def _close_shared() -> None:
+    for shared in _SHARED.values():
+        shared.close()
 
 
 def begin_snapshot(
@@ -114,8 +142,10 @@ def begin_snapshot(
     snapshot_id: str,
     initiators: Sequence[str],
     timeout: float = RPC_TIMEOUT,
-    connections: Connections = CONNECTIONS,
+    connections: Connections | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
+    connections = connections_for(tls, connections)
     _collector_call(
         collector_address,
         lambda stub: stub.BeginSnapshot(
@@ -132,8 +162,10 @@ def start_on_node(
     address: str,
     snapshot_id: str,
     timeout: float = RPC_TIMEOUT,
-    connections: Connections = CONNECTIONS,
+    connections: Connections | None = None,
+    tls: TlsFiles | None = None,
 ) -> StartResult:
+    connections = connections_for(tls, connections)
     (result,) = _start_all([(node_id, address)], snapshot_id, timeout, connections)
     return result
 
@@ -143,9 +175,11 @@ def start_on_nodes(
     node_ids: Sequence[str],
     snapshot_id: str,
     timeout: float = RPC_TIMEOUT,
-    connections: Connections = CONNECTIONS,
+    connections: Connections | None = None,
+    tls: TlsFiles | None = None,
 ) -> list[StartResult]:
     """Node.StartSnapshot at every node at once (same id); one result per node, in order."""
+    connections = connections_for(tls, connections)
     targets = [(node_id, config.node(node_id).address) for node_id in node_ids]
     return _start_all(targets, snapshot_id, timeout, connections)
 
@@ -158,7 +192,11 @@ def _start_all(
 ) -> list[StartResult]:
     request = pb.StartSnapshotRequest(snapshot_id=snapshot_id)
     calls = [
-        (node_id, address, connections.node(address).StartSnapshot.future(request, timeout=timeout))
+        (
+            node_id,
+            address,
+            connections.node(address, node_id).StartSnapshot.future(request, timeout=timeout),
+        )
         for node_id, address in targets
     ]
     results = []
@@ -179,7 +217,8 @@ def wait_snapshot(
     snapshot_id: str,
     timeout: float | None = None,
     on_progress: ProgressCallback | None = None,
-    connections: Connections = CONNECTIONS,
+    connections: Connections | None = None,
+    tls: TlsFiles | None = None,
     stream: Any = None,
 ) -> dict[str, Any]:
     """Block until the collector finishes `snapshot_id`; returns its JSON document.
@@ -188,6 +227,7 @@ def wait_snapshot(
     A broken stream (collector restarting) is reopened until `timeout` runs out.
     `stream`: a WaitSnapshot call already opened (see `open_wait`).
     """
+    connections = connections_for(tls, connections)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     last_error = ""
@@ -227,16 +267,18 @@ def open_wait(
     collector_address: str,
     snapshot_id: str,
     timeout: float | None,
-    connections: Connections = CONNECTIONS,
+    connections: Connections | None = None,
+    tls: TlsFiles | None = None,
 ) -> Any:
     """Open the WaitSnapshot stream now (it is read later by `wait_snapshot`)."""
+    connections = connections_for(tls, connections)
     return connections.collector(collector_address).WaitSnapshot(
         pb.WaitSnapshotRequest(snapshot_id=snapshot_id), timeout=timeout, wait_for_ready=True
     )
 
 
 def _collector_call(
-    collector_address: str, call: Callable[[Any], Any], connections: Connections = CONNECTIONS
+    collector_address: str, call: Callable[[Any], Any], connections: Connections
 ) -> Any:
     """Run `call(stub)` against the collector; errors become one InitiatorError."""
     try:
@@ -247,8 +289,15 @@ def _collector_call(
         ) from error
 
 
-def get_snapshot(collector_address: str, snapshot_id: str) -> dict[str, Any]:
+def get_snapshot(
+    collector_address: str,
+    snapshot_id: str,
+    connections: Connections | None = None,
+    *,
+    tls: TlsFiles | None = None,
+) -> dict[str, Any]:
     """The stored document of a finished snapshot (`latest` for the newest one)."""
+    connections = connections_for(tls, connections)
     if snapshot_id != "latest":
         validated_id(snapshot_id)
     reply = _collector_call(
@@ -256,6 +305,7 @@ def get_snapshot(collector_address: str, snapshot_id: str) -> dict[str, Any]:
         lambda stub: stub.GetSnapshot(
             pb.GetSnapshotRequest(snapshot_id=snapshot_id), timeout=RPC_TIMEOUT
         ),
+        connections,
     )
     if not reply.json:
         raise InitiatorError(f"snapshot {reply.snapshot_id} is still {reply.status}")
@@ -263,13 +313,27 @@ def get_snapshot(collector_address: str, snapshot_id: str) -> dict[str, Any]:
     return document
 
 
-def list_snapshots(collector_address: str) -> list[tuple[str, str]]:
+def list_snapshots(
+    collector_address: str, connections: Connections | None = None, *, tls: TlsFiles | None = None
+) -> list[tuple[str, str]]:
     """(snapshot id, status) of every snapshot the collector knows, oldest first."""
-    reply = _collector_call(
+    return list_snapshots_and_pruned(collector_address, connections, tls=tls)[0]
+
+
+def list_snapshots_and_pruned(
+    collector_address: str, connections: Connections | None = None, *, tls: TlsFiles | None = None
+) -> tuple[list[tuple[str, str]], int]:
+    """`list_snapshots`, and how many older snapshot files the collector's retention deleted."""
+    connections = connections_for(tls, connections)
+    reply, call = _collector_call(
         collector_address,
-        lambda stub: stub.ListSnapshots(pb.ListSnapshotsRequest(), timeout=RPC_TIMEOUT),
+        lambda stub: stub.ListSnapshots.with_call(pb.ListSnapshotsRequest(), timeout=RPC_TIMEOUT),
+        connections,
     )
-    return [(item.snapshot_id, item.status) for item in reply.snapshots]
+    trailing = dict(call.trailing_metadata() or ())
+    raw = trailing.get(PRUNED_METADATA, "0")
+    pruned = int(raw) if isinstance(raw, str) and raw.isdigit() else 0
+    return [(item.snapshot_id, item.status) for item in reply.snapshots], pruned
 
 
 def take_snapshot(
@@ -282,9 +346,11 @@ def take_snapshot(
     timeout: float | None = None,
     on_progress: ProgressCallback | None = None,
     on_start_error: Callable[[StartResult], None] | None = None,
-    connections: Connections = CONNECTIONS,
+    connections: Connections | None = None,
+    tls: TlsFiles | None = None,
 ) -> SnapshotOutcome:
     """Begin, start at `node_ids`, and (unless `wait` is false) wait for the result."""
+    connections = connections_for(tls, connections)
     validated_id(snapshot_id)
     for node_id in node_ids:
         config.node(node_id)  # ConfigError names an unknown node

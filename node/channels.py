@@ -46,6 +46,7 @@ import grpc
 import grpc.aio
 import structlog
 
+from common.tls import RefusalLog, peer_identity, refusal
 from node.committer import GroupCommitter
 from node.runtime import (
     BadFrame,
@@ -73,6 +74,15 @@ SENDER_METADATA = "cl-sender"
 # stops reading (HTTP/2 flow control then slows the sender down).
 MAX_PENDING_PER_STREAM = 4096
 
+# What a rejected sender is told: enough to know what went wrong, nothing an
+# attacker could use (no expected sequence number); the node's log has the detail.
+PUBLIC_REASONS = {
+    UnknownSender: "no channel from this sender to this node",
+    WrongReceiver: "frame addressed to another node",
+    SequenceGap: "gap in sequence numbers",
+    BadFrame: "malformed frame or protocol violation",
+}
+
 REJECTION_CODES = {
     UnknownSender: grpc.StatusCode.PERMISSION_DENIED,
     WrongReceiver: grpc.StatusCode.INVALID_ARGUMENT,
@@ -83,6 +93,10 @@ REJECTION_CODES = {
 
 def rejection_code(error: FrameRejected) -> grpc.StatusCode:
     return REJECTION_CODES.get(type(error), grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def public_reason(error: FrameRejected) -> str:
+    return PUBLIC_REASONS.get(type(error), "frame rejected")
 
 
 class Backoff:
@@ -310,17 +324,34 @@ class ChannelService:
         committer: GroupCommitter,
         limits: StreamLimits | None = None,
         identity_of: Callable[[grpc.aio.ServicerContext], str | None] = metadata_identity,
+        *,
+        authenticate: bool = False,
+        refusals: RefusalLog | None = None,
     ) -> None:
+        """`authenticate` (mutual TLS): a stream is accepted only from a node's
+        certificate, and carries frames of that node only: a certificate for
+        n2 can neither open the channel of n3 nor slip in a frame "from" n3."""
         self.runtime = runtime
         self.committer = committer
         self.registry = StreamRegistry(limits or StreamLimits())
         self.identity_of = identity_of
+        self.authenticate = authenticate
         self._log = log.bind(node_id=runtime.node_id)
+        self.refusals = refusals or RefusalLog(self._log)
 
     async def serve(self, context: grpc.aio.ServicerContext) -> None:
         """The Node.Channel handler (reads with context.read, acks with context.write)."""
         runtime = self.runtime
         peer = self.identity_of(context)
+        if self.authenticate:
+            who = peer_identity(context)
+            claimed = peer
+            peer = peer if peer is not None else (who.name if who is not None else None)
+            refused = refusal(who, {"node"}, peer)
+            if refused is not None:
+                code, message = refused
+                self.refusals.refused(who, "Channel", code, message, claimed=claimed)
+                await context.abort(code, message)
         if peer is not None and peer not in runtime.incoming:
             await self._reject(
                 context, UnknownSender(f"{peer!r} has no channel to {runtime.node_id}"), peer
@@ -416,4 +447,4 @@ class ChannelService:
     ) -> None:
         code = rejection_code(error)
         self._log.warning("frame rejected", peer=peer, code=code.name, reason=str(error))
-        await context.abort(code, str(error))
+        await context.abort(code, public_reason(error))

@@ -40,8 +40,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
+from common.authz import NODE_POLICY, AioAuthorizingInterceptor, Policy
 from common.config import ClusterConfig, port_of
+from common.metrics import MetricsServer, NodeMetrics, instrument_node
 from common.timeutil import new_snapshot_id
+from common.tls import RefusalLog, TlsFiles
 from node.channels import ChannelService, PeerSender, StreamLimits
 from node.committer import GroupCommitter
 from node.core import InvalidSnapshotId, validate_snapshot_id
@@ -65,6 +68,11 @@ T = TypeVar("T")
 
 
 class NodeServicer(pb_grpc.NodeServicer):
+    """With mutual TLS, who may call which method is decided by the interceptor
+    (common/authz.py: StartSnapshot only operators, GetStatus operators and the
+    collector, ...); a Channel stream is checked in ChannelService too: only
+    from the certificate of the sender it claims."""
+
     def __init__(self, node: RunningNode) -> None:
         self.node = node
         self._log = _log.bind(node_id=node.node_id)
@@ -108,14 +116,14 @@ class NodeServicer(pb_grpc.NodeServicer):
 @dataclass(frozen=True)
 class NodeOptions:
     data_dir: Path
-    listen_host: str = "0.0.0.0"
+    listen_host: str = "127.0.0.1"
+    # Mutual TLS with these files; None: plaintext, nobody checked (explicit --plaintext).
+    tls: TlsFiles | None = None
     port: int | None = None  # None: the port of the node's own address; 0: any free port
     max_transfers: int | None = None
     db_synchronous: str = "FULL"
+    metrics_port: int | None = None  # /metrics (common/metrics.py); None: none, 0: any free port
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
-    # mTLS: both None means plaintext.
-    server_credentials: grpc.ServerCredentials | None = None
-    channel_credentials: grpc.ChannelCredentials | None = None
 
 
 class RunningNode:
@@ -139,12 +147,15 @@ class RunningNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._committer_task: asyncio.Task[None] | None = None
         self._client_channels: list[grpc.aio.Channel] = []
+        self.metrics: NodeMetrics | None = None
+        self.metrics_server: MetricsServer | None = None
         self._log = _log.bind(node_id=node_id)
+        self.refusals = RefusalLog(self._log)
 
     def channel_to(self, role: str, name: str, address: str) -> grpc.aio.Channel:
         """The one place the node makes a client channel (`role` "node" or
         "collector", `name` its id): credentials and TLS target name go here."""
-        channel = open_channel(address, self.options.channel_credentials)
+        channel = open_channel(address, self.options.tls, role, name)
         self._client_channels.append(channel)
         return channel
 
@@ -158,21 +169,53 @@ class RunningNode:
         except BaseException:
             self._close_store()
             raise
+        if options.metrics_port is not None:  # before anything uses the runtime
+            self.metrics = NodeMetrics(runtime.outgoing)
+            instrument_node(runtime, store, self.metrics)
         self.committer = committer = GroupCommitter(runtime, self._on_published)
-        self.channels = ChannelService(runtime, committer, options.stream_limits)
-        self._server = server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.channels = ChannelService(
+            runtime,
+            committer,
+            options.stream_limits,
+            authenticate=options.tls is not None,
+            refusals=self.refusals,
+        )
+        self._server = server = grpc.aio.server(
+            # Mutual TLS: who may call what (common/authz.py).
+            interceptors=(
+                [AioAuthorizingInterceptor(Policy(NODE_POLICY), self.refusals)]
+                if options.tls is not None
+                else []
+            ),
+            options=SERVER_OPTIONS,
+        )
         pb_grpc.add_NodeServicer_to_server(NodeServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         own_port = port_of(config.node(self.node_id).address)
         port = own_port if options.port is None else options.port
         address = f"{options.listen_host}:{port}"
         try:
-            self.port = add_port(server, address, options.server_credentials)
+            self.port = add_port(server, address, options.tls)
         except PortUnavailable:
             self._close_store()
             raise
         self._committer_task = asyncio.create_task(committer.run(), name="committer")
         await server.start()
+        if self.metrics is not None:
+            try:
+                self.metrics_server = MetricsServer(
+                    self.metrics.registry, options.listen_host, options.metrics_port or 0
+                )
+            except OSError as error:
+                await server.stop(0)
+                self.committer.close()
+                await self._committer_task
+                self.committer.shutdown_writer()
+                self._close_store()
+                raise PortUnavailable(
+                    f"cannot serve metrics on {options.listen_host}:{options.metrics_port}: "
+                    f"{error.strerror or error}"
+                ) from error
         for peer in runtime.outgoing:
             channel = self.channel_to("node", peer, config.node(peer).address)
             self.senders[peer] = PeerSender(runtime, peer, channel, config.link_delay)
@@ -196,9 +239,11 @@ class RunningNode:
         self._log.info(
             "node serving",
             listen=f"{options.listen_host}:{self.port}",
+            metrics=self.metrics_server.port if self.metrics_server else None,
             incoming=list(runtime.incoming),
             outgoing=list(runtime.outgoing),
             collector=config.collector_address,
+            mutual_tls=options.tls is not None,
         )
         return self.port
 
@@ -223,6 +268,8 @@ class RunningNode:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.stop(grace), grace + 2.0)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         stuck = False
         if self.committer is not None and self._committer_task is not None:
             self.committer.close()
@@ -278,6 +325,14 @@ class NodeServer:
     @property
     def workload(self) -> Workload | None:
         return self.node.workload
+
+    @property
+    def metrics_server(self) -> MetricsServer | None:
+        return self.node.metrics_server
+
+    @property
+    def metrics(self) -> NodeMetrics | None:
+        return self.node.metrics
 
     def start(self) -> int:
         self._thread.start()

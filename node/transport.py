@@ -1,8 +1,9 @@
 """Where the node meets gRPC: the one place a server adds its port and the one
-place a client makes a channel, both taking optional credentials (mTLS).
+place a client makes a channel, both taking the node's TLS files (mutual TLS,
+common/tls.py; None means plaintext, chosen explicitly with --plaintext).
 
-Until credentials are passed, both are plaintext. Limits live here too, so
-that every server and channel of a node gets the same ones.
+Limits live here too, so that every server and channel of a node gets the
+same ones.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Sequence
 import grpc
 import grpc.aio
 
+from common import tls as tls_module
 from common.net import NO_PROXY
+from common.tls import TlsFiles
 
 KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 5_000
@@ -58,15 +61,10 @@ class PortUnavailable(OSError):
     """The gRPC server could not bind its listen address."""
 
 
-def add_port(
-    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None
-) -> int:
-    """Listen on `address` (mTLS when `credentials` are given); the bound port."""
+def add_port(server: grpc.aio.Server, address: str, tls: TlsFiles | None = None) -> int:
+    """Listen on `address` (mutual TLS when `tls` is given); the bound port."""
     try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
+        port = tls_module.add_port(server, address, tls)
     except RuntimeError as error:
         raise PortUnavailable(f"cannot listen on {address}: {error}") from error
     if port == 0:
@@ -76,15 +74,16 @@ def add_port(
 
 def open_channel(
     address: str,
-    credentials: grpc.ChannelCredentials | None = None,
+    tls: TlsFiles | None = None,
+    role: str = "node",
+    name: str = "",
     options: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.aio.Channel:
-    """A channel to a peer or the collector (mTLS when `credentials` are given).
+    """A channel to `role` `name` (a peer node or the collector) at `address`;
+    with TLS it accepts only the server whose certificate names it.
 
-    `options` adds to (and overrides) CLIENT_OPTIONS, e.g. the TLS target name.
+    `options` adds to (and overrides) CLIENT_OPTIONS.
     """
     merged = dict(CLIENT_OPTIONS)
     merged.update(dict(options))
-    if credentials is None:
-        return grpc.aio.insecure_channel(address, options=list(merged.items()))
-    return grpc.aio.secure_channel(address, credentials, options=list(merged.items()))
+    return tls_module.open_aio_channel(address, tls, role, name, list(merged.items()))

@@ -12,8 +12,9 @@ from node.testing import NodeProcess, get_status, write_cluster
 
 
 def run_node(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # These tests are about the CLI, not TLS (tests/test_security.py is): plaintext.
     return subprocess.run(
-        [sys.executable, "-m", "node", "--log-format", "json", *args],
+        [sys.executable, "-m", "node", "--log-format", "json", "--plaintext", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -82,3 +83,29 @@ def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path):
         .splitlines()[-1]
         .startswith(f"cl-node: cannot listen on 127.0.0.1:{ports['a']}")
     )
+
+
+def test_bad_metrics_port_is_one_error_and_exit_2(tmp_path: Path):
+    write_cluster(tmp_path / "c.yaml", {"a": 1, "b": 1})
+    result = run_node(
+        "--cluster", str(tmp_path / "c.yaml"), "--id", "a", "--data-dir", str(tmp_path / "a"),
+        env={"PATH": "/usr/bin:/bin", "CL_METRICS_PORT": "ninety"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "'ninety' is not a port number or 'off' (CL_METRICS_PORT)" in result.stderr
+    assert not (tmp_path / "a").exists()  # nothing was created
+
+
+def test_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path):
+    write_cluster(tmp_path / "c.yaml", {"a": 1, "b": 1})
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_node(
+            "--cluster", str(tmp_path / "c.yaml"), "--id", "a", "--listen-host", "127.0.0.1",
+            "--data-dir", str(tmp_path / "a"), "--metrics-port", str(port),
+        )  # fmt: skip
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cl-node: cannot serve metrics on 127.0.0.1:{port}"), result.stderr

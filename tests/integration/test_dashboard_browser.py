@@ -78,7 +78,12 @@ def test_history_shows_a_new_snapshot_and_its_page_draws_the_cut(
 
     snapshot_id = f"browser-{int(time.time())}"
     outcome = take_snapshot(
-        cluster.config, cluster.collector_address, ["n1"], snapshot_id, timeout=60
+        cluster.config,
+        cluster.collector_address,
+        ["n1"],
+        snapshot_id,
+        timeout=60,
+        tls=cluster.operator_tls,
     )
     assert outcome.document is not None and outcome.document["status"] == "complete"
     document = outcome.document
@@ -87,7 +92,7 @@ def test_history_shows_a_new_snapshot_and_its_page_draws_the_cut(
     assert browser.evaluate("document.querySelector('[data-count=complete] .n').textContent") == "1"
     for _ in range(2):  # more history for the picture
         take_snapshot(cluster.config, cluster.collector_address, ["n2"],
-                      f"{snapshot_id}-{_ + 2}", timeout=60)  # fmt: skip
+                      f"{snapshot_id}-{_ + 2}", timeout=60, tls=cluster.operator_tls)  # fmt: skip
     browser.wait_for("document.querySelectorAll('#history-table tr[data-snapshot]').length === 3")
     browser.wait_for("document.querySelector('#durations td[data-stat=p95]') !== null")
     assert_not_blank(browser.screenshot(out / "dashboard.png"))
@@ -158,9 +163,49 @@ def test_collector_metrics_move_while_the_workload_runs(cluster: LocalCluster) -
     before = samples(cluster.http_url + "/metrics")
     complete = ("cl_snapshots_total", (("status", "complete"),))
     reports = ("cl_collector_reports_received_total", (("outcome", "accepted"),))
-    take_snapshot(cluster.config, cluster.collector_address, ["n3"], "metrics-1", timeout=60)
+    take_snapshot(
+        cluster.config,
+        cluster.collector_address,
+        ["n3"],
+        "metrics-1",
+        timeout=60,
+        tls=cluster.operator_tls,
+    )
     after = samples(cluster.http_url + "/metrics")
     assert after[complete] == before.get(complete, 0) + 1
     assert after[reports] > before.get(reports, 0)
     count = ("cl_snapshot_duration_seconds_count", (("status", "complete"),))
     assert after[count] == after[complete]
+
+
+def test_node_metrics_move_and_count_reconnects(cluster: LocalCluster) -> None:
+    def total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+        return sum(v for (n, _), v in values.items() if n == name)
+
+    first = samples(cluster.metrics_url("n1"))
+    peers = {dict(labels)["peer"] for (name, labels) in first if name == "cl_node_unacked_frames"}
+    assert peers == {"n2", "n3"}
+    for name in ("cl_node_balance", "cl_node_channel_connected", "cl_node_active_snapshots"):
+        assert any(n == name for n, _ in first), name
+    reconnects = ("cl_node_reconnects_total", (("peer", "n2"),))
+    assert first[reconnects] == 0
+    deadline = time.monotonic() + 30
+    while True:  # the workload keeps sending and committing
+        later = samples(cluster.metrics_url("n1"))
+        if total(later, "cl_node_transfers_sent_total") > total(
+            first, "cl_node_transfers_sent_total"
+        ) and total(later, "cl_node_commit_seconds_count") > total(
+            first, "cl_node_commit_seconds_count"
+        ):
+            break
+        assert time.monotonic() < deadline, "node metrics did not move"
+        time.sleep(0.3)
+    assert total(later, "cl_node_transfers_received_total") > 0
+    # n2 restarts: n1's stream to it comes back, and that is a reconnect.
+    cluster.kill_node("n2")
+    cluster.start_node("n2")
+    cluster.wait_healthy()
+    deadline = time.monotonic() + 60
+    while samples(cluster.metrics_url("n1"))[reconnects] < 1:
+        assert time.monotonic() < deadline, "no reconnect counted"
+        time.sleep(0.3)
