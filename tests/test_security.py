@@ -269,8 +269,14 @@ def test_disk_fill_by_begins_is_rate_limited_and_files_bounded(cluster: LocalClu
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     # At most the burst (20), then 5 per second; earlier tests spent some of the burst.
     assert 1 <= accepted <= 20 + 5 * elapsed + 1
-    pending = cluster.snapshot_dir / ".pending"
-    assert len([p for p in pending.iterdir() if p.name.startswith("fill-")]) == accepted
+    log = cluster.snapshot_dir / ".pending" / "log.jsonl"  # the collector's pending log
+
+    def pending_fills() -> set[str]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        begins = [json.loads(line).get("begin") for line in lines if line.strip()]
+        return {b["snapshot_id"] for b in begins if b and b["snapshot_id"].startswith("fill-")}
+
+    assert len(pending_fills()) == accepted
 
     # Nobody started them: they abort after 3 s, and retention keeps the newest KEEP files.
     def stored() -> list[str]:
@@ -281,7 +287,7 @@ def test_disk_fill_by_begins_is_rate_limited_and_files_bounded(cluster: LocalClu
         ]
 
     deadline = time.monotonic() + 30
-    while any(p.name.startswith("fill-") for p in pending.iterdir()) or len(stored()) > KEEP:
+    while pending_fills() or len(stored()) > KEEP:
         assert time.monotonic() < deadline, (elapsed, accepted, sorted(stored()))
         time.sleep(0.2)
     assert len(stored()) == KEEP, (elapsed, accepted)
