@@ -138,7 +138,7 @@ def test_report_for_a_snapshot_nobody_began_is_refused(running: Running) -> None
     with pytest.raises(grpc.RpcError) as caught:
         running.stub.ReportLocalSnapshot(n1, timeout=5)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "never begun" in (caught.value.details() or "")
+    assert "not begun" in (caught.value.details() or "")
     assert running.server.service.assembly.progress("never") is None
     assert not (running.directory / ".pending" / "log.jsonl").exists()
     assert not (running.directory / "never.json").exists()
