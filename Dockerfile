@@ -44,13 +44,14 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     CL_PORT=50051
-# /data and /snapshots exist here so that named volumes mounted on them start
-# out owned by the non-root user.
+# /data, /snapshots and the certificate directories exist here so that named
+# volumes mounted on them start out owned by the non-root user.
 RUN groupadd --system --gid 10001 cl \
     && useradd --system --uid 10001 --gid cl --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin cl \
-    && mkdir -p /data /snapshots \
-    && chown cl:cl /data /snapshots
+    && mkdir -p /data /snapshots /var/lib/chandy-lamport/certs /var/lib/chandy-lamport/ca \
+    && chown cl:cl /data /snapshots /var/lib/chandy-lamport/certs /var/lib/chandy-lamport/ca \
+    && chmod 0700 /var/lib/chandy-lamport/ca
 COPY --from=builder /opt/venv /opt/venv
 USER cl
 WORKDIR /data

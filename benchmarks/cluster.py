@@ -77,7 +77,12 @@ def snapshot(cluster: LocalCluster, snapshot_id: str) -> tuple[float, dict[str, 
     """(seconds the initiator waited, the verified document)."""
     start = time.monotonic()
     outcome = take_snapshot(
-        cluster.config, cluster.collector_address, ["n1"], snapshot_id, timeout=60
+        cluster.config,
+        cluster.collector_address,
+        ["n1"],
+        snapshot_id,
+        timeout=60,
+        tls=cluster.operator_tls,
     )
     seconds = time.monotonic() - start
     document = outcome.document

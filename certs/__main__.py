@@ -5,13 +5,15 @@
     cl-certs init   --import-cert CA.pem --import-key CA-key.pem [--dir DIR]   (your own CA)
     cl-certs issue  --role node|collector|operator --name NAME [--dir DIR] [--days N]
     cl-certs list   [--dir DIR]
+    cl-certs install --dir DIR < BUNDLE      (what `cl-deploy up` runs on each host)
+    cl-certs export --dir DIR IDENTITY...    (a bundle on stdout, for `install` elsewhere)
 
 `ensure` is what `make demo`, the compose `certs` service and `cl-deploy up`
 run: it creates the CA if there is none and every certificate the cluster
 file needs that is missing, expiring within 30 days, or not from this CA;
 running it again changes nothing. `issue` always writes a new key and
-certificate (rotation). DIR defaults to `certs/` next to the cluster file
-for `ensure`, else `certs` (env CL_CERTS_DIR). Exit status 2 on an error,
+certificate (rotation). DIR defaults to `tls/` next to the cluster file
+for `ensure`, else `tls` (env CL_CERTS_DIR). Exit status 2 on an error,
 with one line naming the file and the problem. Keys are never printed.
 """
 
@@ -26,13 +28,20 @@ from pathlib import Path
 
 from certs import authority
 from certs.identity import Identity, IdentityError
-from certs.store import CertDir, CertStoreError, cluster_identities
+from certs.store import (
+    CertDir,
+    CertStoreError,
+    bundle,
+    cluster_identities,
+    identity_from_directory,
+    install_bundle,
+)
 from common.config import ConfigError, load_cluster
 
 
 def default_certs_dir(cluster_file: str | os.PathLike[str]) -> Path:
-    """Where a cluster's certificates live unless told: `certs/` next to its file."""
-    return Path(cluster_file).resolve().parent / "certs"
+    """Where a cluster's certificates live unless told: `tls/` next to its file."""
+    return Path(cluster_file).resolve().parent / "tls"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CL_CLUSTER_FILE", "cluster.yaml"),
         help="cluster YAML (env CL_CLUSTER_FILE)",
     )
-    dirs(ensure, "env CL_CERTS_DIR; default certs/ next to the cluster file")
+    dirs(ensure, "env CL_CERTS_DIR; default tls/ next to the cluster file")
     ensure.add_argument(
         "--operator",
         action="append",
@@ -62,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ensure.add_argument("--quiet", action="store_true", help="print only what changed")
 
     init = sub.add_parser("init", help="create a new CA, or import your own")
-    dirs(init, "env CL_CERTS_DIR; default certs")
+    dirs(init, "env CL_CERTS_DIR; default tls")
     init.add_argument("--days", type=int, default=authority.CA_DAYS)
     init.add_argument("--name", default="chandy-lamport cluster CA", help="CA common name")
     init.add_argument(
@@ -71,14 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--import-key", type=Path, help="your CA's private key (unencrypted PEM)")
 
     issue = sub.add_parser("issue", help="issue (or reissue) one certificate")
-    dirs(issue, "env CL_CERTS_DIR; default certs")
+    dirs(issue, "env CL_CERTS_DIR; default tls")
     issue.add_argument("--role", required=True, choices=("node", "collector", "operator"))
     issue.add_argument("--name", help="node id or operator name (the collector's is collector)")
     issue.add_argument("--days", type=int, default=authority.LEAF_DAYS)
     issue.add_argument("--dns", action="append", default=[], help="extra DNS SAN (repeatable)")
 
     listing = sub.add_parser("list", help="show every certificate and its expiry")
-    dirs(listing, "env CL_CERTS_DIR; default certs")
+    dirs(listing, "env CL_CERTS_DIR; default tls")
+
+    install = sub.add_parser("install", help="install a certificate bundle read from stdin")
+    dirs(install, "env CL_CERTS_DIR; default tls")
+
+    export = sub.add_parser(
+        "export", help="write identity directories (never the CA key) as a bundle to stdout"
+    )
+    dirs(export, "env CL_CERTS_DIR; default tls")
+    export.add_argument(
+        "identities", nargs="+", metavar="IDENTITY", help="e.g. operator-admin, node-n1, collector"
+    )
     return parser
 
 
@@ -102,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             if not (args.quiet and action.what == "kept"):
                 print(action)
         return 0
-    store = _cert_dir(args, Path("certs"))
+    store = _cert_dir(args, Path("tls"))
     if args.command == "init":
         if (args.import_cert is None) != (args.import_key is None):
             raise CertStoreError("--import-cert and --import-key go together")
@@ -117,6 +137,16 @@ def run(args: argparse.Namespace) -> int:
             raise CertStoreError(f"--name is required for a {args.role} certificate")
         identity = Identity(args.role, name)
         print(store.issue(identity, now, days=args.days, extra_dns=tuple(args.dns), why="issued"))
+        return 0
+    if args.command == "export":
+        if sys.stdout.isatty():
+            raise CertStoreError("export writes private keys: pipe it into `cl-certs install`")
+        wanted = [identity_from_directory(name) for name in args.identities]
+        sys.stdout.buffer.write(bundle(store, wanted))
+        return 0
+    if args.command == "install":
+        installed = install_bundle(store.root, sys.stdin.buffer.read())
+        print(f"installed {', '.join(installed)} into {store.root}")
         return 0
     for row in store.listing(now):
         print("  ".join(row))

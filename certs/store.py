@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -165,7 +168,8 @@ class CertDir:
                 "(every certificate it issued stops working)"
             )
         self.ca_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.ca_dir, 0o700)
+        with contextlib.suppress(PermissionError):  # a mount point we do not own
+            os.chmod(self.ca_dir, 0o700)
         ca = authority.make_ca(now, name=name, days=days)
         write_private(self.ca_key_path, key_pem(ca.key))
         write_public(self.ca_cert_path, cert_pem(ca.cert))
@@ -182,7 +186,8 @@ class CertDir:
         except AuthorityError as error:
             raise CertStoreError(f"{cert_path}: {error}") from error
         self.ca_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.ca_dir, 0o700)
+        with contextlib.suppress(PermissionError):  # a mount point we do not own
+            os.chmod(self.ca_dir, 0o700)
         write_private(self.ca_key_path, key_pem(key))  # type: ignore[arg-type]
         write_public(self.ca_cert_path, b"".join(cert_pem(cert) for cert in certs))
         return Action(None, self.ca_cert_path, "imported")
@@ -211,7 +216,7 @@ class CertDir:
         write_public(directory / CA_CERT, self.ca_cert_path.read_bytes())
         return Action(identity, directory, why)
 
-    def problem(self, identity: Identity, ca: Issued, now: dt.datetime) -> str | None:
+    def problem(self, identity: Identity, ca: x509.Certificate, now: dt.datetime) -> str | None:
         """Why `identity`'s files must be (re)issued, or None when they are fine."""
         directory = self.identity_dir(identity)
         for name in (CERT, KEY, CA_CERT):
@@ -226,7 +231,7 @@ class CertDir:
             return "the key does not belong to the certificate"
         if (directory / CA_CERT).read_bytes() != self.ca_cert_path.read_bytes():
             return "its ca.crt is not this CA"
-        return authority.problems_with(cert, ca.cert, identity, now)
+        return authority.problems_with(cert, ca, identity, now)
 
     def ensure(
         self,
@@ -238,17 +243,35 @@ class CertDir:
         """Create the CA if there is none and every missing, expiring or foreign
         certificate; keep what is fine. Running it twice changes nothing."""
         actions: list[Action] = []
+        identities = list(identities)
         if not self.has_ca():
+            issued_elsewhere = [i for i in identities if (self.identity_dir(i) / CA_CERT).exists()]
+            if issued_elsewhere:
+                # e.g. a host that `cl-deploy up` gave certificates from the operator's CA:
+                # a new CA here would replace them all and split the cluster.
+                raise CertStoreError(
+                    f"{self.identity_dir(issued_elsewhere[0])}: certificates from a CA that is "
+                    f"not in {self.ca_dir}; refusing to create a new CA over them "
+                    "(run cl-certs where the CA is, or delete the directory to start over)"
+                )
             actions.append(self.init_ca(now, ca_name, authority.CA_DAYS))
-        ca = self.load_ca(now)
+        ca_certs = read_certs(self.ca_cert_path)
+        ca: Issued | None = None
         for identity in identities:
-            problem = self.problem(identity, ca, now)
+            problem = self.problem(identity, ca_certs[0], now)
             directory = self.identity_dir(identity)
             if problem is None:
                 actions.append(Action(identity, directory, "kept"))
-            else:
-                why = "created" if problem == "missing" else f"reissued: {problem}"
-                actions.append(self.issue(identity, now, days=days, ca=ca, why=why))
+                continue
+            if ca is None:
+                if not self.ca_key_path.exists():
+                    raise CertStoreError(
+                        f"{directory}: {problem}, and the CA key is not here "
+                        f"({self.ca_key_path}): run cl-certs where the CA key is"
+                    )
+                ca = self.load_ca(now)
+            why = "created" if problem == "missing" else f"reissued: {problem}"
+            actions.append(self.issue(identity, now, days=days, ca=ca, why=why))
         return actions
 
     def listing(self, now: dt.datetime) -> list[tuple[str, str, str]]:
@@ -263,6 +286,73 @@ class CertDir:
                 (directory.name, str(who or "no identity"), f"{state} until {expiry:%Y-%m-%d}")
             )
         return rows
+
+
+BUNDLE_VERSION = 1
+_BUNDLE_DIR = re.compile(r"^(collector|(node|operator)-[A-Za-z][A-Za-z0-9_-]{0,31})$")
+_BUNDLE_FILES = (CA_CERT, CERT, KEY)
+
+
+def identity_from_directory(name: str) -> Identity:
+    """The identity of a directory name (`node-n1`, `collector`, `operator-admin`)."""
+    if name == "collector":
+        return collector()
+    role, sep, rest = name.partition("-")
+    if not sep or role not in ("node", "operator"):
+        raise CertStoreError(
+            f"{name!r} is not an identity directory (node-ID, operator-NAME, collector)"
+        )
+    return Identity(role, rest)
+
+
+def bundle(store: CertDir, identities: Iterable[Identity]) -> bytes:
+    """The identity directories of `identities` (never the CA key) as one JSON document,
+    for `cl-deploy up` to install on a host (`install_bundle`)."""
+    files: dict[str, str] = {}
+    for identity in identities:
+        directory = store.identity_dir(identity)
+        for name in _BUNDLE_FILES:
+            path = directory / name
+            try:
+                files[f"{identity.directory}/{name}"] = path.read_text(encoding="ascii")
+            except OSError as error:
+                raise CertStoreError(f"{path}: cannot read: {error.strerror}") from error
+    return json.dumps({"schema_version": BUNDLE_VERSION, "files": files}).encode()
+
+
+def install_bundle(root: Path, data: bytes) -> list[str]:
+    """Install a `bundle` into `root`: exactly its identity directories stay there
+    (others are removed: a host keeps only the keys of what it runs). Returns them."""
+    try:
+        document = json.loads(data)
+        files = document["files"]
+        if document.get("schema_version") != BUNDLE_VERSION or not isinstance(files, dict):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CertStoreError("not a certificate bundle (from cl-deploy)") from None
+    wanted: dict[str, dict[str, str]] = {}
+    for path, text in files.items():
+        directory, _, name = str(path).partition("/")
+        if not _BUNDLE_DIR.fullmatch(directory) or name not in _BUNDLE_FILES:
+            raise CertStoreError(f"certificate bundle: unexpected file {path!r}")
+        if not isinstance(text, str):
+            raise CertStoreError(f"certificate bundle: {path} is not text")
+        wanted.setdefault(directory, {})[name] = text
+    for directory, content in sorted(wanted.items()):
+        missing = [n for n in _BUNDLE_FILES if n not in content]
+        if missing:
+            raise CertStoreError(f"certificate bundle: {directory}/{missing[0]} missing")
+    root.mkdir(parents=True, exist_ok=True)
+    for directory, content in sorted(wanted.items()):
+        target = root / directory
+        write_private(target / KEY, content[KEY].encode())
+        write_public(target / CERT, content[CERT].encode())
+        write_public(target / CA_CERT, content[CA_CERT].encode())
+    for stale in root.iterdir():
+        if stale.is_dir() and _BUNDLE_DIR.fullmatch(stale.name) and stale.name not in wanted:
+            shutil.rmtree(stale)
+    fsync_dir(root)
+    return sorted(wanted)
 
 
 def cluster_identities(node_ids: Sequence[str], operators: Sequence[str] = ()) -> list[Identity]:

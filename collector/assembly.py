@@ -253,6 +253,11 @@ class Assembly:
 
     # ------------------------------------------------------------- events
 
+    def forget_finished(self, snapshot_ids: Iterable[str]) -> None:
+        """Drop finished snapshots from the index (their files were pruned by retention)."""
+        for snapshot_id in snapshot_ids:
+            self._finished.pop(snapshot_id, None)
+
     def restore(self, pending: PendingSnapshot) -> None:
         """Reload a pending snapshot saved before a restart (already validated)."""
         if pending.snapshot_id not in self._finished:

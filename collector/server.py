@@ -21,6 +21,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from collector.admission import Admission, Limits
 from collector.assembly import (
     Assembly,
     InvalidReport,
@@ -31,8 +32,12 @@ from collector.assembly import (
     validate_report,
 )
 from collector.document import NodeReport
+from collector.retention import Retention
 from collector.store import SnapshotStore
+from common.authz import COLLECTOR_POLICY, AuthorizingInterceptor, Policy
 from common.config import ClusterConfig
+from common.net import CHANNEL_OPTIONS
+from common.tls import RefusalLog, TlsFiles, add_port, open_channel, peer_identity, refusal
 from node.core import LocalSnapshot, RecordedMessage
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
@@ -43,6 +48,8 @@ SERVICE_NAME = "chandy_lamport.Collector"
 TICK_SECONDS = 0.2
 # How often a WaitSnapshot stream repeats its progress when nothing changes.
 HEARTBEAT_SECONDS = 2.0
+# Trailing metadata of ListSnapshots: how many snapshot files retention deleted.
+PRUNED_METADATA = "cl-pruned"
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -104,16 +111,30 @@ def fill_zero_counters(config: ClusterConfig, report: NodeReport) -> NodeReport:
     )
 
 
+NODE = frozenset({"node"})
+
+
 class CollectorService(pb_grpc.CollectorServicer):
     def __init__(
         self,
         config: ClusterConfig,
         store: SnapshotStore,
         clock: Callable[[], float] = time.time,
+        *,
+        authenticate: bool = False,
+        limits: Limits | None = None,
     ) -> None:
+        """`authenticate`: the server runs mutual TLS, so every call is checked
+        against the caller's certificate (False only for an explicit plaintext run)."""
         self.config = config
         self.store = store
         self.clock = clock
+        self.authenticate = authenticate
+        self.admission = Admission(limits)
+        self.retention = Retention(
+            store.directory, self.admission.limits.keep, (s.snapshot_id for s in store.finished())
+        )
+        self.refusals = RefusalLog(log)
         self._cond = threading.Condition()
         # Read by the dashboard and /metrics (collector/web): called with the lock
         # held for every finished document, and a tally of report outcomes.
@@ -184,6 +205,9 @@ class CollectorService(pb_grpc.CollectorServicer):
     def _store_document(self, document: dict[str, Any]) -> None:
         """Called with the lock held, for every snapshot that just finished."""
         path = self.store.write_document(document)
+        pruned = self.retention.written(document["snapshot_id"])
+        if pruned:
+            self.assembly.forget_finished(pruned)
         for hook in self.on_document:
             hook(document)
         log.bind(snapshot_id=document["snapshot_id"]).info(
@@ -199,12 +223,51 @@ class CollectorService(pb_grpc.CollectorServicer):
 
     # ------------------------------------------------------------- handlers
 
+    def _authorize(
+        self,
+        context: grpc.ServicerContext,
+        method: str,
+        roles: frozenset[str],
+        name: str | None = None,
+    ) -> None:
+        """Refuse the call unless the caller's certificate is one of `roles` (named `name`)."""
+        peer = peer_identity(context)
+        refused = refusal(peer, roles, name, tls=self.authenticate)
+        if refused is not None:
+            self._refuse(context, peer, method, *refused)
+
+    def _refuse(
+        self,
+        context: grpc.ServicerContext,
+        peer: Any,
+        method: str,
+        code: grpc.StatusCode,
+        message: str,
+        **fields: Any,
+    ) -> NoReturn:
+        self.refusals.refused(peer, method, code, message, **fields)
+        _abort(context, code, message)
+
     def BeginSnapshot(
         self, request: pb.BeginSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.BeginSnapshotReply:
         bound = log.bind(snapshot_id=request.snapshot_id)
         try:
             with self._cond:
+                sid = check_snapshot_id(request.snapshot_id)
+                known = self.assembly.pending(sid) is not None or self.assembly.is_finished(sid)
+                limited = self.admission.begin(
+                    self.clock(), known=known, pending=len(self.assembly.pending_ids)
+                )
+                if limited is not None:
+                    self._refuse(
+                        context,
+                        peer_identity(context),
+                        "BeginSnapshot",
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        limited,
+                        snapshot_id=sid,
+                    )
                 changed = self.assembly.begin(request.snapshot_id, request.initiators, self.clock())
                 if changed:
                     pending = self.assembly.pending(request.snapshot_id)
@@ -224,7 +287,14 @@ class CollectorService(pb_grpc.CollectorServicer):
     def ReportLocalSnapshot(
         self, request: pb.LocalSnapshot, context: grpc.ServicerContext
     ) -> pb.ReportReply:
+        self._authorize(context, "ReportLocalSnapshot", NODE, request.node_id)
         bound = log.bind(snapshot_id=request.snapshot_id, node_id=request.node_id)
+        too_large = self.admission.report_size(request.ByteSize())
+        if too_large is not None:
+            self._refuse(
+                context, peer_identity(context), "ReportLocalSnapshot",
+                grpc.StatusCode.RESOURCE_EXHAUSTED, too_large, snapshot_id=request.snapshot_id,
+            )  # fmt: skip
         try:
             report = report_from_pb(request)
             validate_report(self.config, report)
@@ -234,6 +304,16 @@ class CollectorService(pb_grpc.CollectorServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid report: {error}")
         report = fill_zero_counters(self.config, report)
         with self._cond:
+            sid = request.snapshot_id
+            not_begun = self.admission.report_begun(
+                sid, begun=self.assembly.pending(sid) is not None,
+                finished=self.assembly.is_finished(sid),
+            )  # fmt: skip
+            if not_begun is not None:
+                self._refuse(
+                    context, peer_identity(context), "ReportLocalSnapshot",
+                    grpc.StatusCode.FAILED_PRECONDITION, not_begun, snapshot_id=sid,
+                )  # fmt: skip
             outcome = self.assembly.classify(report)
             if outcome is ReportOutcome.ACCEPTED:
                 # Durable before it is applied and acknowledged: a restart keeps it.
@@ -297,6 +377,8 @@ class CollectorService(pb_grpc.CollectorServicer):
         with self._cond:
             finished = self.assembly.finished_ids
             pending = self.assembly.pending_ids
+        # How many old files retention deleted (no proto field for it yet).
+        context.set_trailing_metadata(((PRUNED_METADATA, str(self.retention.pruned)),))
         snapshots = [
             pb.SnapshotDocument(snapshot_id=sid, status=status) for sid, status in finished
         ]
@@ -366,7 +448,11 @@ def _reported_missing(text: str, node_ids: Sequence[str]) -> tuple[list[str], li
 
 
 class CollectorServer:
-    """The running collector: gRPC server, health service and ticker."""
+    """The running collector: gRPC server, health service and ticker.
+
+    `tls`: mutual TLS with these files, every call checked against the caller's
+    certificate; None runs plaintext with no checks (explicit `--plaintext` only).
+    """
 
     def __init__(
         self,
@@ -375,22 +461,38 @@ class CollectorServer:
         host: str,
         port: int,
         http_port: int | None = None,
+        *,
+        tls: TlsFiles | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """`http_port` None: no dashboard; 0: any free port (see `web.port`)."""
-        self.service = CollectorService(config, SnapshotStore(snapshot_dir))
+        limits = limits or Limits()
+        self.service = CollectorService(
+            config, SnapshotStore(snapshot_dir), authenticate=tls is not None, limits=limits
+        )
         self.health = health.HealthServicer()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="collector"),
+            # Mutual TLS: who may call what (common/authz.py); the handlers check the rest.
+            interceptors=(
+                [AuthorizingInterceptor(Policy(COLLECTOR_POLICY), self.service.refusals)]
+                if tls is not None
+                else []
+            ),
             options=[
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # A report over the limit is refused by gRPC before it is even parsed;
+                # the margin lets the handler name the limit for reports just above it.
+                ("grpc.max_receive_message_length", limits.max_report_bytes + 64 * 1024),
             ],
         )
         pb_grpc.add_CollectorServicer_to_server(self.service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        self.tls = tls
+        self.port = add_port(self.server, f"{host}:{port}", tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         self.address = f"{host}:{self.port}"
@@ -398,7 +500,10 @@ class CollectorServer:
         if http_port is not None:
             from collector.web.server import WebServer
 
-            self.web = WebServer(self.service, host, http_port)
+            def dial_node(node_id: str, address: str) -> grpc.Channel:
+                return open_channel(address, tls, "node", node_id, CHANNEL_OPTIONS)
+
+            self.web = WebServer(self.service, host, http_port, channel_factory=dial_node)
 
     def start(self) -> None:
         self.service.start()
@@ -411,6 +516,8 @@ class CollectorServer:
             "collector listening",
             address=self.address,
             snapshot_dir=str(self.service.store.directory),
+            mutual_tls=self.tls is not None,
+            keep_snapshots=self.service.admission.limits.keep,
         )
 
     def stop(self, grace: float = 5.0) -> None:

@@ -30,8 +30,9 @@ def add_listen_options(
 ) -> None:
     parser.add_argument(
         "--listen-host",
-        default=environ.get("CL_LISTEN_HOST", "0.0.0.0"),
-        help="interface to listen on (env CL_LISTEN_HOST; default 0.0.0.0)",
+        default=environ.get("CL_LISTEN_HOST") or "127.0.0.1",
+        help="interface to listen on (env CL_LISTEN_HOST; default 127.0.0.1: this machine "
+        "only; 0.0.0.0 for every interface, as in the containers)",
     )
     # A string default goes through `type` too, so a bad CL_PORT is an argparse
     # error naming it, not a traceback.

@@ -49,8 +49,20 @@ x-healthcheck: &healthcheck
   retries: 30
   start_period: 5s
 
+# Least privilege: no capabilities, no setuid escalation, a read-only root
+# file system (state lives in the volumes, scratch space in /tmp).
+x-hardening: &hardening
+  cap_drop: [ALL]
+  security_opt: ["no-new-privileges:true"]
+  read_only: true
+  tmpfs: ["/tmp"]
+
+# Mutual TLS: the one-shot `certs` service creates the cluster CA and every
+# certificate (`cl-certs ensure`, idempotent) in the `certs` volume; each
+# service reads its own directory of it (CL_TLS_DIR). The CA key stays in the
+# `ca` volume, which only `certs` mounts. See README, Security.
 x-node: &node
-  <<: *image
+  <<: [*image, *hardening]
   command: ["cl-node"]
   restart: unless-stopped
   stop_grace_period: 10s
@@ -60,23 +72,42 @@ x-node: &node
       condition: service_healthy
 
 services:
+  certs:
+    <<: [*image, *hardening]
+    command: ["cl-certs", "ensure", "--cluster", "/etc/chandy-lamport/cluster.yaml",
+              "--dir", "/var/lib/chandy-lamport/certs", "--ca-dir", "/var/lib/chandy-lamport/ca"]
+    restart: "no"
+    network_mode: none
+    healthcheck:
+      disable: true
+    volumes:
+      - ./{cluster_file}:/etc/chandy-lamport/cluster.yaml:ro
+      - certs:/var/lib/chandy-lamport/certs
+      - ca:/var/lib/chandy-lamport/ca
+
   collector:
-    <<: *image
+    <<: [*image, *hardening]
     command: ["cl-collector"]
     restart: unless-stopped
     environment:
       CL_CLUSTER_FILE: /etc/chandy-lamport/cluster.yaml
       CL_SNAPSHOT_DIR: /snapshots
       CL_PORT: "{collector_port}"
+      CL_LISTEN_HOST: 0.0.0.0
+      CL_TLS_DIR: /etc/chandy-lamport/certs/collector
       CL_HTTP_PORT: "{http_port}"
     volumes:
       - ./{cluster_file}:/etc/chandy-lamport/cluster.yaml:ro
+      - certs:/etc/chandy-lamport/certs:ro
       - snapshots:/snapshots
     ports:
       - "${{PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_PORT_COLLECTOR:-}}:{collector_port}"
       # The dashboard: http://localhost:{http_port}/ (PUBLISH_PORT_COLLECTOR_HTTP= for a free port).
       - "${{PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_PORT_COLLECTOR_HTTP-{http_port}}}:{http_port}"
     healthcheck: *healthcheck
+    depends_on:
+      certs:
+        condition: service_completed_successfully
 """
 
 NODE_SERVICE = """
@@ -88,8 +119,11 @@ NODE_SERVICE = """
       CL_PORT: "{port}"
       CL_METRICS_PORT: "{metrics_port}"
       CL_DATA_DIR: /data
+      CL_LISTEN_HOST: 0.0.0.0
+      CL_TLS_DIR: /etc/chandy-lamport/certs/node-{node_id}
     volumes:
       - ./{cluster_file}:/etc/chandy-lamport/cluster.yaml:ro
+      - certs:/etc/chandy-lamport/certs:ro
       - {node_id}-data:/data
     ports:
       - "${{PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_PORT_{env_id}:-}}:{port}"
@@ -100,14 +134,16 @@ INITIATOR_SERVICE = """
   # One-shot: `docker compose run --rm initiator` takes one snapshot, waits
   # for it and prints the summary; append cl-initiator options to change that.
   initiator:
-    <<: *image
+    <<: [*image, *hardening]
     profiles: ["tools"]
     entrypoint: ["cl-initiator"]
     command: []
     environment:
       CL_CLUSTER_FILE: /etc/chandy-lamport/cluster.yaml
+      CL_TLS_DIR: /etc/chandy-lamport/certs/operator-admin
     volumes:
       - ./{cluster_file}:/etc/chandy-lamport/cluster.yaml:ro
+      - certs:/etc/chandy-lamport/certs:ro
     depends_on:
 {initiator_depends}
 """
@@ -169,7 +205,7 @@ def render_compose(count: int, cluster_file: str = "cluster.yaml", extra_args: s
         f"      {node_id}:\n        condition: service_healthy" for node_id in node_ids(count)
     )
     text += INITIATOR_SERVICE.format(cluster_file=cluster_file, initiator_depends=depends)
-    text += "\nvolumes:\n  snapshots:\n"
+    text += "\nvolumes:\n  certs:\n  ca:\n  snapshots:\n"
     text += "".join(f"  {node_id}-data:\n" for node_id in node_ids(count))
     return text
 

@@ -88,7 +88,7 @@ def add_tls_options(parser: argparse.ArgumentParser, environ: Mapping[str, str])
         "--tls-dir",
         default=environ.get(TLS_DIR_ENV) or None,
         help="this process's certificate directory: ca.crt, tls.crt, tls.key "
-        "(env CL_TLS_DIR; default certs/<identity>/ next to the cluster file, "
+        "(env CL_TLS_DIR; default tls/<identity>/ next to the cluster file, "
         "as `cl-certs ensure` writes it)",
     )
     parser.add_argument(
@@ -101,7 +101,7 @@ def add_tls_options(parser: argparse.ArgumentParser, environ: Mapping[str, str])
 
 
 def default_tls_dir(cluster_file: str | os.PathLike[str], identity: Identity) -> Path:
-    return Path(cluster_file).resolve().parent / "certs" / identity.directory
+    return Path(cluster_file).resolve().parent / "tls" / identity.directory
 
 
 def tls_from_args(
@@ -330,7 +330,47 @@ def refusal(
         return grpc.StatusCode.UNAUTHENTICATED, "no cluster client certificate"
     if peer.role not in roles:
         allowed = " or ".join(sorted(roles))
-        return grpc.StatusCode.PERMISSION_DENIED, f"{peer} may not do this (only {allowed})"
+        return grpc.StatusCode.PERMISSION_DENIED, f"{peer} may not make this call (only {allowed})"
     if name is not None and peer.name != name:
         return grpc.StatusCode.PERMISSION_DENIED, f"{peer} may not speak for {peer.role} {name}"
     return None
+
+
+class RefusalLog:
+    """Logs each kind of refused call once (who, what, why), then only counts it.
+
+    A stranger hammering a port must not flood the log; the first refusal of
+    each (peer, method, code) is logged with the detail, later ones every
+    power of ten ("refused 100 times"). At most `limit` kinds are tracked.
+    """
+
+    def __init__(self, logger: Any, limit: int = 4096) -> None:
+        self.log = logger
+        self.limit = limit
+        self._counts: dict[tuple[str, str, str], int] = {}
+
+    def refused(
+        self,
+        peer: PeerIdentity | None,
+        method: str,
+        code: grpc.StatusCode,
+        detail: str,
+        **fields: Any,
+    ) -> int:
+        """Record one refusal; returns how many of this kind there were so far."""
+        key = (str(peer) if peer else "unauthenticated", method, code.name)
+        count = self._counts.get(key, 0) + 1
+        if count == 1 and len(self._counts) >= self.limit:
+            self._counts.clear()  # bounded memory; the next of each kind is logged again
+        self._counts[key] = count
+        if count == 1 or (count >= 10 and str(count).rstrip("0") == "1"):
+            self.log.warning(
+                "call refused",
+                peer=key[0],
+                method=method,
+                code=code.name,
+                reason=detail,
+                times=count,
+                **fields,
+            )
+        return count

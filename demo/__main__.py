@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workdir", default=".demo", help="config, node data and logs (.demo)")
     parser.add_argument("--snapshot-dir", default="snapshots", help="snapshot JSON (snapshots)")
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS (to read the protocol in a packet capture); default: mutual TLS with "
+        "certificates created in WORKDIR/tls/",
+    )
     return parser
 
 
@@ -83,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
         transfer_rate=args.transfer_rate,
         link_delay_ms=args.link_delay_ms,
         snapshot_dir=snapshot_dir,
+        tls=not args.plaintext,
     )
+    security = "PLAINTEXT, nothing authenticated" if args.plaintext else "mutual TLS"
     print(
-        f"starting a collector and {args.nodes} nodes ({args.topology} topology) on 127.0.0.1; "
-        f"config and logs in {cluster.workdir}",
+        f"starting a collector and {args.nodes} nodes ({args.topology} topology) on 127.0.0.1, "
+        f"{security}; config, certificates and logs in {cluster.workdir}",
         flush=True,
     )
     worst = EXIT_OK
@@ -108,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                     timeout=cluster.config.snapshot_timeout + 10,
                     on_progress=ProgressPrinter(sys.stdout),
                     on_start_error=print_start_error,
+                    tls=cluster.operator_tls,
                 )
             except InitiatorError as error:
                 print(f"snapshot failed: {error}", flush=True)

@@ -6,6 +6,11 @@
         cluster.start_node("n3")       # same data dir: the node resumes its state
         cluster.balances()             # {"n1": 1000, ...} from Node.GetStatus
 
+Mutual TLS by default: the cluster's CA and certificates are created (once,
+`cl-certs ensure`) in `<workdir>/tls/`, next to the cluster file, where
+every process finds its own; `operator_tls` is the operator certificate the
+probes and the initiator use. `tls=False` runs everything in plaintext.
+
 Every process gets its own log file under `<workdir>/logs/` (appended to
 across restarts). Children run in their own session, so a Ctrl-C at the
 terminal reaches only the orchestrating process, which stops them in order;
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime as dt
 import os
 import shutil
 import signal
@@ -30,10 +36,13 @@ from typing import IO, Any
 import grpc
 import yaml
 
+from certs import identity
+from certs.store import CertDir, cluster_identities
 from common.config import ClusterConfig, load_cluster
 from common.generate import node_ids
 from common.healthcheck import check
 from common.net import CHANNEL_OPTIONS, free_ports
+from common.tls import TlsFiles, open_channel
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
@@ -66,6 +75,7 @@ class LocalCluster:
         link_delay_ms: float = 0.0,
         snapshot_dir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        tls: bool = True,
     ) -> None:
         if nodes < 2:
             raise ValueError("a cluster needs at least 2 nodes")
@@ -87,6 +97,24 @@ class LocalCluster:
         self._logs: dict[str, IO[bytes]] = {}
         self.config_path = self.workdir / "cluster.yaml"
         self.config: ClusterConfig = self.write_config()
+        self.certs = CertDir(self.workdir / "tls")
+        self.tls = tls
+        if tls:
+            self.certs.ensure(cluster_identities(self.node_ids), dt.datetime.now(dt.UTC))
+        else:
+            self.env.setdefault("CL_PLAINTEXT", "1")
+
+    def tls_files(self, who: identity.Identity) -> TlsFiles | None:
+        """The certificate directory of `who` (None when the cluster runs plaintext)."""
+        return TlsFiles.in_dir(self.certs.identity_dir(who)) if self.tls else None
+
+    @property
+    def operator_tls(self) -> TlsFiles | None:
+        """The operator certificate: what the initiator and the probes present."""
+        return self.tls_files(identity.operator())
+
+    def identity_of(self, name: str) -> identity.Identity:
+        return identity.collector() if name == COLLECTOR else identity.node(name)
 
     # ------------------------------------------------------------ config
 
@@ -95,9 +123,7 @@ class LocalCluster:
         ports = free_ports(2 * len(self.node_ids) + 2)
         # The dashboard's port and one metrics port per node (after the gRPC ports).
         self.http_port = ports[len(self.node_ids) + 1]
-        self.metrics_ports = dict(
-            zip(self.node_ids, ports[len(self.node_ids) + 2 :], strict=True)
-        )
+        self.metrics_ports = dict(zip(self.node_ids, ports[len(self.node_ids) + 2 :], strict=True))
         raw: dict[str, Any] = {
             "nodes": [
                 {"id": node, "address": f"127.0.0.1:{port}", "balance": self.balance}
@@ -136,7 +162,10 @@ class LocalCluster:
 
     def _environment(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "CL_LOG_FORMAT": "json"}
-        for key in ("CL_CLUSTER_FILE", "CL_COLLECTOR_ADDRESS", "CL_TOPOLOGY", "CL_PORT"):
+        for key in (
+            "CL_CLUSTER_FILE", "CL_COLLECTOR_ADDRESS", "CL_TOPOLOGY", "CL_PORT", "CL_TLS_DIR",
+            "CL_PLAINTEXT",
+        ):  # fmt: skip
             env.pop(key, None)  # the generated file is the whole truth
         for key in list(env):
             if key.startswith("CL_NODE_"):
@@ -280,7 +309,9 @@ class LocalCluster:
                     f"{name} is not running (exit status {code}); log {self.log_path(name)}:\n"
                     + self.log_tail(name)
                 )
-            if check(self.address(name), timeout=1.0) is None:
+            tls = self.operator_tls
+            target = self.identity_of(name)
+            if check(self.address(name), timeout=1.0, tls=tls, target=target) is None:
                 waiting.pop(0)
                 continue
             if time.monotonic() > deadline:
@@ -291,7 +322,9 @@ class LocalCluster:
             time.sleep(0.1)
 
     def node_status(self, node_id: str, timeout: float = 2.0) -> pb.NodeStatus:
-        with grpc.insecure_channel(self.address(node_id), options=CHANNEL_OPTIONS) as channel:
+        with open_channel(
+            self.address(node_id), self.operator_tls, "node", node_id, CHANNEL_OPTIONS
+        ) as channel:
             status: pb.NodeStatus = pb_grpc.NodeStub(channel).GetStatus(
                 pb.GetStatusRequest(), timeout=timeout
             )

@@ -23,6 +23,8 @@ says what to do (credentials, quota, region, AMI, ...).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
 import json
@@ -50,6 +52,7 @@ from botocore.waiter import WaiterModel, create_waiter_with_client
 
 from deploy import sg_rules
 from deploy.errors import DeployError
+from deploy.host_keys import BEGIN, keys_from_console
 from deploy.hosts import DEFAULT_STATE_FILE, Host, Inventory, write_state
 from deploy.progress import Log, reporter
 from deploy.userdata import USER_DATA
@@ -67,6 +70,9 @@ DEBIAN_AMI_NAME = "debian-12-amd64-*"
 SSH_USER = "admin"
 
 MAX_HOSTS = 16
+# An ssh_cidr may not be wider than this prefix unless allowed explicitly.
+MIN_SSH_PREFIX = 8
+HOST_KEY_POLL_SECONDS = 10.0
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 # Waiters poll every 5 s, for at most 10 minutes.
@@ -128,6 +134,10 @@ class ClusterSpec:
     root_volume_gib: int = 16
     ami_id: str | None = None
     state_file: Path = DEFAULT_STATE_FILE
+    # Refuse an ssh_cidr wider than /8 (16M addresses) unless this is set.
+    allow_wide_ssh_cidr: bool = False
+    # How long to wait for cloud-init to print the ssh host keys to the console.
+    host_key_timeout: float = 900.0
 
     @property
     def effective_key_name(self) -> str:
@@ -180,6 +190,12 @@ def validate_spec(spec: ClusterSpec) -> None:
         ) from None
     if net.prefixlen == 0:
         raise DeployError("--ssh-cidr 0.0.0.0/0 would open ssh to the whole internet: refused")
+    if net.prefixlen < MIN_SSH_PREFIX and not spec.allow_wide_ssh_cidr:
+        raise DeployError(
+            f"--ssh-cidr {spec.ssh_cidr} lets {net.num_addresses:,} addresses reach ssh: use your "
+            f"own address or network (e.g. 203.0.113.7/32; at most /{MIN_SSH_PREFIX} wide), or "
+            "pass --allow-wide-ssh-cidr if you really mean it"
+        )
     first, last = spec.node_ports
     for label, port in (
         ("node port", first),
@@ -223,12 +239,14 @@ def provision(
         key_name, key_path = _ensure_key_pair(ec2, spec, log)
         group_id = _ensure_security_group(ec2, spec, vpc_id, log)
         instances = _ensure_instances(ec2, spec, image, subnet_id, group_id, key_name, log)
+        host_keys = _console_host_keys(ec2, instances, spec.host_key_timeout, log)
     inventory = Inventory(
         hosts=tuple(
             Host(
                 name=_host_of(i),
                 public_ip=i.get("PublicIpAddress", ""),
                 private_ip=i.get("PrivateIpAddress", ""),
+                host_keys=host_keys[i["InstanceId"]],
             )
             for i in instances
         ),
@@ -759,6 +777,51 @@ def _ensure_instances(
     running = _paginate(ec2, "describe_instances", "Reservations", InstanceIds=ids)
     instances = [i for r in running for i in r["Instances"]]
     return sorted(instances, key=lambda i: _host_index(_host_of(i)))
+
+
+def _console_output(ec2: Any, instance_id: str) -> str:
+    reply = ec2.get_console_output(InstanceId=instance_id, Latest=True)
+    output = reply.get("Output") or ""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    if BEGIN not in output:  # the API's base64, if the client did not decode it
+        try:
+            output = base64.b64decode(output, validate=True).decode(errors="replace")
+        except (ValueError, binascii.Error):
+            pass
+    return str(output)
+
+
+def _console_host_keys(
+    ec2: Any, instances: list[dict[str, Any]], timeout: float, log: Log
+) -> dict[str, tuple[str, ...]]:
+    """Every instance's ssh host keys, as cloud-init printed them to its console.
+
+    The console output comes over the authenticated AWS API, so the keys are the
+    instance's own, not a machine in the middle's. Polls until every instance
+    has printed them (a few minutes after the first boot).
+    """
+    keys: dict[str, tuple[str, ...]] = {}
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        for instance in instances:
+            instance_id = instance["InstanceId"]
+            if not keys.get(instance_id):
+                keys[instance_id] = keys_from_console(_console_output(ec2, instance_id))
+        missing = [_host_of(i) for i in instances if not keys[i["InstanceId"]]]
+        if not missing:
+            return keys
+        if time.monotonic() >= deadline:
+            raise DeployError(
+                f"no ssh host keys in the console output of {', '.join(missing)} after "
+                f"{timeout:g}s (cloud-init prints them at first boot): run the same "
+                "`cl-deploy provision` again in a few minutes (it is safe)"
+            )
+        if not said:
+            log(f"waiting for {len(missing)} hosts to print their ssh host keys...")
+            said = True
+        time.sleep(HOST_KEY_POLL_SECONDS)
 
 
 def _launch(

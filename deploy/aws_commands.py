@@ -30,6 +30,18 @@ def register(subparsers: SubParsers) -> None:
         help="your public IPv4 address/CIDR allowed to ssh, e.g. 203.0.113.7/32",
     )
     provision.add_argument(
+        "--allow-wide-ssh-cidr",
+        action="store_true",
+        help="accept an --ssh-cidr wider than /8 (refused by default)",
+    )
+    provision.add_argument(
+        "--host-key-timeout",
+        type=float,
+        default=900,
+        metavar="SECONDS",
+        help="wait this long for the hosts to print their ssh host keys (default: 900)",
+    )
+    provision.add_argument(
         "--key-name",
         metavar="NAME",
         help="EC2 key pair name (default: chandy-lamport-<name>); an existing key pair "
@@ -117,6 +129,8 @@ def run_provision(args: argparse.Namespace) -> int:
         collector_port=args.collector_port,
         ami_id=args.ami,
         state_file=args.state_file,
+        allow_wide_ssh_cidr=args.allow_wide_ssh_cidr,
+        host_key_timeout=args.host_key_timeout,
     )
     result = provision(spec)
     inv = result.inventory

@@ -5,7 +5,11 @@ Two file shapes are accepted by :func:`load_hosts`:
 * the state file written by ``cl-deploy provision``::
 
     {"schema_version": 1, "ssh_user": "admin", "key_path": "/abs/key.pem",
-     "hosts": [{"name": "host-0", "public_ip": "...", "private_ip": "..."}], ...}
+     "hosts": [{"name": "host-0", "public_ip": "...", "private_ip": "...",
+                "host_keys": ["ssh-ed25519 AAAA..."]}], ...}
+
+  ``host_keys`` are the host's ssh public keys, recorded by ``provision`` from
+  the EC2 console output (see :mod:`deploy.host_keys`); ssh accepts only them.
 
 * a ``terraform output -json`` dump (outputs ``hosts`` and ``ssh_user``)::
 
@@ -27,6 +31,7 @@ from typing import Any
 
 from common.files import atomic_write_json
 from deploy.errors import DeployError
+from deploy.host_keys import check_keys
 
 STATE_SCHEMA_VERSION = 1
 DEFAULT_STATE_FILE = Path(".cl-deploy/hosts.json")
@@ -39,6 +44,7 @@ class Host:
     name: str
     public_ip: str
     private_ip: str
+    host_keys: tuple[str, ...] = ()  # pinned ssh host keys ("type base64"); () if unknown
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,12 @@ def write_state(path: str | os.PathLike[str], inventory: Inventory, **extra: Any
         "ssh_user": inventory.ssh_user,
         "key_path": str(inventory.key_path) if inventory.key_path else None,
         "hosts": [
-            {"name": h.name, "public_ip": h.public_ip, "private_ip": h.private_ip}
+            {
+                "name": h.name,
+                "public_ip": h.public_ip,
+                "private_ip": h.private_ip,
+                "host_keys": list(h.host_keys),
+            }
             for h in inventory.hosts
         ],
     }
@@ -144,7 +155,14 @@ def _parse_host(item: Any, index: int, source: str) -> Host:
             raise DeployError(
                 f"{source}: hosts[{index}].{key} is not an IP address: {fields[key]!r}"
             ) from None
-    return Host(**fields)
+    raw_keys = item.get("host_keys", [])
+    if not isinstance(raw_keys, list):
+        raise DeployError(f"{source}: hosts[{index}].host_keys must be a list of ssh public keys")
+    try:
+        keys = check_keys(raw_keys, f"hosts[{index}].host_keys")
+    except ValueError as error:
+        raise DeployError(f"{source}: {error}") from None
+    return Host(**fields, host_keys=keys)
 
 
 def _key_path(data: Mapping[str, Any], source: str, base_dir: Path | None) -> Path | None:

@@ -147,6 +147,11 @@ def check_compose(compose: Any, services: Sequence[Service], source: str = "comp
             )
     if "initiator" not in defined:
         raise DeployError(f"{source}: has no 'initiator' service (needed by `cl-deploy snapshot`)")
+    if "certs" not in defined:
+        raise DeployError(
+            f"{source}: has no 'certs' service (it installs the hosts' TLS certificates); "
+            "generate the file with `python -m common.generate`"
+        )
 
 
 def project_name(prefix: str, host_name: str) -> str:

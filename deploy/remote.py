@@ -6,8 +6,11 @@ installing it), finds ``docker compose`` or ``docker-compose``, ships
 ``compose.yml``, the host's ``cluster.yaml``, a ``.env`` and
 ``deployment.json`` into ``--remote-dir``, ships the image (``docker save``
 once, gzip, ``docker load`` on each host that lacks it; or ``docker build``
-there), starts the collector, then every host's nodes
-(``up -d --no-deps n1 n4``), and waits until every service is healthy.
+there), installs each host's certificates (mutual TLS: the cluster CA lives
+here, in ``--certs-dir``, created by ``cl-certs ensure`` if missing; a host
+gets only the keys of the services it runs, into its ``certs`` volume), starts
+the collector, then every host's nodes (``up -d --no-deps n1 n4``), and waits
+until every service is healthy.
 
 ``deployment.json`` (the plan, on every host) is what the other commands
 read, so they need only the hosts file and ssh options: ``snapshot`` runs the
@@ -26,6 +29,7 @@ their arguments.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import json
 import re
@@ -39,6 +43,9 @@ from typing import Any
 
 import yaml
 
+from certs import identity
+from certs.__main__ import default_certs_dir
+from certs.store import CertDir, CertStoreError, bundle, cluster_identities
 from common.files import atomic_write_bytes
 from deploy.cli import SubParsers, add_state_file_option
 from deploy.containers import ContainerState, container_states, wait_healthy
@@ -139,6 +146,26 @@ def run_up(args: argparse.Namespace) -> int:
     else:
         log("image transfer skipped (--image-transfer none)")
 
+    # 3b. certificates: each host gets the keys of its own services only.
+    certs = ensure_certs(args.certs_dir or default_certs_dir(args.cluster), services, log)
+
+    def ship_certs(target: Target) -> None:
+        own = plan.host_plan(target.name).services
+        if not own:
+            return
+        identities = [identity.collector() if s == COLLECTOR else identity.node(s) for s in own]
+        if COLLECTOR in own:  # `cl-deploy snapshot` runs the initiator there
+            identities.append(identity.operator())
+        log(f"{target.name}: installing certificates of {' '.join(own)}...")
+        target.remote.run(
+            target.compose_command(f"run --rm --no-deps -T certs cl-certs install --dir {CERTS}"),
+            step="installing certificates",
+            input=bundle(certs, identities),
+            timeout=300,
+        )
+
+    in_parallel(everyone, ship_certs)
+
     # 4. collector first (the nodes report to it), then every host's nodes.
     def start(target: Target, services: Sequence[str]) -> None:
         if not services:
@@ -177,6 +204,26 @@ def run_up(args: argparse.Namespace) -> int:
     )
     print("next: cl-deploy snapshot   (then: cl-deploy fetch, cl-deploy status, cl-deploy down)")
     return 0
+
+
+# Where the compose file's `certs` volume is mounted in its `certs` service.
+CERTS = "/var/lib/chandy-lamport/certs"
+
+
+def ensure_certs(directory: Path, services: Sequence[Any], log: Any) -> CertDir:
+    """The local certificate directory, with everything the cluster needs (cl-certs ensure)."""
+    store = CertDir(directory)
+    nodes = [s.name for s in services if s.name != COLLECTOR]
+    try:
+        actions = store.ensure(cluster_identities(nodes), dt.datetime.now(dt.UTC))
+    except CertStoreError as error:
+        raise DeployError(f"certificates: {error}") from None
+    changed = [a for a in actions if a.what != "kept"]
+    for action in changed:
+        log(f"certificates: {action}")
+    if not changed:
+        log(f"certificates: all present in {directory}")
+    return store
 
 
 # ---------------------------------------------- commands after `up`
@@ -383,6 +430,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="known_hosts file to use (default: ssh's, ~/.ssh/known_hosts)",
     )
     group.add_argument(
+        "--trust-on-first-use",
+        action="store_true",
+        help="accept the host key a host shows the first time, for hosts whose keys the "
+        "hosts file does not record (insecure: a machine in the middle is believed)",
+    )
+    group.add_argument(
         "--connect-timeout",
         type=int,
         default=10,
@@ -434,6 +487,13 @@ def register(subparsers: SubParsers) -> None:
         metavar="SERVICE=HOST[,...]",
         help="place services, e.g. n1=host-0,n2=host-1 or collector=host-1 "
         "(default: collector on the first host, nodes round-robin)",
+    )
+    up.add_argument(
+        "--certs-dir",
+        type=Path,
+        metavar="DIR",
+        help="the cluster's CA and certificates (default: tls/ next to the cluster file; "
+        "created by cl-certs ensure when missing; keep it, it holds the CA key)",
     )
     up.add_argument("--image", default=DEFAULT_IMAGE, help=f"image (default: {DEFAULT_IMAGE})")
     up.add_argument(

@@ -1,8 +1,11 @@
 """Running commands on hosts with the system ``ssh``/``scp`` binaries.
 
 Every call is non-interactive (``BatchMode=yes``: a missing key fails at once
-instead of asking for a password) and trusts a host key on first use only
-(``StrictHostKeyChecking=accept-new``: a *changed* key is still refused).
+instead of asking for a password) and accepts only a known host key
+(``StrictHostKeyChecking=yes``): the keys pinned in the hosts file (recorded by
+``provision`` from the EC2 console, see :mod:`deploy.host_keys`), else the
+operator's known_hosts. Trusting a new host's first key (``accept-new``)
+happens only with ``--trust-on-first-use``.
 A failure becomes a :class:`~deploy.errors.DeployError` that names the host
 and the step, with the tail of the remote command's stderr.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import DeployError
+from deploy.host_keys import alias
 from deploy.hosts import Host
 
 SSH_CONNECTION_FAILED = 255  # what ssh exits with when it could not run the command
@@ -35,6 +39,8 @@ class SshOptions:
     host_ports: Mapping[str, int] = field(default_factory=dict)
     known_hosts: Path | None = None
     connect_timeout: int = 10
+    pinned_known_hosts: Path | None = None  # the hosts file's keys, as a known_hosts file
+    trust_on_first_use: bool = False
 
     def port_for(self, host: Host) -> int:
         return self.host_ports.get(host.name, self.port)
@@ -43,8 +49,6 @@ class SshOptions:
         options = [
             "-o",
             "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
             "-o",
             f"ConnectTimeout={self.connect_timeout}",
             "-o",
@@ -56,6 +60,22 @@ class SshOptions:
         ]
         if self.key is not None:
             options += ["-i", str(self.key), "-o", "IdentitiesOnly=yes"]
+        return options
+
+    def host_key_options(self, host: Host) -> list[str]:
+        """Which host key `host` must show: its pinned ones, else a known one (or, with
+        trust_on_first_use, any key the first time)."""
+        if host.host_keys and self.pinned_known_hosts is not None:
+            return [
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                f"HostKeyAlias={alias(host.name)}",
+                "-o",
+                f"UserKnownHostsFile={self.pinned_known_hosts}",
+            ]
+        checking = "accept-new" if self.trust_on_first_use else "yes"
+        options = ["-o", f"StrictHostKeyChecking={checking}"]
         if self.known_hosts is not None:
             options += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
         return options
@@ -103,10 +123,32 @@ class Remote:
 
     def ssh_argv(self, command: str) -> list[str]:
         port = str(self.options.port_for(self.host))
-        return ["ssh", *self.options.common(), "-p", port, self.login, "--", command]
+        return [
+            "ssh",
+            *self.options.common(),
+            *self.options.host_key_options(self.host),
+            "-p",
+            port,
+            self.login,
+            "--",
+            command,
+        ]
 
     def _failure(self, step: str, returncode: int, stderr: bytes | str | None) -> DeployError:
         tail = _tail(stderr)
+        if returncode == SSH_CONNECTION_FAILED and "Host key verification failed" in tail:
+            pinned = bool(self.host.host_keys and self.options.pinned_known_hosts)
+            why = (
+                "its ssh host key is not the one recorded in the hosts file (a different "
+                "machine, or it was re-created: run `cl-deploy provision` again to re-read it)"
+                if pinned
+                else "its ssh host key is unknown: the hosts file records none for it; "
+                "`cl-deploy provision` records them, or add them to --known-hosts, or pass "
+                "--trust-on-first-use to accept the key it shows now"
+            )
+            return DeployError(
+                f"{self.name}: {step}: refused to connect ({self.describe()}): {why}"
+            )
         if returncode == SSH_CONNECTION_FAILED:
             return DeployError(
                 f"{self.name}: {step}: cannot reach the host over ssh ({self.describe()}): "
@@ -192,6 +234,7 @@ class Remote:
                 "scp",
                 "-q",
                 *self.options.common(),
+                *self.options.host_key_options(self.host),
                 "-P",
                 str(self.options.port_for(self.host)),
                 *paths,

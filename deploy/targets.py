@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from common.files import atomic_write_bytes
 from deploy.errors import DeployError
+from deploy.host_keys import known_hosts
 from deploy.hosts import Inventory
 from deploy.progress import Log, reporter
 from deploy.ssh import Remote, SshOptions, parse_ports
@@ -110,6 +112,13 @@ def ssh_options(args: argparse.Namespace, inventory: Inventory) -> SshOptions:
     key = args.ssh_key or inventory.key_path
     if key is not None and not Path(key).expanduser().is_file():
         raise DeployError(f"ssh key {key} does not exist (pass --ssh-key PATH)")
+    pinned = {host.name: host.host_keys for host in inventory.hosts if host.host_keys}
+    pinned_file = None
+    if pinned:
+        state = Path(args.state_file)
+        pinned_file = state.parent / f".{state.name}.known_hosts"
+        pinned_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(pinned_file, known_hosts(pinned).encode())
     return SshOptions(
         user=args.ssh_user or inventory.ssh_user,
         key=Path(key).expanduser() if key is not None else None,
@@ -117,6 +126,8 @@ def ssh_options(args: argparse.Namespace, inventory: Inventory) -> SshOptions:
         host_ports=host_ports,
         known_hosts=args.known_hosts,
         connect_timeout=args.connect_timeout,
+        pinned_known_hosts=pinned_file,
+        trust_on_first_use=bool(getattr(args, "trust_on_first_use", False)),
     )
 
 

@@ -6,6 +6,10 @@
     cl-initiator --list [--limit N] [--status S]   the history as a table (newest N, default 20)
     cl-initiator ... --svg FILE                also write the space-time diagram
 
+Mutual TLS with the operator certificate in tls/operator-admin/ next to the
+cluster file (`cl-certs ensure` makes it; --operator NAME, --tls-dir DIR or
+CL_TLS_DIR for another one); --plaintext only against a plaintext cluster.
+
 Exit status (also for --show): 0 every snapshot complete and verified; 1 collector unreachable or
 gave up waiting; 2 bad option or configuration; 3 a snapshot was aborted;
 4 a snapshot failed verification; 5 no chosen node could be reached to start
@@ -23,16 +27,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from certs.identity import DEFAULT_OPERATOR, IdentityError, operator
 from collector.web.index import Summary, summarize
 from common.cli import add_cluster_option
 from common.config import ConfigError, load_cluster
 from common.files import atomic_write_bytes
 from common.timeutil import new_snapshot_id
+from common.tls import TlsError, TlsFiles, add_tls_options, tls_from_args
 from initiator.client import (
     InitiatorError,
     StartResult,
     get_snapshot,
-    list_snapshots,
+    list_snapshots_and_pruned,
     take_snapshot,
     validated_id,
 )
@@ -107,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("CL_COLLECTOR_ADDRESS"),
         help="collector host:port (env CL_COLLECTOR_ADDRESS, default from the cluster file)",
     )
+    parser.add_argument(
+        "--operator",
+        default=env("CL_OPERATOR", DEFAULT_OPERATOR),
+        help="whose operator certificate to use: tls/operator-NAME/ "
+        f"(env CL_OPERATOR; default {DEFAULT_OPERATOR}; --tls-dir overrides the directory)",
+    )
+    add_tls_options(parser, os.environ)
     return parser
 
 
@@ -148,27 +161,40 @@ def read_snapshots(
     limit: int = 20,
     status: str | None = None,
     svg: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> int:
     """--list and --show: read what the collector stored, take nothing."""
     if show is None:
-        print(history_table(collector, limit, status), flush=True)
+        print(history_table(collector, limit, status, tls), flush=True)
         return 0
-    document = get_snapshot(collector, show)
+    document = get_snapshot(collector, show, tls=tls)
     print(json.dumps(document, indent=2) if as_json else format_summary(document), flush=True)
     if svg is not None:
         write_svg(svg, document)
     return exit_code(document)
 
 
-def history_table(collector: str, limit: int, status: str | None) -> str:
-    """--list: the newest `limit` snapshots (0: all), oldest of them first."""
-    known = [(sid, st) for sid, st in list_snapshots(collector) if status in (None, st)]
+def history_table(
+    collector: str, limit: int, status: str | None, tls: TlsFiles | None = None
+) -> str:
+    """--list: the newest `limit` snapshots (0: all), oldest of them first; then how
+    many older ones the collector's retention deleted, if any."""
+    listed, pruned = list_snapshots_and_pruned(collector, tls=tls)
+    known = [(sid, st) for sid, st in listed if status in (None, st)]
     chosen = known[-limit:] if limit else known
     rows = [
-        pending_summary(sid) if st == "pending" else summarize(get_snapshot(collector, sid))
+        pending_summary(sid)
+        if st == "pending"
+        else summarize(get_snapshot(collector, sid, tls=tls))
         for sid, st in chosen
     ]
-    return format_table(rows, len(known))
+    table = format_table(rows, len(known))
+    if pruned:
+        table += (
+            f"\n({pruned} older snapshot{'s' if pruned != 1 else ''} pruned by the "
+            "collector's retention, --keep-snapshots)"
+        )
+    return table
 
 
 def svg_path(template: str, snapshot_id: str, several: bool) -> Path:
@@ -213,11 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.node(node_id)
     except ConfigError as error:
         return fail(str(error))
+    try:
+        tls = tls_from_args(args, operator(args.operator))
+    except (TlsError, IdentityError) as error:
+        return fail(str(error))
     collector = args.collector or config.collector_address
     if args.show or args.list:
         try:
             return read_snapshots(
-                collector, args.show, args.json, args.limit, args.status, args.svg
+                collector, args.show, args.json, args.limit, args.status, args.svg, tls
             )
         except InitiatorError as error:
             return fail(str(error), error.exit_code)
@@ -251,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=timeout,
                 on_progress=ProgressPrinter(),
                 on_start_error=print_start_error,
+                tls=tls,
             )
         except InitiatorError as error:
             worst = max(worst, fail(str(error), error.exit_code))

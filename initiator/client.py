@@ -5,6 +5,9 @@
 First `Collector.BeginSnapshot` (so the collector times the snapshot out even
 if no node ever reports), then `Node.StartSnapshot` at every chosen node
 concurrently, then `Collector.WaitSnapshot` until the collector decides.
+
+`tls`: the operator's certificate (mutual TLS, the default of the CLI); None
+only for a cluster run explicitly in plaintext.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ import grpc
 
 from common.config import ClusterConfig
 from common.net import CHANNEL_OPTIONS, describe_rpc_error
+from common.tls import TlsFiles, open_channel
 from initiator.summary import EXIT_ERROR, EXIT_NO_INITIATOR, EXIT_USAGE, exit_code
 from node.core import InvalidSnapshotId, validate_snapshot_id
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 RPC_TIMEOUT = 5.0
+# Trailing metadata of Collector.ListSnapshots (collector/server.py).
+PRUNED_METADATA = "cl-pruned"
 
 ProgressCallback = Callable[[str, Sequence[str], Sequence[str], float], None]
 
@@ -71,9 +77,12 @@ def begin_snapshot(
     snapshot_id: str,
     initiators: Sequence[str],
     timeout: float = RPC_TIMEOUT,
+    *,
+    tls: TlsFiles | None = None,
 ) -> None:
     _collector_call(
         collector_address,
+        tls,
         lambda stub: stub.BeginSnapshot(
             pb.BeginSnapshotRequest(snapshot_id=snapshot_id, initiators=list(initiators)),
             timeout=timeout,
@@ -83,9 +92,14 @@ def begin_snapshot(
 
 
 def start_on_node(
-    node_id: str, address: str, snapshot_id: str, timeout: float = RPC_TIMEOUT
+    node_id: str,
+    address: str,
+    snapshot_id: str,
+    timeout: float = RPC_TIMEOUT,
+    *,
+    tls: TlsFiles | None = None,
 ) -> StartResult:
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with open_channel(address, tls, "node", node_id, CHANNEL_OPTIONS) as channel:
         try:
             reply = pb_grpc.NodeStub(channel).StartSnapshot(
                 pb.StartSnapshotRequest(snapshot_id=snapshot_id), timeout=timeout
@@ -96,12 +110,19 @@ def start_on_node(
 
 
 def start_on_nodes(
-    config: ClusterConfig, node_ids: Sequence[str], snapshot_id: str, timeout: float = RPC_TIMEOUT
+    config: ClusterConfig,
+    node_ids: Sequence[str],
+    snapshot_id: str,
+    timeout: float = RPC_TIMEOUT,
+    *,
+    tls: TlsFiles | None = None,
 ) -> list[StartResult]:
     """Node.StartSnapshot at every node at once (same id); one result per node, in order."""
     with ThreadPoolExecutor(max_workers=max(1, len(node_ids))) as pool:
         jobs = [
-            pool.submit(start_on_node, node_id, config.node(node_id).address, snapshot_id, timeout)
+            pool.submit(
+                start_on_node, node_id, config.node(node_id).address, snapshot_id, timeout, tls=tls
+            )
             for node_id in node_ids
         ]
         return [job.result() for job in jobs]
@@ -112,6 +133,8 @@ def wait_snapshot(
     snapshot_id: str,
     timeout: float | None = None,
     on_progress: ProgressCallback | None = None,
+    *,
+    tls: TlsFiles | None = None,
 ) -> dict[str, Any]:
     """Block until the collector finishes `snapshot_id`; returns its JSON document.
 
@@ -124,7 +147,7 @@ def wait_snapshot(
     while deadline is None or time.monotonic() < deadline:
         remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
         try:
-            with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
+            with _collector_channel(collector_address, tls) as channel:
                 stream = pb_grpc.CollectorStub(channel).WaitSnapshot(
                     pb.WaitSnapshotRequest(snapshot_id=snapshot_id),
                     timeout=remaining,
@@ -154,10 +177,16 @@ def wait_snapshot(
     raise InitiatorError(f"gave up waiting for {snapshot_id} after {elapsed:.0f}s{reason}")
 
 
-def _collector_call(collector_address: str, call: Callable[[Any], Any]) -> Any:
+def _collector_channel(collector_address: str, tls: TlsFiles | None) -> grpc.Channel:
+    return open_channel(collector_address, tls, "collector", "collector", CHANNEL_OPTIONS)
+
+
+def _collector_call(
+    collector_address: str, tls: TlsFiles | None, call: Callable[[Any], Any]
+) -> Any:
     """Run `call(stub)` against the collector; errors become one InitiatorError."""
     try:
-        with grpc.insecure_channel(collector_address, options=CHANNEL_OPTIONS) as channel:
+        with _collector_channel(collector_address, tls) as channel:
             return call(pb_grpc.CollectorStub(channel))
     except grpc.RpcError as error:
         raise InitiatorError(
@@ -165,12 +194,15 @@ def _collector_call(collector_address: str, call: Callable[[Any], Any]) -> Any:
         ) from error
 
 
-def get_snapshot(collector_address: str, snapshot_id: str) -> dict[str, Any]:
+def get_snapshot(
+    collector_address: str, snapshot_id: str, *, tls: TlsFiles | None = None
+) -> dict[str, Any]:
     """The stored document of a finished snapshot (`latest` for the newest one)."""
     if snapshot_id != "latest":
         validated_id(snapshot_id)
     reply = _collector_call(
         collector_address,
+        tls,
         lambda stub: stub.GetSnapshot(
             pb.GetSnapshotRequest(snapshot_id=snapshot_id), timeout=RPC_TIMEOUT
         ),
@@ -181,13 +213,24 @@ def get_snapshot(collector_address: str, snapshot_id: str) -> dict[str, Any]:
     return document
 
 
-def list_snapshots(collector_address: str) -> list[tuple[str, str]]:
+def list_snapshots(collector_address: str, *, tls: TlsFiles | None = None) -> list[tuple[str, str]]:
     """(snapshot id, status) of every snapshot the collector knows, oldest first."""
-    reply = _collector_call(
+    return list_snapshots_and_pruned(collector_address, tls=tls)[0]
+
+
+def list_snapshots_and_pruned(
+    collector_address: str, *, tls: TlsFiles | None = None
+) -> tuple[list[tuple[str, str]], int]:
+    """`list_snapshots`, and how many older snapshot files the collector's retention deleted."""
+    reply, call = _collector_call(
         collector_address,
-        lambda stub: stub.ListSnapshots(pb.ListSnapshotsRequest(), timeout=RPC_TIMEOUT),
+        tls,
+        lambda stub: stub.ListSnapshots.with_call(pb.ListSnapshotsRequest(), timeout=RPC_TIMEOUT),
     )
-    return [(item.snapshot_id, item.status) for item in reply.snapshots]
+    trailing = dict(call.trailing_metadata() or ())
+    raw = trailing.get(PRUNED_METADATA, "0")
+    pruned = int(raw) if isinstance(raw, str) and raw.isdigit() else 0
+    return [(item.snapshot_id, item.status) for item in reply.snapshots], pruned
 
 
 def take_snapshot(
@@ -200,13 +243,14 @@ def take_snapshot(
     timeout: float | None = None,
     on_progress: ProgressCallback | None = None,
     on_start_error: Callable[[StartResult], None] | None = None,
+    tls: TlsFiles | None = None,
 ) -> SnapshotOutcome:
     """Begin, start at `node_ids`, and (unless `wait` is false) wait for the result."""
     validated_id(snapshot_id)
     for node_id in node_ids:
         config.node(node_id)  # ConfigError names an unknown node
-    begin_snapshot(collector_address, snapshot_id, node_ids)
-    outcome = SnapshotOutcome(snapshot_id, start_on_nodes(config, node_ids, snapshot_id))
+    begin_snapshot(collector_address, snapshot_id, node_ids, tls=tls)
+    outcome = SnapshotOutcome(snapshot_id, start_on_nodes(config, node_ids, snapshot_id, tls=tls))
     for failure in outcome.start_errors:
         if on_start_error is not None:
             on_start_error(failure)
@@ -215,6 +259,6 @@ def take_snapshot(
         return outcome
     if not wait:
         return outcome
-    outcome.document = wait_snapshot(collector_address, snapshot_id, timeout, on_progress)
+    outcome.document = wait_snapshot(collector_address, snapshot_id, timeout, on_progress, tls=tls)
     outcome.exit_code = exit_code(outcome.document)
     return outcome

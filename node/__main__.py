@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from certs import identity
 from common.cli import (
     add_cluster_option,
     add_listen_options,
@@ -21,6 +22,7 @@ from common.cli import (
 )
 from common.config import ConfigError, load_cluster
 from common.metrics import parse_metrics_port
+from common.tls import TlsError, add_tls_options, tls_from_args
 from node.server import NodeOptions, PortUnavailable, serve
 from node.storage import StorageError
 
@@ -59,6 +61,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env("CL_DB_SYNCHRONOUS", "full").lower(),
         help="SQLite synchronous mode (env CL_DB_SYNCHRONOUS; full survives power loss)",
     )
+    add_tls_options(parser, environ)
     parser.add_argument(
         "--metrics-port",
         type=_metrics_port,
@@ -97,7 +100,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         config = load_cluster(args.cluster, environ)
         config.node(args.node_id)
+        tls = tls_from_args(args, identity.node(args.node_id), environ)
         options = NodeOptions(
+            tls=tls,
             data_dir=Path(args.data_dir or f"data/{args.node_id}"),
             listen_host=args.listen_host,
             port=args.port,
@@ -106,7 +111,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             metrics_port=args.metrics_port,
         )
         serve(config, args.node_id, options)
-    except (ConfigError, StorageError, PortUnavailable) as error:
+    except (ConfigError, StorageError, PortUnavailable, TlsError) as error:
         print(f"cl-node: {error}", file=sys.stderr)
         return 2
     return 0

@@ -28,6 +28,7 @@ import structlog
 from structlog.contextvars import bind_contextvars
 
 from common.net import NO_PROXY
+from common.tls import RefusalLog, TlsFiles, open_channel, peer_identity, refusal
 from node.runtime import (
     BadFrame,
     FrameRejected,
@@ -43,8 +44,18 @@ from protos import chandy_lamport_pb2_grpc as pb_grpc
 log = structlog.get_logger("node.channels")
 
 # The sending node names itself in the stream metadata, so the receiver can
-# check the channel and send its initial ack before any frame arrives.
+# check the channel and send its initial ack before any frame arrives. With
+# mutual TLS the name must be the one in the sender's certificate.
 SENDER_METADATA = "cl-sender"
+
+# What a rejected sender is told: enough to know what went wrong, nothing an
+# attacker could use (no expected sequence number); the node's log has the detail.
+PUBLIC_REASONS = {
+    UnknownSender: "no channel from this sender to this node",
+    WrongReceiver: "frame addressed to another node",
+    SequenceGap: "gap in sequence numbers",
+    BadFrame: "malformed frame or protocol violation",
+}
 
 KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 5_000
@@ -82,6 +93,10 @@ def rejection_code(error: FrameRejected) -> grpc.StatusCode:
     return REJECTION_CODES.get(type(error), grpc.StatusCode.FAILED_PRECONDITION)
 
 
+def public_reason(error: FrameRejected) -> str:
+    return PUBLIC_REASONS.get(type(error), "frame rejected")
+
+
 class Backoff:
     """Reconnect delays: `initial`, doubling up to `maximum`; reset on success."""
 
@@ -106,12 +121,18 @@ class PeerSender(threading.Thread):
     """Keeps the channel to one peer streaming until `stop`."""
 
     def __init__(
-        self, runtime: NodeRuntime, peer: str, address: str, link_delay: float = 0.0
+        self,
+        runtime: NodeRuntime,
+        peer: str,
+        address: str,
+        link_delay: float = 0.0,
+        tls: TlsFiles | None = None,
     ) -> None:
         super().__init__(name=f"sender-{runtime.node_id}->{peer}", daemon=True)
         self.runtime = runtime
         self.peer = peer
         self.address = address
+        self.tls = tls
         self.link_delay = link_delay
         self._newest_seen = 0
         self.backoff = Backoff()
@@ -127,7 +148,8 @@ class PeerSender(threading.Thread):
 
     def run(self) -> None:
         bind_contextvars(node_id=self.runtime.node_id, peer=self.peer)
-        with grpc.insecure_channel(self.address, options=CLIENT_OPTIONS) as channel:
+        # With TLS the channel only accepts the peer whose certificate names it.
+        with open_channel(self.address, self.tls, "node", self.peer, CLIENT_OPTIONS) as channel:
             stub = pb_grpc.NodeStub(channel)
             while not self._stopping.is_set():
                 if self._stream_once(stub):
@@ -196,13 +218,31 @@ class PeerSender(threading.Thread):
 
 
 def serve_channel(
-    runtime: NodeRuntime, requests: Iterator[pb.Frame], context: grpc.ServicerContext
+    runtime: NodeRuntime,
+    requests: Iterator[pb.Frame],
+    context: grpc.ServicerContext,
+    *,
+    authenticate: bool = False,
+    refusals: RefusalLog | None = None,
 ) -> Iterator[pb.Ack]:
-    """The Node.Channel handler: apply frames in order, ack each one."""
+    """The Node.Channel handler: apply frames in order, ack each one.
+
+    `authenticate` (mutual TLS): the stream is accepted only from a node's
+    certificate, and carries frames of that node only: a certificate for n2
+    can neither open the channel of n3 nor slip in a frame "from" n3.
+    """
     bind_contextvars(node_id=runtime.node_id)
     metadata = dict(context.invocation_metadata())
     claimed = metadata.get(SENDER_METADATA)
     peer = claimed if isinstance(claimed, str) else None
+    if authenticate:
+        who = peer_identity(context)
+        peer = peer if peer is not None else (who.name if who is not None else None)
+        refused = refusal(who, {"node"}, peer)
+        if refused is not None:
+            code, message = refused
+            (refusals or RefusalLog(log)).refused(who, "Channel", code, message, claimed=peer)
+            context.abort(code, message)
     if peer is not None:
         if peer not in runtime.incoming:
             _reject(context, UnknownSender(f"{peer!r} has no channel to {runtime.node_id}"), peer)
@@ -235,4 +275,4 @@ def serve_channel(
 def _reject(context: grpc.ServicerContext, error: FrameRejected, peer: str | None) -> None:
     code = rejection_code(error)
     log.warning("frame rejected", peer=peer, code=code.name, reason=str(error))
-    context.abort(code, str(error))
+    context.abort(code, public_reason(error))

@@ -25,6 +25,7 @@ import grpc
 import structlog
 from structlog.contextvars import bind_contextvars
 
+from common.tls import TlsFiles, open_channel
 from node.channels import CLIENT_OPTIONS, Backoff
 from node.runtime import NodeClosed, NodeRuntime
 from protos import chandy_lamport_pb2 as pb
@@ -33,17 +34,31 @@ from protos import chandy_lamport_pb2_grpc as pb_grpc
 log = structlog.get_logger("node.reporter")
 
 REPORT_TIMEOUT = 5.0
-# Answers after which sending the same report again cannot succeed.
-REFUSED_FOR_GOOD = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
+# Answers after which sending the same report again cannot succeed: invalid,
+# contradicting an earlier one, for a snapshot the collector never began (or
+# has pruned), or over the collector's size limit.
+REFUSED_FOR_GOOD = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 
 class Reporter(threading.Thread):
     def __init__(
-        self, runtime: NodeRuntime, collector_address: str, backoff: Backoff | None = None
+        self,
+        runtime: NodeRuntime,
+        collector_address: str,
+        backoff: Backoff | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         super().__init__(name=f"reporter-{runtime.node_id}", daemon=True)
         self.runtime = runtime
         self.collector_address = collector_address
+        self.tls = tls
         self.backoff = backoff or Backoff(0.2, 5.0)
         self._stopping = threading.Event()
 
@@ -52,7 +67,9 @@ class Reporter(threading.Thread):
 
     def run(self) -> None:
         bind_contextvars(node_id=self.runtime.node_id)
-        with grpc.insecure_channel(self.collector_address, options=CLIENT_OPTIONS) as channel:
+        with open_channel(
+            self.collector_address, self.tls, "collector", "collector", CLIENT_OPTIONS
+        ) as channel:
             stub = pb_grpc.CollectorStub(channel)
             while not self._stopping.is_set():
                 for report in self.runtime.wait_reports(timeout=0.5):

@@ -16,10 +16,12 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
+from common.authz import NODE_POLICY, AuthorizingInterceptor, Policy
 from common.cli import ShutdownSignal
 from common.config import ClusterConfig, port_of
 from common.metrics import MetricsServer, NodeMetrics, instrument_node
 from common.timeutil import new_snapshot_id
+from common.tls import RefusalLog, TlsFiles, add_port
 from node.channels import SERVER_OPTIONS, PeerSender, serve_channel
 from node.core import InvalidSnapshotId, validate_snapshot_id
 from node.reporter import Reporter
@@ -40,14 +42,27 @@ class PortUnavailable(OSError):
 
 
 class NodeServicer(pb_grpc.NodeServicer):
-    def __init__(self, runtime: NodeRuntime) -> None:
+    """`authenticate` (mutual TLS): who may call which method is decided by the
+    interceptor (common/authz.py: StartSnapshot only operators, GetStatus
+    operators and the collector, ...); a Channel stream is checked here too:
+    only from the certificate of the sender it claims."""
+
+    def __init__(self, runtime: NodeRuntime, authenticate: bool = False) -> None:
         self.runtime = runtime
+        self.authenticate = authenticate
         self._log = _log.bind(node_id=runtime.node_id)
+        self.refusals = RefusalLog(self._log)
 
     def Channel(  # noqa: N802 (gRPC method name)
         self, request_iterator: Iterator[pb.Frame], context: grpc.ServicerContext
     ) -> Iterator[pb.Ack]:
-        return serve_channel(self.runtime, request_iterator, context)
+        return serve_channel(
+            self.runtime,
+            request_iterator,
+            context,
+            authenticate=self.authenticate,
+            refusals=self.refusals,
+        )
 
     def StartSnapshot(  # noqa: N802
         self, request: pb.StartSnapshotRequest, context: grpc.ServicerContext
@@ -74,7 +89,9 @@ class NodeServicer(pb_grpc.NodeServicer):
 @dataclass(frozen=True)
 class NodeOptions:
     data_dir: Path
-    listen_host: str = "0.0.0.0"
+    listen_host: str = "127.0.0.1"
+    # Mutual TLS with these files; None: plaintext, nobody checked (explicit --plaintext).
+    tls: TlsFiles | None = None
     port: int | None = None  # None: the port of the node's own address; 0: any free port
     max_transfers: int | None = None
     db_synchronous: str = "FULL"
@@ -114,19 +131,26 @@ class NodeServer:
             self.metrics = NodeMetrics(runtime.outgoing)
             instrument_node(runtime, self._store, self.metrics)
         workers = 2 * len(runtime.incoming) + 8  # every incoming stream holds a thread
+        servicer = NodeServicer(runtime, authenticate=options.tls is not None)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix=f"grpc-{self.node_id}"
             ),
+            # Mutual TLS: who may call what (common/authz.py).
+            interceptors=(
+                [AuthorizingInterceptor(Policy(NODE_POLICY), servicer.refusals)]
+                if options.tls is not None
+                else []
+            ),
             options=SERVER_OPTIONS,
         )
-        pb_grpc.add_NodeServicer_to_server(NodeServicer(runtime), self._server)
+        pb_grpc.add_NodeServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         own_port = port_of(config.node(self.node_id).address)
         port = own_port if options.port is None else options.port
         address = f"{options.listen_host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            self.port = add_port(self._server, address, options.tls)
         except RuntimeError as error:
             self._close_store()
             raise PortUnavailable(f"cannot listen on {address}: {error}") from error
@@ -145,9 +169,9 @@ class NodeServer:
                 ) from error
         for peer in runtime.outgoing:
             self._senders.append(
-                PeerSender(runtime, peer, config.node(peer).address, config.link_delay)
+                PeerSender(runtime, peer, config.node(peer).address, config.link_delay, options.tls)
             )
-        self._reporter = Reporter(runtime, config.collector_address)
+        self._reporter = Reporter(runtime, config.collector_address, tls=options.tls)
         self.workload = Workload(
             runtime,
             rate=config.workload.transfer_rate,
@@ -165,6 +189,7 @@ class NodeServer:
             incoming=list(runtime.incoming),
             outgoing=list(runtime.outgoing),
             collector=config.collector_address,
+            mutual_tls=options.tls is not None,
         )
         return self.port
 

@@ -114,7 +114,9 @@ class NodeProcess:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
+        """`tls_dir`: this node's certificate directory; None runs it in plaintext."""
         self.node_id = node_id
         self.port = port
         self.args = [
@@ -131,6 +133,7 @@ class NodeProcess:
             "127.0.0.1",
             "--log-format",
             "json",
+            *(["--tls-dir", str(tls_dir)] if tls_dir is not None else ["--plaintext"]),
             *extra_args,
         ]
         self.env = {**os.environ, **(env or {})}

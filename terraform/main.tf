@@ -122,6 +122,14 @@ resource "aws_vpc_security_group_ingress_rule" "ssh" {
   tags = {
     Name = "chandy-lamport-${var.cluster_name}-ssh"
   }
+
+  lifecycle {
+    # A variable's own validation cannot see another variable before Terraform 1.9.
+    precondition {
+      condition     = var.allow_wide_ssh_cidr || tonumber(split("/", var.ssh_cidr)[1]) >= 8
+      error_message = "ssh_cidr is wider than /8: use your own address or network (e.g. 203.0.113.7/32), or set allow_wide_ssh_cidr = true if you really mean it."
+    }
+  }
 }
 
 resource "aws_vpc_security_group_ingress_rule" "node_grpc" {

@@ -64,6 +64,12 @@ variable "ssh_cidr" {
   }
 }
 
+variable "allow_wide_ssh_cidr" {
+  type        = bool
+  description = "Accept an ssh_cidr wider than /8 (more than 16M addresses could reach ssh). Off by default: ssh is meant for the operator's own address or network."
+  default     = false
+}
+
 variable "node_port_first" {
   type        = number
   description = "First TCP port of the node gRPC port range (node <-> node channels, initiator -> node). Open only between members of the cluster's security group."

@@ -112,7 +112,7 @@ def test_ensure_reissues_missing_expiring_foreign_and_mismatched(tmp_path: Path)
     assert "key does not belong" in actions["n3"]
     assert "expires soon" in actions["n4"]
     for n in ("n1", "n2", "n3", "n4"):
-        assert store.problem(node(n), store.load_ca(later), later) is None
+        assert store.problem(node(n), store.load_ca(later).cert, later) is None
 
 
 def test_bring_your_own_ca(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_cli_ensure_issue_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "node n3: created" in out and "operator alice: created" in out
     assert "PRIVATE KEY" not in out
-    certs = tmp_path / "certs"
+    certs = tmp_path / "tls"
     assert (certs / "operator-alice" / "tls.key").exists()
     assert main(["ensure", "--cluster", str(cluster), "--operator", "alice", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
@@ -166,3 +166,23 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     argv = ["init", "--dir", str(tmp_path / "d"), "--import-cert", str(key), "--import-key"]
     assert main([*argv, str(key)]) == 2
     assert "secretstuff" not in capsys.readouterr().err
+
+
+def test_export_and_install_move_only_the_named_identities(tmp_path: Path) -> None:
+    from certs.store import bundle, install_bundle
+
+    source = CertDir(tmp_path / "src")
+    source.ensure(cluster_identities(["n1", "n2"]), NOW)
+    data = bundle(source, [node("n1"), operator()])
+    assert b"ca.key" not in data and b"n2" not in data
+    target = tmp_path / "host"
+    (target / "node-n9").mkdir(parents=True)  # a service this host no longer runs
+    assert install_bundle(target, data) == ["node-n1", "operator-admin"]
+    assert sorted(p.name for p in target.iterdir()) == ["node-n1", "operator-admin"]
+    key = target / "node-n1" / "tls.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert key.read_bytes() == (source.root / "node-n1" / "tls.key").read_bytes()
+    with pytest.raises(CertStoreError, match="unexpected file '../evil/tls.key'"):
+        install_bundle(target, b'{"schema_version": 1, "files": {"../evil/tls.key": "x"}}')
+    with pytest.raises(CertStoreError, match="not a certificate bundle"):
+        install_bundle(target, b"garbage")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from certs.store import CertDir, cluster_identities
 from collector.server import CollectorServer
 from collector.testing import (
     as_progress,
@@ -24,6 +26,7 @@ from collector.testing import (
     small_cluster,
 )
 from common.config import ClusterConfig
+from common.tls import TlsFiles, open_channel
 from node.testing import free_port
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
@@ -115,6 +118,7 @@ def test_invalid_reports_are_refused_and_never_written(running: Running) -> None
 def test_duplicate_and_late_reports_do_not_rewrite(running: Running) -> None:
     reports = consistent_reports(running.config, "s1")
     n1 = report_to_pb(reports["n1"])
+    running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
     running.stub.ReportLocalSnapshot(n1)
     running.stub.ReportLocalSnapshot(n1)  # a retry: acknowledged, idempotent
     _report_all(running, "s1")
@@ -130,6 +134,7 @@ def test_duplicate_and_late_reports_do_not_rewrite(running: Running) -> None:
 
 def test_conflicting_report_refused(running: Running) -> None:
     n1 = report_to_pb(consistent_reports(running.config, "s1")["n1"])
+    running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
     running.stub.ReportLocalSnapshot(n1)
     n1.balance += 1
     with pytest.raises(grpc.RpcError) as caught:
@@ -184,6 +189,7 @@ def test_progress_reports_name_the_culprit_of_an_aborted_snapshot(running: Runni
 
 def test_final_report_replaces_the_progress_report(running: Running) -> None:
     reports = consistent_reports(running.config, "s1")
+    running.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n1"]))
     for node in running.config.node_ids:
         others = [n for n in running.config.node_ids if n != node]
         running.stub.ReportLocalSnapshot(report_to_pb(as_progress(reports[node], others)))
@@ -275,6 +281,7 @@ def test_restart_after_the_deadline_aborts_the_snapshot(tmp_path: Path) -> None:
     directory = tmp_path / "snapshots"
     first = Running(config, directory)
     first.server.service.stop()  # no ticker: the deadline passes while "down"
+    first.stub.BeginSnapshot(pb.BeginSnapshotRequest(snapshot_id="s1", initiators=["n3"]))
     first.stub.ReportLocalSnapshot(report_to_pb(consistent_reports(config, "s1")["n3"]))
     first.close()
     time.sleep(0.6)
@@ -315,12 +322,17 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             }
         )
     )
+    # Mutual TLS by default, with the certificates `cl-certs ensure` puts next to the file.
+    CertDir(tmp_path / "tls").ensure(cluster_identities(["n1", "n2"]), dt.datetime.now(dt.UTC))
+    operator_tls = TlsFiles.in_dir(tmp_path / "tls" / "operator-admin")
     env = {
         **os.environ,
         "CL_SNAPSHOT_DIR": str(tmp_path / "snaps"),
         "CL_LISTEN_HOST": "127.0.0.1",
         "CL_HTTP_PORT": "0",
     }
+    env.pop("CL_TLS_DIR", None)
+    env.pop("CL_PLAINTEXT", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "collector", "--cluster", str(cluster)],
         env=env,
@@ -329,7 +341,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with open_channel(f"127.0.0.1:{port}", operator_tls, "collector", "collector") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(), timeout=20, wait_for_ready=True)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

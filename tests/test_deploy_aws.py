@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from moto import mock_aws
 from moto.ec2.models import amis as moto_amis
+from moto.ec2.responses import general as moto_general
 
 from deploy import DeployError, Host, load_hosts
 from deploy.aws import (
@@ -93,6 +94,27 @@ def debian_amis(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
     ]
     monkeypatch.setattr(moto_amis, "AMIS", [*moto_amis.AMIS, *extra])
+
+
+# What cloud-init on a real Debian image prints to the serial console at first
+# boot (moto's canned console output has no such block; AWS cannot run here).
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHN0YW5kLWluLWhvc3Qta2V5LWZvci10ZXN0cw"
+ECDSA_KEY = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY="
+CLOUD_INIT_CONSOLE = f"""[   12.3] cloud-init[512]: Cloud-init v. 22.4.2 running 'modules:final'
+<14>Dec  1 10:00:00 cloud-init: #############################################################
+-----BEGIN SSH HOST KEY FINGERPRINTS-----
+256 SHA256:abc root@ip-172-31-1-2 (ECDSA)
+-----END SSH HOST KEY FINGERPRINTS-----
+-----BEGIN SSH HOST KEY KEYS-----
+{ECDSA_KEY} root@ip-172-31-1-2
+{HOST_KEY} root@ip-172-31-1-2
+-----END SSH HOST KEY KEYS-----
+"""
+
+
+@pytest.fixture(autouse=True)
+def console_with_host_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(moto_general, "SAMPLE_CONSOLE_OUTPUT", CLOUD_INIT_CONSOLE)
 
 
 @pytest.fixture
@@ -221,12 +243,17 @@ def test_provision_creates_exactly_the_described_resources(
     assert inventory.ssh_user == "admin"
     assert inventory.key_path == key_file.resolve()
     assert inventory.hosts == tuple(
-        Host(h, by_host[h]["PublicIpAddress"], by_host[h]["PrivateIpAddress"])
+        Host(
+            h,
+            by_host[h]["PublicIpAddress"],
+            by_host[h]["PrivateIpAddress"],
+            (ECDSA_KEY, HOST_KEY),  # read from the console, pinned for ssh
+        )
         for h in ("host-0", "host-1", "host-2")
     )
     state = json.loads(spec.state_file.read_text())
     assert state["cluster"] == CLUSTER and state["region"] == REGION
-    assert set(state["hosts"][0]) == {"name", "public_ip", "private_ip"}
+    assert set(state["hosts"][0]) == {"name", "public_ip", "private_ip", "host_keys"}
 
     err = capsys.readouterr().err
     assert "[provision] waiting for 3 instances to be running..." in err.splitlines()
@@ -410,6 +437,8 @@ def test_quota_exceeded_is_a_clear_error(ec2: Any, tmp_path: Path, code: str) ->
     ("overrides", "message"),
     [
         ({"ssh_cidr": "0.0.0.0/0"}, "whole internet"),
+        ({"ssh_cidr": "0.0.0.0/1"}, "lets 2,147,483,648 addresses reach ssh"),
+        ({"ssh_cidr": "10.0.0.0/7"}, "--allow-wide-ssh-cidr"),
         ({"ssh_cidr": "my laptop"}, "not an IPv4 CIDR"),
         ({"count": 0}, "--count"),
         ({"name": "Bad_Name"}, "cluster name"),
@@ -540,3 +569,43 @@ def test_cli_subcommands_come_from_registered_modules() -> None:
     assert callable(args.handler)
     with pytest.raises(SystemExit):
         build_parser(modules=()).parse_args(["provision"])
+
+
+def test_provision_records_the_ssh_host_keys_from_the_console(ec2: Any, tmp_path: Path) -> None:
+    provision(_spec(tmp_path, count=2), log=_quiet)
+    state = json.loads((tmp_path / "state" / "hosts.json").read_text())
+    assert [h["host_keys"] for h in state["hosts"]] == [[ECDSA_KEY, HOST_KEY]] * 2
+    inventory = load_hosts(tmp_path / "state" / "hosts.json")
+    assert inventory.hosts[0].host_keys == (ECDSA_KEY, HOST_KEY)
+
+
+def test_provision_without_host_keys_in_the_console_says_so(
+    ec2: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(moto_general, "SAMPLE_CONSOLE_OUTPUT", "Linux version 6.1\nbooting\n")
+    with pytest.raises(DeployError, match="no ssh host keys in the console output of host-0"):
+        provision(_spec(tmp_path, count=1, host_key_timeout=0), log=_quiet)
+    assert not (tmp_path / "state" / "hosts.json").exists()
+
+
+def test_wide_ssh_cidr_only_when_forced(ec2: Any, tmp_path: Path) -> None:
+    provision(_spec(tmp_path, count=1, ssh_cidr="10.0.0.0/7", allow_wide_ssh_cidr=True), log=_quiet)
+    groups = ec2.describe_security_groups(
+        Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [CLUSTER]}]
+    )
+    ranges = [
+        r["CidrIp"]
+        for g in groups["SecurityGroups"]
+        for p in g["IpPermissions"]
+        if p.get("FromPort") == 22
+        for r in p["IpRanges"]
+    ]
+    assert ranges == ["10.0.0.0/7"]
+
+
+def test_hosts_file_with_a_bad_host_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.json"
+    host = {"name": "host-0", "public_ip": "192.0.2.1", "private_ip": "10.0.0.1"}
+    path.write_text(json.dumps({"ssh_user": "admin", "hosts": [{**host, "host_keys": ["nope"]}]}))
+    with pytest.raises(DeployError, match=r"hosts\[0\]\.host_keys\[0\] is not an ssh public key"):
+        load_hosts(path)

@@ -41,7 +41,7 @@ def test_generated_cluster_and_compose_agree(tmp_path: Path) -> None:
     assert ("n7", "n1") in config.channels and len(config.channels) == 7
     compose = yaml.safe_load(compose_path.read_text())
     services = compose["services"]
-    assert set(services) == {"collector", "initiator", *config.node_ids}
+    assert set(services) == {"certs", "collector", "initiator", *config.node_ids}
     for node in config.nodes:
         port = node.address.rsplit(":", 1)[1]
         service = services[node.id]
@@ -50,7 +50,20 @@ def test_generated_cluster_and_compose_agree(tmp_path: Path) -> None:
         assert f"{node.id}-data:/data" in service["volumes"]
         assert "./c.yaml:/etc/chandy-lamport/cluster.yaml:ro" in service["volumes"]
     assert set(services["initiator"]["depends_on"]) == set(config.node_ids)
-    assert set(compose["volumes"]) == {"snapshots", *(f"{n}-data" for n in config.node_ids)}
+    assert set(compose["volumes"]) == {
+        "certs",
+        "ca",
+        "snapshots",
+        *(f"{n}-data" for n in config.node_ids),
+    }
+    for node in config.node_ids:  # mutual TLS with its own certificate, least privilege
+        service = services[node]
+        assert service["environment"]["CL_TLS_DIR"] == f"/etc/chandy-lamport/certs/node-{node}"
+        assert service["cap_drop"] == ["ALL"] and service["read_only"] is True
+        assert service["security_opt"] == ["no-new-privileges:true"]
+    assert "ca:/var/lib/chandy-lamport/ca" in services["certs"]["volumes"]
+    assert not any("ca:" in v for s in services.values() if s is not services["certs"]
+                   for v in s.get("volumes", []) if v.startswith("ca:"))  # fmt: skip
 
 
 def test_out_of_range_node_count_is_refused(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,13 @@
-"""cl-initiator against a real collector and fake nodes (gRPC servers that report at once)."""
+"""cl-initiator against a real collector and fake nodes (gRPC servers that report at once).
+
+Everything speaks mutual TLS with the certificates `cl-certs ensure` writes
+next to the cluster file, where cl-initiator finds its operator certificate
+without being told.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
@@ -13,9 +19,12 @@ import pytest
 import structlog
 import yaml
 
+from certs import identity
+from certs.store import CertDir, cluster_identities
 from collector.server import CollectorServer
 from collector.testing import consistent_reports, report_to_pb
 from common.config import load_cluster
+from common.tls import TlsFiles, add_port, open_channel
 from initiator.__main__ import main
 from node.testing import free_port
 from protos import chandy_lamport_pb2 as pb
@@ -27,6 +36,7 @@ class FakeNodes(pb_grpc.NodeServicer):
 
     def __init__(self, cluster_file: Path, down: set[str]) -> None:
         self.config = load_cluster(cluster_file)
+        self.certs = cluster_file.parent / "tls"
         self.down = down
         self.started: list[tuple[str, str]] = []
         self.lock = threading.Lock()
@@ -36,9 +46,12 @@ class FakeNodes(pb_grpc.NodeServicer):
                 continue
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
             pb_grpc.add_NodeServicer_to_server(_Node(self, spec.id), server)
-            server.add_insecure_port(spec.address)
+            add_port(server, spec.address, self.tls(identity.node(spec.id)))
             server.start()
             self.servers.append(server)
+
+    def tls(self, who: identity.Identity) -> TlsFiles:
+        return TlsFiles.in_dir(self.certs / who.directory)
 
     def on_start(self, node_id: str, snapshot_id: str) -> bool:
         with self.lock:
@@ -46,11 +59,15 @@ class FakeNodes(pb_grpc.NodeServicer):
             self.started.append((node_id, snapshot_id))
         if first:
             reports = consistent_reports(self.config, snapshot_id, initiator=node_id)
-            with grpc.insecure_channel(self.config.collector_address) as channel:
-                stub = pb_grpc.CollectorStub(channel)
-                for node, report in reports.items():
-                    if node not in self.down:
-                        stub.ReportLocalSnapshot(report_to_pb(report), timeout=5)
+            for node, report in reports.items():
+                if node in self.down:
+                    continue
+                # Each node reports with its own certificate: the collector checks it.
+                address = self.config.collector_address
+                tls = self.tls(identity.node(node))
+                with open_channel(address, tls, "collector", "collector") as channel:
+                    stub = pb_grpc.CollectorStub(channel)
+                    stub.ReportLocalSnapshot(report_to_pb(report), timeout=5)
         return not first
 
     def stop(self) -> None:
@@ -93,8 +110,15 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
             }
         )
     )
+    config = load_cluster(path)
+    certs = CertDir(tmp_path / "tls")
+    certs.ensure(cluster_identities(config.node_ids), dt.datetime.now(dt.UTC))
     server = CollectorServer(
-        load_cluster(path), str(tmp_path / "snaps"), "127.0.0.1", collector_port
+        config,
+        str(tmp_path / "snaps"),
+        "127.0.0.1",
+        collector_port,
+        tls=TlsFiles.in_dir(certs.identity_dir(identity.collector())),
     )
     server.start()
     yield path, tmp_path / "snaps"
@@ -211,6 +235,10 @@ def test_collector_unreachable_exits_1(tmp_path: Path, capsys) -> None:  # type:
             }
         )
     )
+    code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
+    assert code == 2  # no certificate yet: refused before dialling anyone
+    assert "operator-admin/ca.crt: missing; create it with `cl-certs ensure" in err
+    CertDir(tmp_path / "tls").ensure(cluster_identities(["n1", "n2"]), dt.datetime.now(dt.UTC))
     code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
     assert code == 1
     assert "collector at 127.0.0.1:" in err

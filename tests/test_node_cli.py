@@ -12,8 +12,9 @@ from node.testing import NodeProcess, get_status, write_cluster
 
 
 def run_node(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # These tests are about the CLI, not TLS (tests/test_security.py is): plaintext.
     return subprocess.run(
-        [sys.executable, "-m", "node", "--log-format", "json", *args],
+        [sys.executable, "-m", "node", "--log-format", "json", "--plaintext", *args],
         capture_output=True,
         text=True,
         timeout=30,

@@ -351,3 +351,16 @@ def test_checkov_catches_imdsv1_and_unencrypted_volumes(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "CKV_AWS_79" in output and "CKV_AWS_8" in output, output
+
+
+def test_ssh_cidr_wider_than_slash_8_needs_the_explicit_switch(
+    resources: dict[str, dict[str, Any]], variables: dict[str, dict[str, Any]]
+) -> None:
+    assert variables["allow_wide_ssh_cidr"]["default"] is False
+    ssh = resources["aws_vpc_security_group_ingress_rule.ssh"]
+    precondition = _block(_block(ssh, "lifecycle"), "precondition")
+    condition = precondition["condition"]
+    assert "var.allow_wide_ssh_cidr ||" in condition and ">= 8" in condition
+    # The same rule as the boto3 path (deploy.aws.validate_spec).
+    assert aws.MIN_SSH_PREFIX == 8
+    assert "wider than /8" in precondition["error_message"]

@@ -202,6 +202,6 @@ def test_refusal_rules() -> None:
     code, message = refusal(node("n2"), {"operator"})  # type: ignore[misc]
     assert (code, message) == (
         grpc.StatusCode.PERMISSION_DENIED,
-        "node n2 may not do this (only operator)",
+        "node n2 may not make this call (only operator)",
     )
     assert refusal(None, {"operator"}, tls=False) is None

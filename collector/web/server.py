@@ -14,7 +14,7 @@ import structlog
 import uvicorn
 
 from collector.web.app import create_app
-from collector.web.cluster import ClusterProbe, NodeLive
+from collector.web.cluster import ChannelFactory, ClusterProbe, NodeLive
 from collector.web.index import Restores, SnapshotIndex
 from collector.web.metrics import CollectorMetrics, collector_registry
 
@@ -72,8 +72,20 @@ class CollectorSource:
 
 
 class WebServer:
-    def __init__(self, service: CollectorService, host: str, port: int) -> None:
-        self.probe = ClusterProbe(service.config)
+    def __init__(
+        self,
+        service: CollectorService,
+        host: str,
+        port: int,
+        channel_factory: ChannelFactory | None = None,
+    ) -> None:
+        """`channel_factory`: how the "cluster now" probe dials a node (mutual TLS
+        with the collector's certificate in a TLS cluster)."""
+        self.probe = (
+            ClusterProbe(service.config)
+            if channel_factory is None
+            else ClusterProbe(service.config, channel_factory=channel_factory)
+        )
         self.source = CollectorSource(service, self.probe)
         metrics = CollectorMetrics(
             self.source.index,

@@ -166,6 +166,15 @@ def ssh_hosts(docker_sdk, project_image, sshd_host_image, tmp_path) -> Iterator[
             container.reload()
             ports[name] = int(container.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
             hosts.append({"name": name, "public_ip": "127.0.0.1", "private_ip": gateway})
+        wait_for_sshd(containers)
+        # Recorded "at provision time", as `cl-deploy provision` reads them from the
+        # EC2 console: the keys sshd really has. ssh then accepts only these.
+        for host, container in zip(hosts, containers, strict=True):
+            result = container.exec_run(["sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub"])
+            assert result.exit_code == 0, result.output
+            host["host_keys"] = [
+                " ".join(line.split()[:2]) for line in result.output.decode().splitlines()
+            ]
         hosts_file = tmp_path / "hosts.json"
         hosts_file.write_text(
             json.dumps(
@@ -177,7 +186,6 @@ def ssh_hosts(docker_sdk, project_image, sshd_host_image, tmp_path) -> Iterator[
                 }
             )
         )
-        wait_for_sshd(containers)
         yield SshHosts(hosts_file, tmp_path / "known_hosts", ports, prefix, homes)
     finally:
         # Everything, even when the test failed half-way (the test checks that
@@ -305,3 +313,30 @@ def test_unreachable_host_is_named_in_the_error(ssh_hosts: SshHosts) -> None:
     error = result.stderr.split("error:", 1)[-1]
     assert "host-1: checking Docker: cannot reach the host over ssh" in error
     assert "host-0" not in error
+
+
+def test_host_keys_are_pinned_not_trusted_on_first_use(ssh_hosts: SshHosts, tmp_path: Path) -> None:
+    hosts = json.loads(ssh_hosts.hosts_file.read_text())
+    impostor = tmp_path / "impostor"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True)
+    wrong = json.loads(json.dumps(hosts))
+    wrong["hosts"][1]["host_keys"] = [
+        " ".join(impostor.with_suffix(".pub").read_text().split()[:2])
+    ]
+    wrong_file = tmp_path / "wrong-hosts.json"
+    wrong_file.write_text(json.dumps(wrong))
+    result = cl_deploy("status", *ssh_hosts.args(hosts_file=wrong_file), timeout=120)
+    assert result.returncode == 1
+    assert "host-1" in result.stderr and "not the one recorded in the hosts file" in result.stderr
+
+    unknown = json.loads(json.dumps(hosts))
+    for host in unknown["hosts"]:
+        host.pop("host_keys")
+    unknown_file = tmp_path / "unknown-hosts.json"
+    unknown_file.write_text(json.dumps(unknown))
+    result = cl_deploy("status", *ssh_hosts.args(hosts_file=unknown_file), timeout=120)
+    assert result.returncode == 1
+    assert (
+        "its ssh host key is unknown" in result.stderr and "--trust-on-first-use" in result.stderr
+    )
+    assert not ssh_hosts.known_hosts.exists()  # nothing was trusted on first use

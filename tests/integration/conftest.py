@@ -16,7 +16,12 @@ def snapshot(
     cluster: LocalCluster, initiators: Sequence[str], snapshot_id: str, timeout: float = 30.0
 ) -> dict[str, Any]:
     outcome = take_snapshot(
-        cluster.config, cluster.collector_address, initiators, snapshot_id, timeout=timeout
+        cluster.config,
+        cluster.collector_address,
+        initiators,
+        snapshot_id,
+        timeout=timeout,
+        tls=cluster.operator_tls,
     )
     assert not outcome.start_errors, outcome.start_errors
     assert outcome.document is not None

@@ -81,14 +81,19 @@ def test_node_killed_and_restarted_mid_traffic(cluster: LocalCluster) -> None:
 
 
 def test_collector_killed_while_nodes_report(cluster: LocalCluster) -> None:
-    """Reports retried by the nodes reach a restarted collector; nothing is lost."""
+    """Reports retried by the nodes reach a restarted collector; nothing is lost.
+
+    The collector stores reports only of snapshots it began, so the begin comes
+    first (it is durable); then the collector dies and the nodes report into the void.
+    """
+    tls = cluster.operator_tls
+    begin_snapshot(cluster.collector_address, "while-collector-down", ["n4"], tls=tls)
     cluster.kill_collector()
-    results = start_on_nodes(cluster.config, ["n4"], "while-collector-down")
+    results = start_on_nodes(cluster.config, ["n4"], "while-collector-down", tls=tls)
     assert results[0].ok, results
     time.sleep(1.0)  # the nodes finish recording and keep retrying their reports
     cluster.start_collector()
     cluster.wait_healthy([COLLECTOR])
-    begin_snapshot(cluster.collector_address, "while-collector-down", ["n4"])
-    document = wait_snapshot(cluster.collector_address, "while-collector-down", timeout=30)
+    document = wait_snapshot(cluster.collector_address, "while-collector-down", timeout=30, tls=tls)
     assert_verified(cluster, document)
     assert document["initiators"] == ["n4"]

@@ -78,7 +78,12 @@ def test_history_shows_a_new_snapshot_and_its_page_draws_the_cut(
 
     snapshot_id = f"browser-{int(time.time())}"
     outcome = take_snapshot(
-        cluster.config, cluster.collector_address, ["n1"], snapshot_id, timeout=60
+        cluster.config,
+        cluster.collector_address,
+        ["n1"],
+        snapshot_id,
+        timeout=60,
+        tls=cluster.operator_tls,
     )
     assert outcome.document is not None and outcome.document["status"] == "complete"
     document = outcome.document
@@ -87,7 +92,7 @@ def test_history_shows_a_new_snapshot_and_its_page_draws_the_cut(
     assert browser.evaluate("document.querySelector('[data-count=complete] .n').textContent") == "1"
     for _ in range(2):  # more history for the picture
         take_snapshot(cluster.config, cluster.collector_address, ["n2"],
-                      f"{snapshot_id}-{_ + 2}", timeout=60)  # fmt: skip
+                      f"{snapshot_id}-{_ + 2}", timeout=60, tls=cluster.operator_tls)  # fmt: skip
     browser.wait_for("document.querySelectorAll('#history-table tr[data-snapshot]').length === 3")
     browser.wait_for("document.querySelector('#durations td[data-stat=p95]') !== null")
     assert_not_blank(browser.screenshot(out / "dashboard.png"))
@@ -158,7 +163,14 @@ def test_collector_metrics_move_while_the_workload_runs(cluster: LocalCluster) -
     before = samples(cluster.http_url + "/metrics")
     complete = ("cl_snapshots_total", (("status", "complete"),))
     reports = ("cl_collector_reports_received_total", (("outcome", "accepted"),))
-    take_snapshot(cluster.config, cluster.collector_address, ["n3"], "metrics-1", timeout=60)
+    take_snapshot(
+        cluster.config,
+        cluster.collector_address,
+        ["n3"],
+        "metrics-1",
+        timeout=60,
+        tls=cluster.operator_tls,
+    )
     after = samples(cluster.http_url + "/metrics")
     assert after[complete] == before.get(complete, 0) + 1
     assert after[reports] > before.get(reports, 0)

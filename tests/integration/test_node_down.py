@@ -42,7 +42,12 @@ def test_node_down_in_a_complete_graph_is_named_and_the_others_wait_for_it(
     assert cluster.stop_node("n5") == 0  # SIGTERM, graceful, and not restarted
     started = time.monotonic()
     outcome = take_snapshot(
-        cluster.config, cluster.collector_address, ["n2"], "n5-down", timeout=30
+        cluster.config,
+        cluster.collector_address,
+        ["n2"],
+        "n5-down",
+        timeout=30,
+        tls=cluster.operator_tls,
     )
     elapsed = time.monotonic() - started
     assert TIMEOUT - 0.5 <= elapsed < TIMEOUT + 5

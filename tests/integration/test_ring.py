@@ -67,6 +67,7 @@ def test_node_down_snapshot_is_aborted_and_names_it(cluster: LocalCluster) -> No
                 [initiator],
                 f"ring-down-{initiator}",
                 timeout=30,
+                tls=cluster.operator_tls,
             )
             for initiator in ("n5", "n1")
         }
