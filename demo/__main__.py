@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cluster.start()
         print("all processes healthy; the nodes are sending money to each other", flush=True)
+        print(f"dashboard (while the demo runs): {cluster.http_url}/", flush=True)
         show_workload(cluster, args.duration)
         for index in range(args.snapshots):
             initiator = cluster.node_ids[index % len(cluster.node_ids)]

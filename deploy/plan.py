@@ -244,13 +244,16 @@ def render_cluster(cluster: Mapping[str, Any], plan: Plan, host_name: str) -> st
 
 
 def render_env(
-    plan: Plan, host_plan: HostPlan, image: str, publish_address: str = "0.0.0.0"
+    plan: Plan, host_plan: HostPlan, image: str, publish_address: str | None = None
 ) -> str:
     """The ``.env`` next to compose.yml on a host (read by Compose v1 and v2).
 
     Each service on the host is published at its own port, which is the one
-    the other hosts' cluster files dial.
+    the other hosts' cluster files dial, on the host's private address only
+    (default): the other hosts dial that one, and nothing listens on the
+    public interface, whatever the security group says.
     """
+    publish_address = publish_address or host_plan.host.private_ip
     ports = "".join(
         f"PUBLISH_PORT_{service.upper()}={plan.port_of(service)}\n"
         for service in host_plan.services

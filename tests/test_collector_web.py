@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.server import CollectorServer
 from collector.testing import consistent_reports, report_to_pb, small_cluster
-from collector.web.index import SnapshotIndex, duration_stats, summarize
+from collector.web.cluster import NodeLive
+from collector.web.index import Restores, SnapshotIndex, duration_stats, summarize
 from common.files import atomic_write_json
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
@@ -215,3 +216,52 @@ def test_restores_tile_once_restores_exist(running: Running) -> None:
     assert 'data-count="restores"><div class="n">1' in page
     assert "latest: s1 preparing" in page
     assert running.http.get("/api/summary").json()["restores"]["count"] == 1
+
+
+class DocumentsSource:
+    """The app's data interface over a dict of documents (no collector needed)."""
+
+    def __init__(self, documents: list[dict[str, object]]) -> None:
+        self._index = SnapshotIndex()
+        self.texts = {}
+        for document in documents:
+            self._index.add(document)
+            self.texts[str(document["snapshot_id"])] = json.dumps(document)
+
+    @property
+    def index(self) -> SnapshotIndex:
+        return self._index
+
+    def pending(self) -> list[str]:
+        return []
+
+    def read_text(self, snapshot_id: str) -> str | None:
+        return self.texts.get(snapshot_id)
+
+    def cluster(self) -> list[NodeLive]:
+        return [NodeLive("n1", "127.0.0.1:1", healthy=False, error="<b>refused</b>")]
+
+    def restores(self) -> Restores:
+        return Restores(0)
+
+
+def test_values_from_documents_and_nodes_are_escaped() -> None:
+    import asyncio
+
+    from collector.web.app import create_app
+
+    hostile = aborted_document()
+    hostile["verification"]["reason"] = "<script>alert(1)</script>"
+    hostile["initiators"] = ["<img src=x>"]
+    app = create_app(DocumentsSource([hostile]))
+
+    async def fetch(path: str) -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return (await client.get(path)).text
+
+    page = asyncio.run(fetch("/snapshots/n4-down"))
+    home = asyncio.run(fetch("/"))
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    assert "<img src=x>" not in home and "&lt;img src=x&gt;" in home
+    assert "<b>refused</b>" not in home

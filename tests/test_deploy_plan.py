@@ -127,11 +127,11 @@ def test_rendering_keeps_everything_but_addresses() -> None:
     assert config.channels == parse_cluster(CLUSTER, "original", {}).channels
 
 
-def test_env_file_publishes_on_all_interfaces_with_the_host_project() -> None:
+def test_env_file_publishes_on_the_private_address_with_the_host_project() -> None:
     plan = make_plan(HOSTS, SERVICES)
     env = render_env(plan, plan.hosts[1], "chandy-lamport:latest")
     assert "COMPOSE_PROJECT_NAME=chandy-lamport-host-1\n" in env
-    assert "PUBLISH_ADDRESS=0.0.0.0\n" in env
+    assert f"PUBLISH_ADDRESS={plan.hosts[1].host.private_ip}\n" in env  # never 0.0.0.0
     assert "CL_IMAGE=chandy-lamport:latest\n" in env
     # exactly this host's services, each at the port the other hosts dial
     published = sorted(line for line in env.splitlines() if line.startswith("PUBLISH_PORT_"))

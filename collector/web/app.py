@@ -37,6 +37,7 @@ from collector.web.cluster import NodeLive
 from collector.web.index import Restores, SnapshotIndex, duration_stats
 from collector.web.png import PngUnavailable, svg_to_png
 from diagram import DiagramError, document_svg
+from diagram.from_document import Axis
 from diagram.topology import topology_svg
 from node.core import InvalidSnapshotId, validate_snapshot_id
 
@@ -88,11 +89,13 @@ def _snapshot_id(raw: str) -> str:
         raise BadRequest(str(error)) from None
 
 
-def _axis(request: Request) -> str:
+def _axis(request: Request) -> Axis:
     axis = request.query_params.get("axis", "wall")
-    if axis not in ("wall", "lamport"):
-        raise BadRequest(f"axis must be wall or lamport, got {axis!r}")
-    return axis
+    if axis == "wall":
+        return "wall"
+    if axis == "lamport":
+        return "lamport"
+    raise BadRequest(f"axis must be wall or lamport, got {axis!r}")
 
 
 def create_app(source: DashboardSource, registry: CollectorRegistry | None = None) -> Starlette:
@@ -147,9 +150,9 @@ def create_app(source: DashboardSource, registry: CollectorRegistry | None = Non
             return _not_found(snapshot_id, source, html=True)
         axis = _axis(request)
         try:
-            diagram = document_svg(document, axis=axis)  # type: ignore[arg-type]
+            diagram = document_svg(document, axis=axis)
         except DiagramError as error:
-            diagram = f'<p class="bad">cannot draw this snapshot: {pages._e(error)}</p>'
+            diagram = f'<p class="bad">cannot draw this snapshot: {pages.escape_text(error)}</p>'
         return HTMLResponse(pages.snapshot_page(document, diagram, topology_svg(document), axis))
 
     async def api_list(request: Request) -> Response:
@@ -227,17 +230,17 @@ def _not_found(snapshot_id: str, source: DashboardSource, html: bool) -> Respons
     return JSONResponse({"error": message}, status_code=404)
 
 
-def _svg_response(document: dict[str, Any], axis: str) -> Response:
+def _svg_response(document: dict[str, Any], axis: Axis) -> Response:
     try:
-        svg = document_svg(document, axis=axis)  # type: ignore[arg-type]
+        svg = document_svg(document, axis=axis)
     except DiagramError as error:
         return JSONResponse({"error": f"cannot draw this snapshot: {error}"}, status_code=422)
     return Response(svg, media_type="image/svg+xml")
 
 
-def _png_response(document: dict[str, Any], axis: str) -> Response:
+def _png_response(document: dict[str, Any], axis: Axis) -> Response:
     try:
-        svg = document_svg(document, axis=axis)  # type: ignore[arg-type]
+        svg = document_svg(document, axis=axis)
         png = svg_to_png(svg)
     except DiagramError as error:
         return JSONResponse({"error": f"cannot draw this snapshot: {error}"}, status_code=422)

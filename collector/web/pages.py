@@ -24,6 +24,9 @@ def _e(value: object) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
+escape_text = _e
+
+
 def _page(title: str, body: str, page: str, scripts: Sequence[str] = ()) -> str:
     tags = "".join(f'<script src="/static/{_e(s)}"></script>' for s in scripts)
     return (

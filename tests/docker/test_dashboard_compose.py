@@ -81,3 +81,13 @@ def test_dashboard_of_the_compose_stack(
     names = {f.name for f in text_string_to_metric_families(text)}
     expected = {"cl_snapshots", "cl_snapshot_duration_seconds", "cl_collector_reports_received"}
     assert expected <= names
+
+    node_url = "http://" + published(stack, "n1", 9100) + "/metrics"
+    with urllib.request.urlopen(node_url, timeout=10) as reply:
+        families = {f.name: f for f in text_string_to_metric_families(reply.read().decode())}
+    sent = families["cl_node_transfers_sent"]
+    assert {s.labels["peer"] for s in sent.samples} == {"n2", "n3", "n4", "n5"}
+    assert sum(s.value for s in sent.samples) > 0
+    for name in ("cl_node_unacked_frames", "cl_node_reconnects", "cl_node_commit_seconds"):
+        assert name in families, name
+
