@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
+
+# Before anything imports grpc: the tests start node, collector and CLI
+# processes while holding gRPC channels; see demo/__init__.py (grpc/grpc#43055).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import pytest
 
