@@ -147,7 +147,7 @@ def verified(document: dict[str, Any] | None, snapshot_id: str) -> dict[str, Any
 
 
 def snapshot_latencies(cluster: LocalCluster, name: str, samples: int) -> list[float]:
-    connections = Connections()
+    connections = Connections(tls=cluster.operator_tls)
     try:
         latencies = []
         for index in range(samples + 1):
@@ -314,7 +314,7 @@ def main() -> None:
             taken: list[float] = []
 
             def snapshots() -> None:
-                connections = Connections()
+                connections = Connections(tls=loaded.operator_tls)
                 index = 0
                 while not stop.is_set():
                     started = time.monotonic()
