@@ -425,12 +425,13 @@ class CollectorService(pb_grpc.CollectorServicer):
                     _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown snapshot {snapshot_id}")
                 if progress.status != "pending":
                     text = self.store.read_text(snapshot_id) or ""
-                    reported, missing = _reported_missing(text, self.config.node_ids)
+                    reported, missing, recorded = _reported_missing(text, self.config.node_ids)
                     yield pb.SnapshotProgress(
                         snapshot_id=snapshot_id,
                         status=progress.status,
                         reported=reported,
                         missing=missing,
+                        recorded=recorded,
                         json=text,
                     )
                     return
@@ -441,6 +442,7 @@ class CollectorService(pb_grpc.CollectorServicer):
                         status="pending",
                         reported=progress.reported,
                         missing=progress.missing,
+                        recorded=progress.recorded,
                     )
                 else:
                     message = None
@@ -457,14 +459,24 @@ class CollectorService(pb_grpc.CollectorServicer):
             _abort(context, grpc.StatusCode.UNAVAILABLE, "collector is shutting down")
 
 
-def _reported_missing(text: str, node_ids: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(nodes with a complete local snapshot, the others) of a finished document."""
+def _reported_missing(
+    text: str, node_ids: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(nodes with a complete local snapshot, the others, those of the others
+    that recorded their state) of a finished document: the same split as a
+    pending snapshot's progress, so the initiator's last progress line and its
+    summary name the same nodes."""
     try:
         nodes = json.loads(text)["nodes"]
         complete = {n for n, state in nodes.items() if state.get("complete", True)}
     except (ValueError, KeyError, TypeError, AttributeError):
-        return [], []
-    return [n for n in node_ids if n in complete], [n for n in node_ids if n not in complete]
+        return [], [], []
+    missing = [n for n in node_ids if n not in complete]
+    return (
+        [n for n in node_ids if n in complete],
+        missing,
+        [n for n in missing if n in nodes],
+    )
 
 
 class CollectorServer:
