@@ -27,16 +27,17 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import grpc.aio
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from certs.identity import Identity
-from certs.store import CA_CERT, CERT, KEY
+from certs.identity import Identity, identity_from_uris
+from certs.names import CA_CERT, CERT, KEY
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = structlog.get_logger("tls")
 
@@ -150,6 +151,10 @@ def load_tls_settings(
         ca_pem, cert_pem, key_pem = files.read()
     except OSError as error:
         raise TlsError(f"{error.filename}: cannot read: {error.strerror}") from error
+    # Imported here: ~10 MB and ~40 ms that a process pays only to check its files.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         cas = x509.load_pem_x509_certificates(ca_pem)
     except ValueError as error:
@@ -294,21 +299,21 @@ def peer_identity(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> P
     auth = context.auth_context()
     if auth.get("transport_security_type") != [b"ssl"]:
         return None
-    pems = auth.get("x509_pem_cert")
-    if not pems:
+    # gRPC puts the verified certificate's SAN URIs here: the same list that
+    # certs.authority.identity_of reads from the parsed certificate, without
+    # parsing it again per call (and without importing cryptography).
+    uris = auth.get("peer_uri")
+    if not uris or not auth.get("x509_pem_cert"):
         return None
-    return _identity_of_pem(bytes(pems[0]))
+    return _identity_of_uris(tuple(bytes(uri) for uri in uris))
 
 
 @functools.lru_cache(maxsize=512)
-def _identity_of_pem(pem: bytes) -> PeerIdentity | None:
-    from certs.authority import identity_of
-
+def _identity_of_uris(uris: tuple[bytes, ...]) -> PeerIdentity | None:
     try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
+        return identity_from_uris([uri.decode("ascii") for uri in uris])
+    except UnicodeDecodeError:
         return None
-    return identity_of(cert)
 
 
 def refusal(
