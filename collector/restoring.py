@@ -35,10 +35,38 @@ class NoSuchSnapshot(RestoreRefused):
 
 def crash_hook(record: RestoreRecord) -> None:
     """CL_CRASH_AT points of the coordinator (common/crash.py), after each write."""
-    if record.phase is RestorePhase.PREPARING:
-        crash_point("after-preparing" if not record.prepared else "after-votes", "collector")
-    elif record.phase is RestorePhase.COMMITTING:
-        crash_point("after-commit-point" if not record.acked else "after-first-ack", "collector")
+    if record.phase is RestorePhase.PREPARING and not record.prepared:
+        crash_point("after-preparing", "collector")
+    elif record.phase is RestorePhase.COMMITTING and not record.acked:
+        crash_point("after-commit-point", "collector")
+
+
+class CrashingClient:
+    """The participant client with the CL_CRASH_AT points between messages: a yes
+    vote received but the decision not written ("after-votes"), one node
+    committed and the others not yet acknowledged ("after-first-ack")."""
+
+    def __init__(self, client: ParticipantClient) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def epoch(self, node_id: str) -> int:
+        return self.client.epoch(node_id)
+
+    def prepare(self, node_id: str, target: Any) -> tuple[bool, str]:
+        vote = self.client.prepare(node_id, target)
+        if vote[0]:
+            crash_point("after-votes", "collector")
+        return vote
+
+    def commit(self, node_id: str, restore: int, epoch: int) -> None:
+        self.client.commit(node_id, restore, epoch)
+        crash_point("after-first-ack", "collector")
+
+    def abort(self, node_id: str, restore: int) -> None:
+        self.client.abort(node_id, restore)
 
 
 class RestoreService:
@@ -55,7 +83,7 @@ class RestoreService:
         self.log = RestoreLog(store.directory)
         self.coordinator = RestoreCoordinator(
             self.log,
-            client,
+            CrashingClient(client),
             config.node_ids,
             config.channels,
             config.expected_total,
@@ -72,7 +100,8 @@ class RestoreService:
     def _drive(self, record: RestoreRecord) -> None:
         while not record.finished and not self._stopping.is_set():
             try:
-                record = self.coordinator.drive(record, timeout=1.0)
+                # One call until finished: the prepare deadline counts from its start.
+                record = self.coordinator.drive(record)
             except Exception:  # a bug must not leave prepared nodes waiting silently
                 log.exception("restore driver failed; retrying", restore=record.number)
                 self._stopping.wait(1.0)
@@ -125,6 +154,21 @@ class RestoreService:
                 lambda: self.log.read(number).finished or self._stopping.is_set(), timeout
             )
         return self.log.read(number)
+
+    def rejoin_refusal(self, node_id: str, snapshot_id: str) -> str | None:
+        """Why node `node_id` may not ask for this restore (None: it may rejoin)."""
+        if snapshot_id != "latest":
+            return f"node {node_id} may only ask to rejoin from the latest snapshot"
+        status = getattr(self.coordinator.client, "status", None)
+        if status is None:
+            return None
+        try:
+            phase = status(node_id).restore_phase
+        except Exception as error:  # Unreachable / Refused: cannot confirm it is stale
+            return f"cannot confirm that {node_id} is stale: {error}"
+        if phase != "stale":
+            return f"node {node_id} is {phase or 'serving'}, not stale: only an operator restores"
+        return None
 
     def records(self) -> list[RestoreRecord]:
         return self.log.records()

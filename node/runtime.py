@@ -378,6 +378,7 @@ class NodeRuntime:
         # node started on an old copy of its data dir must not send frames a peer
         # would drop as duplicates before it learns it is stale.
         self.require_handshake = False
+        self.rejoin_note = ""  # why `--rejoin` could not bring this node back (status)
         self._verified_out: set[str] = set()
         self._refresh_view()
         log.info(
@@ -1058,7 +1059,9 @@ class NodeRuntime:
             and self.participant.serving,
             epoch=self.participant.epoch,
             restore_phase=self.participant.phase.value,
-            not_serving_reason=self.participant.stale,
+            not_serving_reason="; ".join(
+                filter(None, (self.participant.stale, self.participant.stale and self.rejoin_note))
+            ),
             prepared_restore=(
                 self.participant.prepared.restore if self.participant.prepared is not None else 0
             ),

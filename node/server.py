@@ -76,6 +76,7 @@ _log = structlog.get_logger("node.server")
 NODE_SERVICE = "chandy_lamport.Node"
 DEFAULT_GRACE = 1.0
 STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit, whatever happens
+REJOIN_WAIT = 15.0  # seconds --rejoin waits for the channel handshakes
 
 T = TypeVar("T")
 
@@ -218,6 +219,9 @@ class NodeOptions:
     db_synchronous: str = "FULL"
     metrics_port: int | None = None  # /metrics (common/metrics.py); None: none, 0: any free port
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    # --rejoin: if the channel handshakes find this node's data dir stale (empty
+    # or an old copy), ask the collector to restore the latest complete snapshot.
+    rejoin: bool = False
 
 
 class RunningNode:
@@ -332,6 +336,7 @@ class RunningNode:
             *((f"sender-{peer}", sender.run) for peer, sender in self.senders.items()),
             ("reporter", self.reporter.run),
             ("workload", self.workload.run),
+            *((("rejoin", self._rejoin),) if options.rejoin else ()),
         ):
             self._tasks.append(asyncio.create_task(_logged(runner, name), name=name))
         await self._update_health()
@@ -345,6 +350,45 @@ class RunningNode:
             mutual_tls=options.tls is not None,
         )
         return self.port
+
+    async def _rejoin(self) -> None:
+        """`--rejoin`: wait for the channel handshakes; if they found this node
+        stale, ask the collector for a restore of the latest complete snapshot
+        (retrying while the collector is unreachable). Refusals are logged and
+        shown in the status: nothing else changes."""
+        runtime = self.runtime
+        assert runtime is not None
+        channels = len(runtime.incoming) + len(runtime.outgoing)
+        deadline = asyncio.get_running_loop().time() + REJOIN_WAIT
+        while not runtime.participant.stale:
+            connected = sum(1 for c in runtime.status().channels if c.connected)
+            if connected >= channels or asyncio.get_running_loop().time() > deadline:
+                self._log.info("rejoin: the channel handshakes found this node current")
+                return
+            await asyncio.sleep(0.2)
+        self._log.warning("rejoin: asking for a restore", reason=runtime.participant.stale)
+        stub = pb_grpc.CollectorStub(
+            self.channel_to("collector", "collector", self.config.collector_address)
+        )
+        while runtime.participant.stale:
+            try:
+                reply = await stub.Restore(
+                    pb.RestoreRequest(snapshot_id="latest", timeout_seconds=60), timeout=70
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ):
+                    runtime.rejoin_note = f"rejoin refused: {error.details()}"
+                    self._log.error("rejoin refused", reason=error.details())
+                    return
+                self._log.info("rejoin: collector not answering yet", code=error.code().name)
+                await asyncio.sleep(2.0)
+                continue
+            self._log.info("rejoin: restore finished", record=reply.json[:400])
+            await asyncio.sleep(1.0)
 
     def _on_stale(self, reason: str) -> None:
         """A channel handshake found this node's state stale: store it, stop serving."""
