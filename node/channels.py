@@ -87,8 +87,11 @@ MAX_PENDING_PER_STREAM = 4096
 # each at once doubled the messages of that burst. So an ack goes out
 # ACK_DELAY after the first commit it confirms, covering every commit since
 # (cumulative), or at once when ACK_EVERY frames are waiting for it, or when
-# the stream ends or fails.
-ACK_DELAY = 0.05
+# the stream ends or fails. 0.2 s: snapshots taken several times a second
+# and a light workload share acks; a sender keeps at most that much more in
+# its outbox, and resends at most that much after a reconnect (dropped by
+# the receiver as duplicates).
+ACK_DELAY = 0.2
 ACK_EVERY = 256
 
 # What a rejected sender is told: enough to know what went wrong, nothing an
