@@ -5,6 +5,10 @@
     cl-initiator --show ID|latest [--json]     a stored snapshot, through the collector
     cl-initiator --list [--limit N] [--status S]   the history as a table (newest N, default 20)
     cl-initiator ... --svg FILE                also write the space-time diagram
+    cl-initiator --status                      live balances, backlog, workload, epoch
+    cl-initiator --pause-workload | --resume-workload
+    cl-initiator --restore ID|latest           roll the cluster back to a complete snapshot
+    cl-initiator --restores                    the restores done so far
 
 Mutual TLS with the operator certificate in tls/operator-admin/ next to the
 cluster file (`cl-certs ensure` makes it; --operator NAME, --tls-dir DIR or
@@ -34,6 +38,7 @@ from common.config import ConfigError, load_cluster
 from common.files import atomic_write_bytes
 from common.timeutil import new_snapshot_id
 from common.tls import TlsError, TlsFiles, add_tls_options, tls_from_args
+from initiator import operations
 from initiator.client import (
     InitiatorError,
     StartResult,
@@ -93,9 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--status",
+        nargs="?",
+        const=operations.LIVE_STATUS,
         choices=("complete", "aborted", "pending"),
-        help="with --list: only snapshots with this status",
+        help="alone: the live cluster (balances, backlog, workload, epoch); "
+        "with --list: only snapshots with this status",
     )
+    operations.add_options(parser)
     parser.add_argument(
         "--svg",
         metavar="FILE",
@@ -230,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("--interval must be >= 0")
     if args.limit < 0:
         return fail("--limit must be >= 0")
-    if (args.limit != 20 or args.status) and not args.list:
+    if (args.limit != 20 or isinstance(args.status, str)) and not args.list:
         return fail("--limit and --status go with --list")
     try:
         config = load_cluster(args.cluster)
@@ -244,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TlsError, IdentityError) as error:
         return fail(str(error))
     collector = args.collector or config.collector_address
+    if operations.wanted(args):
+        try:
+            return operations.run(args, config, collector, tls, args.timeout or 60.0)
+        except InitiatorError as error:
+            return fail(str(error), error.exit_code)
     if args.show or args.list:
         try:
             return read_snapshots(

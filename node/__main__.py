@@ -70,6 +70,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="serve Prometheus /metrics on this port (env CL_METRICS_PORT; default none; "
         "0 for any free port)",
     )
+    parser.add_argument(
+        "--rejoin",
+        action="store_true",
+        default=env("CL_REJOIN", "") not in ("", "0"),
+        help="if this node's data dir turns out stale (empty, or an old copy: its peers "
+        "know better), bring it back by a cluster restore of the latest complete snapshot "
+        "(env CL_REJOIN=1)",
+    )
     add_logging_options(parser, environ)
     return parser
 
@@ -110,6 +118,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             max_transfers=args.max_transfers,
             db_synchronous=args.db_synchronous,
             metrics_port=args.metrics_port,
+            rejoin=args.rejoin,
         )
         serve(config, args.node_id, options)
     except (ConfigError, StorageError, PortUnavailable, TlsError) as error:

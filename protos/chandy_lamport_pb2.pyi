@@ -41,12 +41,14 @@ class Marker(_message.Message):
     def __init__(self, snapshot_id: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("seq", "epoch")
+    __slots__ = ("seq", "epoch", "prepared_epoch")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PREPARED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     seq: int
     epoch: int
-    def __init__(self, seq: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    prepared_epoch: int
+    def __init__(self, seq: _Optional[int] = ..., epoch: _Optional[int] = ..., prepared_epoch: _Optional[int] = ...) -> None: ...
 
 class StartSnapshotRequest(_message.Message):
     __slots__ = ("snapshot_id",)
