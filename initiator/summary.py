@@ -89,8 +89,10 @@ def format_summary(document: Mapping[str, Any]) -> str:
     """A short report of one snapshot document (complete or aborted)."""
     status = str(document.get("status", "?"))
     initiators = ", ".join(document.get("initiators", [])) or "-"
+    epoch = int(document.get("epoch") or 0)
     lines = [
         f"snapshot {document.get('snapshot_id')}: {status.upper()} (initiated by {initiators})"
+        + (f", epoch {epoch}" if epoch else "")
     ]
     duration = document.get("duration_seconds")
     lines.append(

@@ -18,6 +18,7 @@ from common.healthcheck import check
 from demo.local_cluster import LocalCluster
 from initiator import operations
 from initiator.client import take_snapshot
+from initiator.summary import format_summary
 from node.testing import wait_until
 from tests.integration.conftest import assert_verified, snapshot
 
@@ -98,6 +99,7 @@ def test_restore_gives_back_the_snapshot_balances_plus_its_in_flight_money(
     t = snapshot(cluster, ["n2"], "after-restore")
     assert_verified(cluster, t)
     assert t["epoch"] == record["epoch"]
+    assert format_summary(t).splitlines()[0].endswith(f", epoch {record['epoch']}")
     assert {node: state["balance"] for node, state in t["nodes"].items()} == expected
     # Resumed, money moves again in the new epoch and snapshots keep verifying.
     pause(cluster, True)
