@@ -58,8 +58,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--db-synchronous",
         type=choice_of(DB_SYNCHRONOUS_MODES, "CL_DB_SYNCHRONOUS", str.lower),
         choices=DB_SYNCHRONOUS_MODES,
-        default=env("CL_DB_SYNCHRONOUS", "full").lower(),
-        help="SQLite synchronous mode (env CL_DB_SYNCHRONOUS; full survives power loss)",
+        default=env("CL_DB_SYNCHRONOUS", "normal").lower(),
+        help="SQLite synchronous mode (env CL_DB_SYNCHRONOUS; default normal: survives "
+        "kill -9, not an OS crash; full: also an OS crash or power cut, one fsync per commit)",
     )
     add_tls_options(parser, environ)
     parser.add_argument(

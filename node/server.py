@@ -216,7 +216,8 @@ class NodeOptions:
     tls: TlsFiles | None = None
     port: int | None = None  # None: the port of the node's own address; 0: any free port
     max_transfers: int | None = None
-    db_synchronous: str = "FULL"
+    # NORMAL: a commit survives kill -9 (see node/storage.py and the README).
+    db_synchronous: str = "NORMAL"
     metrics_port: int | None = None  # /metrics (common/metrics.py); None: none, 0: any free port
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
     # --rejoin: if the channel handshakes find this node's data dir stale (empty

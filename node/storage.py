@@ -38,11 +38,13 @@ Every state change goes through `commit`, one transaction: a debit and its
 outbox frame, or a credit and its last-applied seq, are never split. A batch
 of events (group commit) is one transaction.
 
-Durability (`synchronous`, WAL journal): FULL (the default) fsyncs the WAL at
-every commit, so an acknowledged credit survives kill -9, an OS crash and a
-power cut. NORMAL fsyncs only at checkpoints: it survives kill -9 (the WAL is
-in the OS page cache) but an OS crash or power cut may lose the last
-transactions, after which the node may have acked frames it no longer has.
+Durability (`synchronous`, WAL journal): FULL fsyncs the WAL at every
+commit, so an acknowledged credit survives kill -9, an OS crash and a power
+cut. NORMAL (what a node runs with unless told otherwise, node/server.py)
+fsyncs only at checkpoints: it survives kill -9 (the WAL is in the OS page
+cache) but an OS crash or power cut may lose the last transactions, after
+which the node may have acked frames it no longer has. This class's own
+default stays FULL.
 
 The store is not thread-safe: the runtime calls it from one thread at a time
 (the writer thread while a batch commits, the event loop otherwise).
