@@ -29,6 +29,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy node/core.py node/ids.py node/timeline.py collector/verify.py simulator/engine.py diagram
 	$(VENV)/bin/mypy node/restore.py collector/restore.py
+	$(VENV)/bin/mypy common/validation.py
 
 image:
 	bash scripts/build-image.sh

@@ -19,17 +19,20 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from common.topology import TOPOLOGIES, Channel, build_channels, unreachable_pairs
+from common.validation import field_and_problem
 
 # Balances, their sum and transfer amounts travel as int64 (protobuf) and sit
 # in SQLite INTEGER columns: anything larger is refused at load.
 INT64_MAX = 2**63 - 1
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
-ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9._\[\]:-]+:\d{1,5}$")
+# Any digits after the colon: a port beyond 65535 is then said to be out of range.
+ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9._\[\]:-]+:\d{1,10}$")
 
 
 class ConfigError(Exception):
@@ -92,13 +95,19 @@ def port_of(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
+def address_problem(value: object) -> str | None:
+    """Why `value` is not host:port with a port a server can listen on, or None."""
+    if not isinstance(value, str) or ADDRESS_PATTERN.fullmatch(value) is None:
+        return f"{value!r} is not host:port"
+    port = port_of(value)
+    if not 0 < port < 65536:
+        return f"{value!r}: port {port} is out of range (1-65535)"
+    return None
+
+
 def is_address(value: object) -> bool:
     """`value` is host:port with a port a server can listen on (1-65535)."""
-    return (
-        isinstance(value, str)
-        and ADDRESS_PATTERN.fullmatch(value) is not None
-        and 0 < port_of(value) < 65536
-    )
+    return address_problem(value) is None
 
 
 def env_key(node_id: str, field_name: str) -> str:
@@ -123,7 +132,189 @@ def read_yaml(path: str | os.PathLike[str], kind: str, error: type[Exception]) -
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as cause:
-        raise error(f"{source}: not valid YAML: {cause}".replace("\n", " ")) from cause
+        raise error(f"{yaml_problem(source, cause)}") from cause
+
+
+def yaml_problem(source: str, cause: yaml.YAMLError) -> str:
+    """`file:line:column: not valid YAML: problem`, one line, where the parser stopped
+    (PyYAML's own text names `<unicode string>` and spans several lines)."""
+    mark = getattr(cause, "problem_mark", None)
+    problem = getattr(cause, "problem", None)
+    if mark is None or problem is None:
+        return f"{source}: not valid YAML: {cause}".replace("\n", " ")
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}"
+    context = getattr(cause, "context", None)
+    context_mark = getattr(cause, "context_mark", None)
+    if context and context_mark is not None:
+        problem = f"{problem} ({context} at {context_mark.line + 1}:{context_mark.column + 1})"
+    return f"{where}: not valid YAML: {problem}".replace("\n", " ")
+
+
+# --------------------------------------------------------------- the schema
+#
+# The document's shape and each value's rule are pydantic models (below);
+# what spans several values (duplicate ids and addresses, the int64 total,
+# the channels) is checked after, in `parse_cluster`. Every validator raises
+# ValueError with the problem in our words; common/validation.py makes the
+# first error one line, `field: problem`.
+
+
+def _node_id(value: Any) -> str:
+    if not isinstance(value, str) or not NODE_ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid node id (a letter, then letters, digits, - or _)"
+        )
+    return value
+
+
+def _node_address(value: Any) -> str:
+    problem = address_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return str(value)
+
+
+def _balance(value: Any) -> int:
+    balance = _integer(value)
+    if balance is None or balance < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    if balance > INT64_MAX:
+        raise ValueError(f"{balance} is beyond int64 (at most {INT64_MAX})")
+    return balance
+
+
+def _nodes(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise ValueError("missing or empty: list the nodes as `- {id, address, balance}`")
+    return value
+
+
+def _collector(value: Any) -> str:
+    problem = address_problem(value)
+    if problem is not None:
+        raise ValueError(
+            f"missing or not host:port: {value!r}" if problem.endswith("is not host:port")
+            or value is None else problem
+        )
+    return str(value)
+
+
+def _workload(value: Any) -> Any:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping with transfer_rate and max_amount")
+    return value
+
+
+def _rate(value: Any) -> float:
+    rate = _number(value)
+    if rate is None or rate < 0:
+        raise ValueError("expected a non-negative number of transfers per second")
+    return rate
+
+
+def _max_amount(value: Any) -> int:
+    amount = _integer(value)
+    if amount is None or not 1 <= amount <= INT64_MAX:
+        raise ValueError(f"expected a positive integer up to {INT64_MAX}")
+    return amount
+
+
+def _timeout(value: Any) -> float:
+    timeout = _number(value)
+    if timeout is None or timeout <= 0:
+        raise ValueError("expected a positive number of seconds")
+    return timeout
+
+
+def _delay_ms(value: Any) -> float:
+    delay = _number(value)
+    if delay is None or not 0 <= delay <= 10_000:
+        raise ValueError("expected a number of milliseconds between 0 and 10000")
+    return delay
+
+
+def _seed(value: Any) -> int:
+    seed = _integer(value)
+    if seed is None:
+        raise ValueError("expected an integer")
+    return seed
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _NodeDoc(_Doc):
+    id: Annotated[str, BeforeValidator(_node_id)]
+    address: Annotated[str, BeforeValidator(_node_address)]
+    balance: Annotated[int, BeforeValidator(_balance)]
+
+
+class _WorkloadDoc(_Doc):
+    transfer_rate: Annotated[float, BeforeValidator(_rate)] = 5.0
+    max_amount: Annotated[int, BeforeValidator(_max_amount)] = 50
+
+
+class _ClusterDoc(_Doc):
+    nodes: Annotated[list[_NodeDoc], BeforeValidator(_nodes)] = Field(
+        default=None, validate_default=True
+    )
+    topology: Any = None
+    channels: Any = None
+    collector: Annotated[str, BeforeValidator(_collector)] = Field(
+        default=None, validate_default=True
+    )
+    workload: Annotated[_WorkloadDoc, BeforeValidator(_workload)] = Field(
+        default_factory=_WorkloadDoc
+    )
+    snapshot_timeout: Annotated[float, BeforeValidator(_timeout)] = 30.0
+    link_delay_ms: Annotated[float, BeforeValidator(_delay_ms)] = 0.0
+    seed: Annotated[int, BeforeValidator(_seed)] = 0
+
+
+SHAPES = {
+    "nodes[*]": "expected a mapping with id, address and balance",
+}
+
+
+def with_environment(
+    raw: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The document with the environment's overrides in place (a copy), and
+    field path -> the variable each overridden value came from."""
+    doc = dict(raw)
+    origins: dict[str, str] = {}
+
+    def put(target: dict[str, Any], key: str, path: str, variable: str) -> None:
+        if variable in environ:
+            target[key] = environ[variable]
+            origins[path] = variable
+
+    nodes = doc.get("nodes")
+    if isinstance(nodes, list):
+        doc["nodes"] = nodes = [dict(e) if isinstance(e, dict) else e for e in nodes]
+        for index, entry in enumerate(nodes):
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                for name in ("address", "balance"):
+                    variable = env_key(entry["id"], name.upper())
+                    put(entry, name, f"nodes[{index}].{name}", variable)
+    put(doc, "collector", "collector", "CL_COLLECTOR_ADDRESS")
+    if "CL_TOPOLOGY" in environ:
+        doc.pop("channels", None)
+        put(doc, "topology", "topology", "CL_TOPOLOGY")
+    workload = doc.get("workload")
+    if isinstance(workload, dict) or (workload is None and _WORKLOAD_VARIABLES & set(environ)):
+        doc["workload"] = workload = dict(workload or {})
+        put(workload, "transfer_rate", "workload.transfer_rate", "CL_TRANSFER_RATE")
+        put(workload, "max_amount", "workload.max_amount", "CL_MAX_AMOUNT")
+    put(doc, "snapshot_timeout", "snapshot_timeout", "CL_SNAPSHOT_TIMEOUT")
+    put(doc, "link_delay_ms", "link_delay_ms", "CL_LINK_DELAY_MS")
+    return doc, origins
+
+
+_WORKLOAD_VARIABLES = {"CL_TRANSFER_RATE", "CL_MAX_AMOUNT"}
 
 
 def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterConfig:
@@ -134,107 +325,45 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
     def fail(field_name: str, problem: str) -> ConfigError:
         return ConfigError(f"{source}: {field_name}: {problem}")
 
-    known = {
-        "nodes",
-        "topology",
-        "channels",
-        "collector",
-        "workload",
-        "snapshot_timeout",
-        "link_delay_ms",
-        "seed",
-    }
-    for key in raw:
-        if key not in known:
-            raise fail(str(key), f"unknown field (expected one of: {', '.join(sorted(known))})")
+    doc, origins = with_environment(raw, environ)
+    try:
+        parsed = _ClusterDoc.model_validate(doc)
+    except ValidationError as error:
+        raise fail(*field_and_problem(error, _ClusterDoc, origins, SHAPES)) from None
 
-    raw_nodes = raw.get("nodes")
-    if not isinstance(raw_nodes, list) or not raw_nodes:
-        raise fail("nodes", "missing or empty: list the nodes as `- {id, address, balance}`")
-    nodes: list[NodeSpec] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(raw_nodes):
-        where = f"nodes[{index}]"
-        if not isinstance(entry, dict):
-            raise fail(where, "expected a mapping with id, address and balance")
-        for required in ("id", "address", "balance"):
-            if required not in entry:
-                raise fail(f"{where}.{required}", "missing")
-        extra = set(entry) - {"id", "address", "balance"}
-        if extra:
-            raise fail(f"{where}.{sorted(extra)[0]}", "unknown field")
-        node_id = entry["id"]
-        if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
+    ids: dict[str, int] = {}
+    owners: dict[str, str] = {}
+    for index, node in enumerate(parsed.nodes):
+        if node.id in ids:
+            raise fail(f"nodes[{index}].id", f"duplicate node id {node.id!r}")
+        ids[node.id] = index
+        if node.address in owners:
             raise fail(
-                f"{where}.id",
-                f"{node_id!r} is not a valid node id (a letter, then letters, digits, - or _)",
+                f"nodes[{index}].address",
+                f"{node.address!r} is already the address of {owners[node.address]}: "
+                "two nodes cannot listen on one host:port",
             )
-        if node_id in seen:
-            raise fail(f"{where}.id", f"duplicate node id {node_id!r}")
-        seen.add(node_id)
-        address_key = env_key(node_id, "ADDRESS")
-        address = environ.get(address_key, entry["address"])
-        if not is_address(address):
-            origin = f" (from {address_key})" if address_key in environ else ""
-            raise fail(f"{where}.address", f"{address!r} is not host:port{origin}")
-        balance_key = env_key(node_id, "BALANCE")
-        raw_balance = environ.get(balance_key, entry["balance"])
-        balance = _integer(raw_balance)
-        if balance is None or balance < 0:
-            origin = f" (from {balance_key})" if balance_key in environ else ""
-            raise fail(
-                f"{where}.balance",
-                f"expected a non-negative integer, got {raw_balance!r}{origin}",
-            )
-        if balance > INT64_MAX:
-            raise fail(f"{where}.balance", f"{balance} is beyond int64 (at most {INT64_MAX})")
-        nodes.append(NodeSpec(node_id, address, balance))
-    ids = [node.id for node in nodes]
+        owners[node.address] = node.id
+    if parsed.collector in owners:
+        owner = owners[parsed.collector]
+        raise fail("collector", f"{parsed.collector!r} is already the address of {owner}")
+    nodes = tuple(NodeSpec(node.id, node.address, node.balance) for node in parsed.nodes)
     total = sum(node.balance for node in nodes)
     if total > INT64_MAX:
         raise fail("nodes", f"the balances add up to {total}, beyond int64 (at most {INT64_MAX})")
 
-    topology = environ.get("CL_TOPOLOGY", raw.get("topology"))
-    raw_channels = None if "CL_TOPOLOGY" in environ else raw.get("channels")
-    seed = _integer(raw.get("seed", 0))
-    if seed is None:
-        raise fail("seed", "expected an integer")
-    channels = resolve_channels(topology or None, raw_channels, ids, seed, fail)
-
-    collector = environ.get("CL_COLLECTOR_ADDRESS", raw.get("collector"))
-    if not is_address(collector):
-        raise fail("collector", f"missing or not host:port: {collector!r}")
-
-    raw_workload = raw.get("workload", {}) or {}
-    if not isinstance(raw_workload, dict):
-        raise fail("workload", "expected a mapping with transfer_rate and max_amount")
-    extra = set(raw_workload) - {"transfer_rate", "max_amount"}
-    if extra:
-        raise fail(f"workload.{sorted(extra)[0]}", "unknown field")
-    rate = _number(environ.get("CL_TRANSFER_RATE", raw_workload.get("transfer_rate", 5.0)))
-    if rate is None or rate < 0:
-        raise fail(
-            "workload.transfer_rate", "expected a non-negative number of transfers per second"
-        )
-    max_amount = _integer(environ.get("CL_MAX_AMOUNT", raw_workload.get("max_amount", 50)))
-    if max_amount is None or not 1 <= max_amount <= INT64_MAX:
-        raise fail("workload.max_amount", f"expected a positive integer up to {INT64_MAX}")
-
-    timeout = _number(environ.get("CL_SNAPSHOT_TIMEOUT", raw.get("snapshot_timeout", 30.0)))
-    if timeout is None or timeout <= 0:
-        raise fail("snapshot_timeout", "expected a positive number of seconds")
-
-    delay_ms = _number(environ.get("CL_LINK_DELAY_MS", raw.get("link_delay_ms", 0)))
-    if delay_ms is None or not 0 <= delay_ms <= 10_000:
-        raise fail("link_delay_ms", "expected a number of milliseconds between 0 and 10000")
-
+    channels = resolve_channels(
+        parsed.topology or None, parsed.channels, list(ids), parsed.seed, fail
+    )
     return ClusterConfig(
-        nodes=tuple(nodes),
+        nodes=nodes,
         channels=tuple(channels),
-        collector_address=collector,
-        workload=Workload(transfer_rate=rate, max_amount=max_amount),
-        snapshot_timeout=timeout,
-        link_delay=delay_ms / 1000,
+        collector_address=parsed.collector,
+        workload=Workload(
+            transfer_rate=parsed.workload.transfer_rate, max_amount=parsed.workload.max_amount
+        ),
+        snapshot_timeout=parsed.snapshot_timeout,
+        link_delay=parsed.link_delay_ms / 1000,
         source=source,
     )
 

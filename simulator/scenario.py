@@ -24,16 +24,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 from common.config import NODE_ID_PATTERN, read_yaml, resolve_channels
+from common.validation import field_and_problem
 from node.core import InvalidSnapshotId, NodeCore, validate_snapshot_id
 from simulator.engine import CoreFactory, Simulation, SimulationError
 
 DEFAULT_MAX_DELAY = 5
-TOP_LEVEL_FIELDS = ("description", "seed", "max_delay", "nodes", "topology", "channels", "events")
 EVENT_KINDS = ("transfer", "snapshot", "tick", "restore", "restore_snapshot")
 
 
@@ -183,6 +184,79 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     return parse_scenario(read_yaml(path, "scenario file", ScenarioError), str(path))
 
 
+# ------------------------------------------------------------- the schema
+#
+# The top level and the list form of `nodes` are pydantic models (their
+# validators raise ValueError in our words; common/validation.py makes the
+# first error one line). `nodes` in its mapping form and the events stay
+# plain code: an event is checked against the nodes and channels above it.
+
+
+def _description(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _seed(value: Any) -> int:
+    if not _is_int(value):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _max_delay(value: Any) -> int:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"expected an integer >= 1 (ticks), got {value!r}")
+    return int(value)
+
+
+def _events(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("expected a list of events")
+    return value
+
+
+def _node_id(value: Any) -> str:
+    if not isinstance(value, str) or not NODE_ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid node id (a letter, then letters, digits, - or _)"
+        )
+    return value
+
+
+def _balance(value: Any) -> int:
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"expected a non-negative integer balance, got {value!r}")
+    return int(value)
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ScenarioDoc(_Doc):
+    description: Annotated[str, BeforeValidator(_description)] = ""
+    seed: Annotated[int, BeforeValidator(_seed)] = 0
+    max_delay: Annotated[int, BeforeValidator(_max_delay)] = DEFAULT_MAX_DELAY
+    nodes: Any = None
+    topology: Any = None
+    channels: Any = None
+    events: Annotated[list[Any], BeforeValidator(_events)] = []
+
+
+class _NodeEntry(_Doc):
+    """The cluster file's list form; `address` is allowed and ignored."""
+
+    id: Annotated[str, BeforeValidator(_node_id)]
+    balance: Annotated[int, BeforeValidator(_balance)]
+    address: Any = None
+
+
+_NODE_LIST = TypeAdapter(list[_NodeEntry])
+
+
 def parse_scenario(raw: Any, source: str = "<memory>") -> Scenario:
     """Validate an already-parsed scenario document (see `load_scenario`)."""
 
@@ -191,30 +265,17 @@ def parse_scenario(raw: Any, source: str = "<memory>") -> Scenario:
 
     if not isinstance(raw, dict):
         raise ScenarioError(f"{source}: expected a mapping at the top level")
-    for key in raw:
-        if key not in TOP_LEVEL_FIELDS:
-            raise fail(str(key), f"unknown field (expected one of: {', '.join(TOP_LEVEL_FIELDS)})")
+    try:
+        doc = _ScenarioDoc.model_validate(raw)
+    except ValidationError as error:
+        raise fail(*field_and_problem(error, _ScenarioDoc)) from None
+    description, seed, max_delay, raw_events = doc.description, doc.seed, doc.max_delay, doc.events
 
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise fail("description", "expected a string")
-    seed = raw.get("seed", 0)
-    if not _is_int(seed):
-        raise fail("seed", f"expected an integer, got {seed!r}")
-    max_delay = raw.get("max_delay", DEFAULT_MAX_DELAY)
-    if not _is_int(max_delay) or max_delay < 1:
-        raise fail("max_delay", f"expected an integer >= 1 (ticks), got {max_delay!r}")
-
-    nodes = _parse_nodes(raw.get("nodes"), fail)
+    nodes = _parse_nodes(doc.nodes, fail)
     ids = list(nodes)
 
-    channels = resolve_channels(raw.get("topology"), raw.get("channels"), ids, seed, fail)
+    channels = resolve_channels(doc.topology, doc.channels, ids, seed, fail)
 
-    raw_events = raw.get("events", [])
-    if raw_events is None:
-        raw_events = []
-    if not isinstance(raw_events, list):
-        raise fail("events", "expected a list of events")
     events = tuple(
         _parse_event(entry, f"events[{index}]", nodes, set(channels), fail)
         for index, entry in enumerate(raw_events)
@@ -241,18 +302,14 @@ def _parse_nodes(raw: Any, fail: Fail) -> dict[str, int]:
     if isinstance(raw, dict) and raw:
         entries = [(f"nodes.{key}", key, balance) for key, balance in raw.items()]
     elif isinstance(raw, list) and raw:
-        entries = []
-        for index, entry in enumerate(raw):
-            where = f"nodes[{index}]"
-            if not isinstance(entry, dict):
-                raise fail(where, "expected a mapping with id and balance")
-            for required in ("id", "balance"):
-                if required not in entry:
-                    raise fail(f"{where}.{required}", "missing")
-            extra = set(entry) - {"id", "balance", "address"}
-            if extra:
-                raise fail(f"{where}.{sorted(extra)[0]}", "unknown field")
-            entries.append((f"{where}.id", entry["id"], entry["balance"]))
+        try:
+            listed = _NODE_LIST.validate_python(raw)
+        except ValidationError as error:
+            where, problem = field_and_problem(
+                error, _NodeEntry, expected={"[*]": "expected a mapping with id and balance"}
+            )
+            raise fail(f"nodes{where}", problem) from None
+        entries = [(f"nodes[{i}].id", entry.id, entry.balance) for i, entry in enumerate(listed)]
     else:
         raise fail(
             "nodes",

@@ -219,12 +219,14 @@ def test_bad_cluster_gives_one_clear_error(
     assert error.startswith(f"{path}: "), error
     assert message in error, error
     assert "\n" not in error
+    # pydantic validates; its own wording must not reach the user.
+    assert "Value error" not in error and "validation error" not in error, error
+    assert "pydantic" not in error, error
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("nodes: [", "not valid YAML"),
         ("", "expected a mapping at the top level"),
         ("- a\n- b\n", "expected a mapping at the top level"),
         ('collector: "c:1"\n', "nodes: missing or empty"),
@@ -239,6 +241,47 @@ def test_bad_documents(tmp_path: Path, text: str, message: str) -> None:
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("nodes: [", "1:9", "expected the node content, but found '<stream end>'"),
+        # A missing "}": found where the next entry starts, named with where it opened.
+        (
+            GOOD.replace("balance: 50}", "balance: 50"),
+            "4:5",
+            "expected ',' or '}', but got '{' (while parsing a flow mapping at 3:5)",
+        ),
+        ("nodes:\n  - a\n - b\n", "3:2", "expected <block end>"),
+        ("a: 1\n\tb: 2\n", "2:1", "found character '\\t' that cannot start any token"),
+    ],
+)
+def test_yaml_syntax_errors_name_file_line_and_column(
+    tmp_path: Path, text: str, where: str, problem: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_cluster(path, environ={})
+    error = str(info.value)
+    assert error.startswith(f"{path}:{where}: not valid YAML: "), error
+    assert problem in error, error
+    assert "<unicode string>" not in error and "\n" not in error
+
+
+def test_duplicate_addresses_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('address: "n2:50051"', 'address: "n1:50051"'))
+    with pytest.raises(ConfigError) as info:
+        load_cluster(path, environ={})
+    assert str(info.value) == (
+        f"{path}: nodes[1].address: 'n1:50051' is already the address of n1: "
+        "two nodes cannot listen on one host:port"
+    )
+    # The same through the environment, and the collector on a node's address.
+    with pytest.raises(ConfigError, match=r"nodes\[2\].address: 'n2:50051' is already"):
+        load_cluster(write(tmp_path, GOOD), environ={"CL_NODE_N3_ADDRESS": "n2:50051"})
+    with pytest.raises(ConfigError, match="collector: 'n3:50051' is already the address of n3"):
+        load_cluster(write(tmp_path, GOOD), environ={"CL_COLLECTOR_ADDRESS": "n3:50051"})
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -284,7 +327,7 @@ def test_bad_link_delay_is_named(tmp_path: Path, value: str) -> None:
         load_cluster(write(tmp_path, GOOD), environ={"CL_LINK_DELAY_MS": value})
     assert str(error.value) == (
         f"{tmp_path / 'cluster.yaml'}: link_delay_ms: "
-        "expected a number of milliseconds between 0 and 10000"
+        "expected a number of milliseconds between 0 and 10000 (from CL_LINK_DELAY_MS)"
     )
 
 
@@ -333,10 +376,13 @@ def test_bad_environment_values_are_named(
 
 
 def test_address_port_must_be_listenable(tmp_path: Path) -> None:
-    for port in ("0", "65536", "99999"):
-        expected = f"nodes\\[0\\].address: 'n1:{port}' is not host:port"
+    for port in ("0", "65536", "70000", "99999"):
+        expected = f"nodes\\[0\\].address: 'n1:{port}': port {port} is out of range \\(1-65535\\)"
         with pytest.raises(ConfigError, match=expected):
             load_cluster(write(tmp_path, GOOD.replace("n1:50051", f"n1:{port}")), environ={})
+    path = write(tmp_path, GOOD.replace("collector:50060", "collector:70000"))
+    with pytest.raises(ConfigError, match=r"collector: 'collector:70000': port 70000 is out of"):
+        load_cluster(path, environ={})
 
 
 INT64_MAX = 2**63 - 1

@@ -302,9 +302,15 @@ def test_default_topology_is_complete() -> None:
 
 
 BAD = [
-    ("nodes: [", "s.yaml: not valid YAML"),
+    ("nodes: [", "s.yaml:1:9: not valid YAML: expected the node content"),
     ("- 1", "s.yaml: expected a mapping at the top level"),
-    ("nodes: {a: 1}\nspeed: 3", "s.yaml: speed: unknown field"),
+    (
+        "nodes: {a: 1}\nspeed: 3",
+        "s.yaml: speed: unknown field (expected one of: channels, description, events, "
+        "max_delay, nodes, seed, topology)",
+    ),
+    ("nodes: [{id: a, balance: 1}, 7]", "s.yaml: nodes[1]: expected a mapping with id and"),
+    ("nodes: {a: 1}\ndescription: [x]", "s.yaml: description: expected a string"),
     ("seed: 1", "s.yaml: nodes: missing or empty"),
     ("nodes: {a: x}", "s.yaml: nodes.a: expected a non-negative integer balance, got 'x'"),
     ("nodes: {a: -1}", "s.yaml: nodes.a: expected a non-negative integer balance"),
@@ -372,6 +378,8 @@ def test_bad_scenarios_give_one_clear_error(tmp_path: Path, text: str, message: 
     assert "\n" not in error
     assert error.startswith(str(tmp_path)), error
     assert message in error, error
+    # pydantic validates the top level and the node list; its wording stays inside.
+    assert "Value error" not in error and "validation error" not in error, error
 
 
 def test_missing_scenario_file(tmp_path: Path) -> None:
