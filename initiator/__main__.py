@@ -249,22 +249,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         return fail(str(error))
     try:
-        tls = tls_from_args(args, operator(args.operator))
+        # The cheap checks only: the full one imports cryptography, a good part
+        # of this command's wall time. It runs when a call fails, to say why.
+        tls = tls_from_args(args, operator(args.operator), check=False)
     except (TlsError, IdentityError) as error:
         return fail(str(error))
+
+    def failed(error: InitiatorError) -> int:
+        """A call failed: a problem with our own certificate explains it best."""
+        if tls is not None:
+            try:
+                tls_from_args(args, operator(args.operator))
+            except (TlsError, IdentityError) as problem:
+                return fail(str(problem))
+        return fail(str(error), error.exit_code)
+
     collector = args.collector or config.collector_address
     if operations.wanted(args):
         try:
             return operations.run(args, config, collector, tls, args.timeout or 60.0)
         except InitiatorError as error:
-            return fail(str(error), error.exit_code)
+            return failed(error)
     if args.show or args.list:
         try:
             return read_snapshots(
                 collector, args.show, args.json, args.limit, args.status, args.svg, tls
             )
         except InitiatorError as error:
-            return fail(str(error), error.exit_code)
+            return failed(error)
     timeout = args.timeout if args.timeout is not None else config.snapshot_timeout + 30.0
     try:
         if args.snapshot_id:
@@ -298,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls=tls,
             )
         except InitiatorError as error:
-            worst = max(worst, fail(str(error), error.exit_code))
+            worst = max(worst, failed(error))
             continue
         if outcome.exit_code == EXIT_NO_INITIATOR:
             worst = max(
