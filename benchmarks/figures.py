@@ -55,6 +55,7 @@ from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 LOAD_RATE = 1e6  # per node: as fast as it goes
 LIGHT_RATE = 5.0  # per node, for the latency runs (the generated clusters' default)
+CORES = os.cpu_count() or 1
 
 
 # ------------------------------------------------------------------ floor
@@ -78,19 +79,28 @@ async def _one_way_seconds(samples: int) -> float:
             call = pb_grpc.NodeStub(channel).Channel()
             frame = pb.Frame(sender="a", receiver="b", seq=1, marker=pb.Marker(snapshot_id="s"))
             times = []
+            cpu = 0.0
             for i in range(samples + 20):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 await call.write(frame)
                 await call.read()
                 if i >= 20:  # warm-up
                     times.append((time.perf_counter() - started) / 2)
+                    cpu += time.process_time() - cpu_started
             call.cancel()
-            return statistics.median(times)
+            # Both ends run in this process: a round trip is two messages,
+            # each written by one side and read by the other.
+            return statistics.median(times), cpu / (2 * samples)
     finally:
         await server.stop(None)
 
 
 def one_way_seconds(samples: int = 300) -> float:
+    return asyncio.run(_one_way_seconds(samples))[0]
+
+
+def one_way_and_cpu(samples: int = 300) -> tuple[float, float]:
+    """(one-way latency, CPU seconds per message both ends together), p50 / mean."""
     return asyncio.run(_one_way_seconds(samples))
 
 
@@ -123,6 +133,18 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """Rss, Pss (shared pages divided among the processes that map them) and
+    Private (Private_Clean + Private_Dirty) of `pid`, MB (smaps_rollup)."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+            values[key] = int(rest.split()[0]) / 1024
+    values["Private"] = values.pop("Private_Clean", 0.0) + values.pop("Private_Dirty", 0.0)
+    return values
 
 
 def cpu_seconds(pid: int) -> float:
@@ -220,6 +242,36 @@ def cli_wall_seconds(cluster: LocalCluster, samples: int) -> list[float]:
     return times
 
 
+def resource_row(name: str, pids: list[int]) -> list[object]:
+    memory = [memory_mb(p) for p in pids]
+    return [
+        name, f"{statistics.mean(threads(p) for p in pids):.0f}", max(threads(p) for p in pids),
+        f"{statistics.mean(rss_mb(p) for p in pids):.1f}", f"{max(rss_mb(p) for p in pids):.1f}",
+        f"{statistics.mean(m['Pss'] for m in memory):.1f}",
+        f"{statistics.mean(m['Private'] for m in memory):.1f}",
+    ]  # fmt: skip
+
+
+def import_rss_mb() -> dict[str, float]:
+    """VmRSS of a fresh interpreter after importing only what stands below a
+    node: nothing, asyncio, grpc.aio, and the node's own modules."""
+    script = (
+        "import sys, importlib\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS:'): return int(line.split()[1]) / 1024\n"
+        "print(rss())\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name); print(rss())\n"
+    )
+    steps = ["asyncio", "grpc.aio", "node.__main__"]
+    out = subprocess.run(
+        [sys.executable, "-c", script, *steps], capture_output=True, text=True, check=True
+    ).stdout.split()
+    labels = ["python", "+ asyncio", "+ grpc.aio", "+ node's imports"]
+    return dict(zip(labels, map(float, out), strict=True))
+
+
 # ------------------------------------------------------------------- main
 
 
@@ -230,7 +282,7 @@ def main() -> None:
     samples = 5 if args.quick else 15
     began = time.monotonic()
     print("# benchmarks.figures: issue 8's table, each figure beside its floor (same run)")
-    one_way = one_way_seconds()
+    one_way, message_cpu = one_way_and_cpu()
     commit = {"full": commit_seconds(), "normal": commit_seconds(synchronous="NORMAL")}
     hop = {sync: one_way + seconds for sync, seconds in commit.items()}
     table(
@@ -241,6 +293,10 @@ def main() -> None:
             ["one SQLite commit (WAL, synchronous=FULL)", f"{commit['full'] * 1e3:.3f}"],
             ["one SQLite commit (WAL, synchronous=NORMAL)", f"{commit['normal'] * 1e3:.3f}"],
             ["one hop = one-way + one commit (FULL)", f"{hop['full'] * 1e3:.3f}"],
+            [
+                "CPU of one message on that stream, both ends (mean, not p50)",
+                f"{message_cpu * 1e3:.3f}",
+            ],
         ],
     )
 
@@ -279,18 +335,18 @@ def main() -> None:
             ) / (len(latencies) + 1)
             p50 = statistics.median(latencies)
             floor = (depth + 1) * hop[sync]  # depth hops + one report
+            # The messages a snapshot cannot do without: one marker per channel.
+            markers = nodes * (nodes - 1) if topology == "complete" else nodes
+            cpu_floor = markers * message_cpu
             latency_rows.append([
                 name, depth, len(latencies), f"{p50 * 1e3:.1f}",
                 f"{min(latencies) * 1e3:.1f}-{max(latencies) * 1e3:.1f}",
                 f"{floor * 1e3:.1f}", f"{p50 / floor:.1f}", f"{cpu * 1e3:.0f}",
+                f"{cpu_floor * 1e3:.0f} ({markers} markers)", f"{cpu / cpu_floor:.1f}",
+                f"{max(floor, cpu_floor / CORES) * 1e3:.1f}",
             ])  # fmt: skip
             if nodes in (3, 32) and sync == "full":
-                resources.append([
-                    name, f"{statistics.mean(threads(p) for p in pids):.0f}",
-                    max(threads(p) for p in pids),
-                    f"{statistics.mean(rss_mb(p) for p in pids):.1f}",
-                    f"{max(rss_mb(p) for p in pids):.1f}",
-                ])  # fmt: skip
+                resources.append(resource_row(name, pids))
             also(running)
         finally:
             running.stop()
@@ -342,11 +398,7 @@ def main() -> None:
                  f"{during / baseline:.2f} ({during:,.0f}/s, {len(taken)} snapshots, "
                  f"p50 {statistics.median(taken) * 1e3:.0f} ms)", ">= 0.98"],
             ]  # fmt: skip
-            resources.append([
-                "5 nodes, unbounded load", f"{statistics.mean(threads(p) for p in pids):.0f}",
-                max(threads(p) for p in pids), f"{statistics.mean(rss_mb(p) for p in pids):.1f}",
-                f"{max(rss_mb(p) for p in pids):.1f}",
-            ])  # fmt: skip
+            resources.append(resource_row("5 nodes, unbounded load", pids))
         finally:
             loaded.stop()
     finally:
@@ -363,14 +415,30 @@ def main() -> None:
             "floor ms",
             "ratio to floor",
             "CPU ms per snapshot, all processes",
+            "CPU floor ms (one message per marker)",
+            "CPU / CPU floor",
+            f"wall floor ms, max(floor, CPU floor / {CORES} cores)",
         ],
         latency_rows,
     )
     table("Initiator and throughput", ["figure", "measured", "goal"], extra)
     table(
         "Threads and RSS per node (goal: <= 16 threads, flat in N; <= 40 MB)",
-        ["cluster", "threads, mean", "threads, max", "RSS MB, mean", "RSS MB, max"],
+        [
+            "cluster",
+            "threads, mean",
+            "threads, max",
+            "RSS MB, mean",
+            "RSS MB, max",
+            "PSS MB, mean",
+            "private MB, mean",
+        ],  # fmt: skip
         resources,
+    )
+    floor_rss = import_rss_mb()
+    print(
+        "\nRSS floor, same interpreter: "
+        + ", ".join(f"{what} {mb:.1f} MB" for what, mb in floor_rss.items())
     )
     print(
         "\nfloor = depth x hop + one report (one more hop); hop = one-way + one commit "

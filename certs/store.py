@@ -31,12 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from certs import authority
 from certs.authority import AuthorityError, Issued
 from certs.identity import Identity, collector, node, operator
+from certs.names import CA_CERT, CA_KEY, CERT, KEY
 from common.files import atomic_write_bytes, fsync_dir
-
-CA_CERT = "ca.crt"
-CA_KEY = "ca.key"
-CERT = "tls.crt"
-KEY = "tls.key"
 
 
 class CertStoreError(Exception):

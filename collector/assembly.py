@@ -344,6 +344,20 @@ class Assembly:
             return outcome, self._finish(pending, now, timed_out=False)
         return outcome, None
 
+    def would_finish(self, report: NodeReport) -> bool:
+        """True if `add_report(report)` would finish its snapshot: it is accepted,
+        complete, and the only complete report still missing."""
+        pending = self._pending.get(report.snapshot.snapshot_id)
+        if pending is None or not report.complete:
+            return False
+        if self.classify(report) is not ReportOutcome.ACCEPTED:
+            return False
+        node = report.snapshot.node_id
+        reports = pending.reports
+        return node in self.config.node_ids and all(
+            n == node or (n in reports and reports[n].complete) for n in self.config.node_ids
+        )
+
     def complete_ready(self, now: float) -> list[dict[str, Any]]:
         """Finish every pending snapshot that already has all reports (after `restore`)."""
         return [

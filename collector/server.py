@@ -12,7 +12,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, NoReturn
@@ -49,6 +49,8 @@ TICK_SECONDS = 0.2
 HEARTBEAT_SECONDS = 2.0
 # Trailing metadata of ListSnapshots: how many snapshot files retention deleted.
 PRUNED_METADATA = "cl-pruned"
+# Finished documents kept in memory for WaitSnapshot streams.
+RECENT_DOCUMENTS = 64
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -136,6 +138,10 @@ class CollectorService(pb_grpc.CollectorServicer):
         self.refusals = RefusalLog(log)
         self._cond = threading.Condition()
         self._finished_since_compact = False
+        # The last documents finished: text, reported, missing (what a
+        # WaitSnapshot stream sends), so that waiters neither read the file
+        # back nor parse it again.
+        self._recent: OrderedDict[str, tuple[str, list[str], list[str]]] = OrderedDict()
         # Read by the dashboard and /metrics (collector/web): called with the lock
         # held for every finished document, and a tally of report outcomes.
         self.on_document: list[Callable[[dict[str, Any]], object]] = []
@@ -211,10 +217,16 @@ class CollectorService(pb_grpc.CollectorServicer):
     def _store_document(self, document: dict[str, Any]) -> None:
         """Called with the lock held, for every snapshot that just finished:
         its document is written (once, durably) before anyone is told."""
-        path = self.store.write_document(document)
-        pruned = self.retention.written(document["snapshot_id"])
+        path, text = self.store.write_document_text(document)
+        sid = document["snapshot_id"]
+        self._recent[sid] = (text, *_reported_missing_of(document, self.config.node_ids))
+        while len(self._recent) > RECENT_DOCUMENTS:
+            self._recent.popitem(last=False)
+        pruned = self.retention.written(sid)
         if pruned:
             self.assembly.forget_finished(pruned)
+            for gone in pruned:
+                self._recent.pop(gone, None)
         self._finished_since_compact = True
         for hook in self.on_document:
             hook(document)
@@ -328,11 +340,17 @@ class CollectorService(pb_grpc.CollectorServicer):
                 )  # fmt: skip
             outcome = self.assembly.classify(report)
             if outcome is ReportOutcome.ACCEPTED:
-                ticket = self.store.append_report(report)
+                # The last report is not logged: the document it finishes is
+                # written (durably) before it is acknowledged.
+                last = self.assembly.would_finish(report)
+                if not last:
+                    ticket = self.store.append_report(report)
                 outcome, document = self.assembly.add_report(report, self.clock())
                 if document is not None:
-                    self._store_document(document)  # durable: the log line is not needed
+                    self._store_document(document)
                     ticket = 0
+                elif last:  # not expected; never acknowledge a report not on disk
+                    ticket = self.store.append_report(report)
                 self._cond.notify_all()
         if ticket:
             # Durable before it is acknowledged (a restart keeps it); reports
@@ -424,8 +442,12 @@ class CollectorService(pb_grpc.CollectorServicer):
                 if progress is None:
                     _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown snapshot {snapshot_id}")
                 if progress.status != "pending":
-                    text = self.store.read_text(snapshot_id) or ""
-                    reported, missing = _reported_missing(text, self.config.node_ids)
+                    recent = self._recent.get(snapshot_id)
+                    if recent is not None:
+                        text, reported, missing = recent
+                    else:
+                        text = self.store.read_text(snapshot_id) or ""
+                        reported, missing = _reported_missing(text, self.config.node_ids)
                     yield pb.SnapshotProgress(
                         snapshot_id=snapshot_id,
                         status=progress.status,
@@ -458,11 +480,21 @@ class CollectorService(pb_grpc.CollectorServicer):
 
 
 def _reported_missing(text: str, node_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(nodes with a complete local snapshot, the others) of a finished document's text."""
+    try:
+        return _reported_missing_of(json.loads(text), node_ids)
+    except ValueError:
+        return [], []
+
+
+def _reported_missing_of(
+    document: dict[str, Any], node_ids: Sequence[str]
+) -> tuple[list[str], list[str]]:
     """(nodes with a complete local snapshot, the others) of a finished document."""
     try:
-        nodes = json.loads(text)["nodes"]
+        nodes = document["nodes"]
         complete = {n for n, state in nodes.items() if state.get("complete", True)}
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return [], []
     return [n for n in node_ids if n in complete], [n for n in node_ids if n not in complete]
 

@@ -8,7 +8,7 @@ Layout of the directory:
     .pending/log.jsonl      append-only: one JSON line per begin and per accepted
                             report of the snapshots not finished yet
 
-A finished snapshot's file is written once with `atomic_write_json` (temp
+A finished snapshot's file is written once with `atomic_write_bytes` (temp
 file, fsync, `os.replace`, fsync of the directory): a reader sees it whole
 or not at all, even after a power cut; `latest.json` is then re-linked to it
 (rename of a new link: atomic too), so the document's bytes are written once.
@@ -35,7 +35,7 @@ from typing import Any
 
 from collector.assembly import InvalidReport, PendingSnapshot, check_snapshot_id
 from collector.document import NodeReport
-from common.files import TEMP_PREFIX, atomic_write_bytes, atomic_write_json, fsync_dir
+from common.files import TEMP_PREFIX, atomic_write_bytes, fsync_dir
 from node.core import LocalSnapshot, RecordedMessage
 
 LATEST = "latest.json"
@@ -93,6 +93,11 @@ def report_from_dict(data: dict[str, Any]) -> NodeReport:
     )
 
 
+def document_text(document: dict[str, Any]) -> str:
+    """A snapshot file's text (what `atomic_write_json` writes)."""
+    return json.dumps(document, indent=2) + "\n"
+
+
 # ---------------------------------------------------------------------- store
 
 
@@ -141,9 +146,14 @@ class SnapshotStore:
 
     def write_document(self, document: dict[str, Any]) -> Path:
         """Store a finished snapshot (durably, once) and point latest.json at it."""
+        return self.write_document_text(document)[0]
+
+    def write_document_text(self, document: dict[str, Any]) -> tuple[Path, str]:
+        """`write_document`; also returns the JSON text written (serialised once)."""
         snapshot_id = document["snapshot_id"]
         path = self.path(snapshot_id)
-        atomic_write_json(path, document)
+        text = document_text(document)
+        atomic_write_bytes(path, text.encode("utf-8"))
         latest = self.directory / LATEST
         link = self.directory / f"{TEMP_PREFIX}latest-{snapshot_id}"
         try:
@@ -152,8 +162,8 @@ class SnapshotStore:
             os.link(path, link)
             os.replace(link, latest)
         except OSError:
-            atomic_write_json(latest, document)
-        return path
+            atomic_write_bytes(latest, text.encode("utf-8"))
+        return path, text
 
     def read_text(self, snapshot_id: str) -> str | None:
         """The JSON text of a finished snapshot, or of the latest for "latest"; None if absent."""

@@ -27,18 +27,16 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import grpc.aio
-import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from certs.identity import Identity
-from certs.store import CA_CERT, CERT, KEY
+from certs.identity import Identity, identity_from_uris
+from certs.names import CA_CERT, CERT, KEY
 
-log = structlog.get_logger("tls")
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # The identity a verified peer certificate names (role "node" | "collector" |
 # "operator"; name: node id, "collector", or the operator's name).
@@ -108,12 +106,15 @@ def tls_from_args(
     args: argparse.Namespace,
     identity: Identity,
     environ: Mapping[str, str] | None = None,
+    *,
+    check: bool = True,
 ) -> TlsFiles | None:
-    """The TLS settings of a CLI with `add_tls_options` and `--cluster`."""
+    """The TLS settings of a CLI with `add_tls_options` and `--cluster`
+    (`check`: see `load_tls_settings`)."""
     environ = os.environ if environ is None else environ
     plaintext = args.plaintext if args.plaintext is not None else plaintext_from_env(environ)
     directory = args.tls_dir or default_tls_dir(args.cluster, identity)
-    return load_tls_settings(directory, plaintext=plaintext, expect=identity)
+    return load_tls_settings(directory, plaintext=plaintext, expect=identity, check=check)
 
 
 def load_tls_settings(
@@ -122,6 +123,7 @@ def load_tls_settings(
     plaintext: bool = False,
     expect: Identity | None = None,
     now: dt.datetime | None = None,
+    check: bool = True,
 ) -> TlsFiles | None:
     """The checked TLS files in `tls_dir`, or None when plaintext was chosen.
 
@@ -129,6 +131,12 @@ def load_tls_settings(
     key others can read, a key that is not the certificate's, a certificate
     not from the directory's CA, expired or not yet valid, or naming another
     identity than `expect`.
+
+    `check=False` stops after the cheap checks (the files are there, the key
+    is private): the rest parses the certificates with `cryptography`, which
+    costs a short-lived CLI more than its snapshot. Such a caller runs the
+    full check when a call fails, to say why (the servers verify every
+    certificate anyway: skipping this check weakens nothing).
     """
     if plaintext:
         warn_plaintext(str(expect) if expect else "this process")
@@ -146,10 +154,16 @@ def load_tls_settings(
             f"{files.key}: private key readable by others (mode {stat.S_IMODE(mode):04o}); "
             f"run: chmod 600 {files.key}"
         )
+    if not check:
+        return files
     try:
         ca_pem, cert_pem, key_pem = files.read()
     except OSError as error:
         raise TlsError(f"{error.filename}: cannot read: {error.strerror}") from error
+    # Imported here: ~10 MB and ~40 ms that a process pays only to check its files.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         cas = x509.load_pem_x509_certificates(ca_pem)
     except ValueError as error:
@@ -208,8 +222,10 @@ def warn_plaintext(who: str) -> None:
         "encrypted or authenticated: anyone who can reach a port can forge transfers, "
         "reports and snapshots. Use only to teach the protocol with a packet capture."
     )
-    if structlog.is_configured():
-        log.warning(message, identity=who)
+    # structlog only if the process already uses it (a CLI need not import it).
+    structlog = sys.modules.get("structlog")
+    if structlog is not None and structlog.is_configured():
+        structlog.get_logger("tls").warning(message, identity=who)
     else:
         print(f"WARNING: {message}", file=sys.stderr)
 
@@ -294,21 +310,21 @@ def peer_identity(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> P
     auth = context.auth_context()
     if auth.get("transport_security_type") != [b"ssl"]:
         return None
-    pems = auth.get("x509_pem_cert")
-    if not pems:
+    # gRPC puts the verified certificate's SAN URIs here: the same list that
+    # certs.authority.identity_of reads from the parsed certificate, without
+    # parsing it again per call (and without importing cryptography).
+    uris = auth.get("peer_uri")
+    if not uris or not auth.get("x509_pem_cert"):
         return None
-    return _identity_of_pem(bytes(pems[0]))
+    return _identity_of_uris(tuple(bytes(uri) for uri in uris))
 
 
 @functools.lru_cache(maxsize=512)
-def _identity_of_pem(pem: bytes) -> PeerIdentity | None:
-    from certs.authority import identity_of
-
+def _identity_of_uris(uris: tuple[bytes, ...]) -> PeerIdentity | None:
     try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
+        return identity_from_uris([uri.decode("ascii") for uri in uris])
+    except UnicodeDecodeError:
         return None
-    return identity_of(cert)
 
 
 def refusal(

@@ -74,6 +74,19 @@ SENDER_METADATA = "cl-sender"
 # stops reading (HTTP/2 flow control then slows the sender down).
 MAX_PENDING_PER_STREAM = 4096
 
+# Acks wait a little (the commits they confirm do not): nothing waits for an
+# ack but the sender's outbox trimming, and gRPC's cost is per message. A
+# snapshot's markers reach a node on every incoming channel at once; acking
+# each at once doubled the messages of that burst. So an ack goes out
+# ACK_DELAY after the first commit it confirms, covering every commit since
+# (cumulative), or at once when ACK_EVERY frames are waiting for it, or when
+# the stream ends or fails. 0.2 s: snapshots taken several times a second
+# and a light workload share acks; a sender keeps at most that much more in
+# its outbox, and resends at most that much after a reconnect (dropped by
+# the receiver as duplicates).
+ACK_DELAY = 0.2
+ACK_EVERY = 256
+
 # What a rejected sender is told: enough to know what went wrong, nothing an
 # attacker could use (no expected sequence number); the node's log has the detail.
 PUBLIC_REASONS = {
@@ -327,11 +340,14 @@ class ChannelService:
         *,
         authenticate: bool = False,
         refusals: RefusalLog | None = None,
+        ack_delay: float | None = None,
     ) -> None:
         """`authenticate` (mutual TLS): a stream is accepted only from a node's
         certificate, and carries frames of that node only: a certificate for
-        n2 can neither open the channel of n3 nor slip in a frame "from" n3."""
+        n2 can neither open the channel of n3 nor slip in a frame "from" n3.
+        `ack_delay`: see ACK_DELAY (None: ACK_DELAY; 0: every ack at once)."""
         self.runtime = runtime
+        self.ack_delay = ACK_DELAY if ack_delay is None else ack_delay
         self.committer = committer
         self.registry = StreamRegistry(limits or StreamLimits())
         self.identity_of = identity_of
@@ -368,6 +384,15 @@ class ChannelService:
         if peer is not None:
             runtime.set_connected(peer, "in", True)
             self._log.info("peer connected", peer=peer, direction="incoming")
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+        due = self.ack_delay <= 0
+
+        def ack_due() -> None:
+            nonlocal due
+            due = True
+            stream.wake.set()
+
         try:
             acked = -1
             if peer is not None:
@@ -377,8 +402,21 @@ class ChannelService:
                 await stream.wake.wait()
                 stream.wake.clear()
                 if stream.ack_seq > acked:
-                    acked = stream.ack_seq
-                    await context.write(pb.Ack(seq=acked))
+                    if (
+                        due
+                        or stream.ack_seq - acked >= ACK_EVERY
+                        or stream.error is not None
+                        or stream.superseded
+                        or stream.reader_done
+                    ):
+                        if timer is not None:
+                            timer.cancel()
+                            timer = None
+                        due = self.ack_delay <= 0
+                        acked = stream.ack_seq
+                        await context.write(pb.Ack(seq=acked))
+                    elif timer is None:
+                        timer = loop.call_later(self.ack_delay, ack_due)
                 if stream.error is not None:
                     break
                 if stream.superseded:
@@ -400,6 +438,8 @@ class ChannelService:
                     grpc.StatusCode.UNAVAILABLE, f"{runtime.node_id} could not apply: {error}"
                 )
         finally:
+            if timer is not None:
+                timer.cancel()
             reader.cancel()
             self.registry.release(stream)
             if peer is not None:

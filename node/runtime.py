@@ -336,6 +336,20 @@ class NodeRuntime:
         """The collector acked `report` (or refused it for good): stop sending it."""
         return bool(self._one(ReportDelivered(report)))
 
+    def report_delivered_lazily(self, report: pb.LocalSnapshot) -> bool:
+        """`report_delivered` without a transaction of its own: the report is
+        forgotten in memory now and its row deleted in the next transaction
+        (like acks). Losing that deletion in a crash only makes the node send
+        the report again, which the collector acknowledges as a duplicate.
+        False if `report` is not the stored final report."""
+        sid = report.snapshot_id
+        if self._reports.get(sid) != report:
+            return False
+        del self._reports[sid]
+        self._stale_reports.append((sid, self._report_bytes.pop(sid)))
+        self.stats.reports_delivered += 1
+        return True
+
     # -------------------------------------------------------- batch interface
 
     def prepare(self, events: Sequence[Event]) -> Batch:

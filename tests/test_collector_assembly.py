@@ -402,3 +402,30 @@ def test_inconsistent_progress_fields_rejected(
     bad = NodeReport(report.snapshot, complete=complete, open_channels=open_channels)
     with pytest.raises(InvalidReport, match=message):
         validate_report(config, bad)
+
+
+def test_would_finish_says_exactly_which_report_finishes_the_snapshot() -> None:
+    # The collector does not log the last report (its document is written
+    # instead): `would_finish` must agree with `add_report` on every report.
+    config = small_cluster()
+    assembly = Assembly(config)
+    assert assembly.begin("s1", ["n1"], T0)
+    reports = consistent_reports(config, "s1")
+    sequence = [
+        as_progress(reports["n1"], ["n2", "n3"]),
+        reports["n1"],
+        reports["n1"],  # a retry
+        as_progress(reports["n2"], ["n3"]),
+        as_progress(reports["n3"], ["n1"]),
+        reports["n2"],
+        as_progress(reports["n3"], ["n1"]),  # a retry of a progress report
+        reports["n3"],  # the last one
+        reports["n3"],  # after the end
+    ]
+    finished = []
+    for index, report in enumerate(sequence):
+        predicted = assembly.would_finish(report)
+        _, document = assembly.add_report(report, T0 + index)
+        assert predicted == (document is not None), index
+        finished.append(predicted)
+    assert finished == [False] * 7 + [True, False]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from collector.server import CollectorServer
 from common.config import load_cluster
-from node import wire
+from node import channels, wire
 from node.channels import CLIENT_OPTIONS, SENDER_METADATA
 from node.core import Marker, Transfer
 from node.server import NodeOptions, NodeServer
@@ -146,6 +147,32 @@ def test_duplicate_frame_is_acked_and_not_applied_twice(ring_a: int):
     assert error is None
     assert acks == [1, 2]
     assert get_status(ring_a).balance == 111
+
+
+def test_acks_wait_for_later_commits_and_are_cumulative(
+    tmp_path: Path, start_nodes, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(channels, "ACK_DELAY", 5.0)  # longer than the test needs
+    ports = write_cluster(tmp_path / "ring.yaml", {"a": 100, "b": 100, "c": 100}, topology="ring")
+    start_nodes(tmp_path / "ring.yaml", ["a"], port=ports["a"])
+    done = threading.Event()
+
+    def frames() -> Iterator[pb.Frame]:
+        yield transfer("c", "a", 1, 10)
+        # Frame 1 is committed (and its ack due) before frames 2 and 3 arrive.
+        wait_until(lambda: get_status(ports["a"]).balance == 110, 10, what="frame 1 applied")
+        yield transfer("c", "a", 2, 1)
+        yield transfer("c", "a", 3, 1)
+        done.wait(10)
+
+    metadata = ((SENDER_METADATA, "c"),)
+    with grpc.insecure_channel(f"127.0.0.1:{ports['a']}", options=CLIENT_OPTIONS) as channel:
+        call = pb_grpc.NodeStub(channel).Channel(frames(), metadata=metadata, timeout=20)
+        acks = [next(call).seq, next(call).seq]  # the initial ack, then one for all three
+        done.set()
+        call.cancel()
+    assert acks == [0, 3]
+    assert get_status(ports["a"]).balance == 112
 
 
 def test_protocol_violation_is_rejected(ring_a: int):

@@ -217,6 +217,32 @@ def test_delivering_a_report_that_is_not_the_stored_one_deletes_nothing(
     assert runtime.report_delivered(final) is False  # acked twice: nothing left to delete
 
 
+def test_a_report_delivered_lazily_is_deleted_with_the_next_transaction(
+    config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
+):
+    runtime.start_snapshot("s1")
+    runtime.receive(wire.frame_for("b", "a", 1, Marker("s1")))
+    runtime.receive(wire.frame_for("c", "a", 1, Marker("s1")))
+    (final,) = runtime.reports()
+    batches = runtime.stats.batches
+
+    assert runtime.report_delivered_lazily(final) is True
+    assert runtime.report_delivered_lazily(final) is False  # already forgotten
+    assert runtime.reports() == [] and runtime.stats.batches == batches  # no commit of its own
+    assert stored_reports(data_dir) == {"s1": final}  # the row waits for the next one
+
+    # Killed now: the report comes back and is sent again (the collector dedups).
+    restarted = reopen(config, data_dir, runtime)
+    try:
+        assert restarted.reports() == [final]
+        assert restarted.report_delivered_lazily(final) is True
+        restarted.send_transfer("b", 1)  # any transaction carries the deletion
+        assert stored_reports(data_dir) == {}
+        assert restarted.reports() == []
+    finally:
+        restarted._store.close()
+
+
 def test_progress_report_left_by_an_older_version_is_dropped(
     config: ClusterConfig, runtime: NodeRuntime, data_dir: Path
 ):

@@ -182,6 +182,28 @@ def test_load_tls_settings_refusals(certs: CertDir, tmp_path: Path) -> None:
         load_tls_settings(foreign)
 
 
+def test_load_tls_settings_without_the_certificate_check(certs: CertDir, tmp_path: Path) -> None:
+    # check=False (the CLI's fast path): missing files and a readable key are
+    # still refused at once; what needs the certificates parsed is not.
+    with pytest.raises(TlsError, match=r"ca\.crt: missing"):
+        load_tls_settings(tmp_path, check=False)
+    expired = certs.root / "node-old"
+    assert load_tls_settings(expired, check=False) == TlsFiles.in_dir(expired)
+    with pytest.raises(TlsError, match="certificate expired"):
+        load_tls_settings(expired)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        (garbage / name).write_bytes(b"not a certificate")
+    os.chmod(garbage / "tls.key", 0o644)
+    with pytest.raises(TlsError, match="readable by others"):
+        load_tls_settings(garbage, check=False)
+    os.chmod(garbage / "tls.key", 0o600)
+    assert load_tls_settings(garbage, check=False) == TlsFiles.in_dir(garbage)
+    with pytest.raises(TlsError, match="not a PEM certificate"):
+        load_tls_settings(garbage)
+
+
 def test_plaintext_is_explicit_and_loud(capsys: pytest.CaptureFixture[str]) -> None:
     assert load_tls_settings(None, plaintext=True, expect=node("n7")) is None
     assert "PLAINTEXT gRPC: mutual TLS is OFF" in capsys.readouterr().err
