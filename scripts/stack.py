@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 PRIVATE_DOCKER_CONFIG = BUILD / "docker-config"
-HOST_DIR = BUILD / "host"
+HOST_DIR = Path(os.environ.get("CL_HOST_DIR") or BUILD / "host")  # tests point it elsewhere
 IMAGE = os.environ.get("CL_IMAGE", "chandy-lamport:latest")
 REGISTRY_HOST = "registry-1.docker.io"
 ONE_SHOT = {"certs"}  # services that are done when they exited 0
@@ -193,6 +193,7 @@ def build_image(compose: Compose, base: list[str]) -> str:
 @dataclass(frozen=True)
 class ServiceState:
     service: str
+    container: str
     status: str  # created | running | restarting | exited | dead | ...
     exit_code: int
     health: str  # healthy | unhealthy | starting | "" (no healthcheck)
@@ -208,11 +209,7 @@ class ServiceState:
     def failed(self) -> bool:
         if self.service in ONE_SHOT:
             return self.status in ("exited", "dead") and self.exit_code != 0
-        return (
-            self.status in ("exited", "dead", "restarting")
-            or self.health == "unhealthy"
-            or self.restarts > 0
-        )
+        return self.status in ("exited", "dead", "restarting") or self.health == "unhealthy"
 
     def describe(self) -> str:
         text = f"{self.status} (exit {self.exit_code})" if self.status != "running" else "running"
@@ -240,6 +237,7 @@ def service_states(project: str) -> dict[str, ServiceState]:
         service = labels.get("com.docker.compose.service", item["Name"])
         states[service] = ServiceState(
             service,
+            item["Id"],
             state.get("Status", "?"),
             int(state.get("ExitCode", 0)),
             (state.get("Health") or {}).get("Status", ""),
@@ -248,21 +246,41 @@ def service_states(project: str) -> dict[str, ServiceState]:
     return states
 
 
-def wait_ready(project: str, expected: set[str], timeout: float) -> float:
-    """Poll until every expected service is done; StackError naming the failed ones."""
+def wait_ready(
+    project: str, expected: set[str], timeout: float, up: subprocess.Popen[bytes] | None = None
+) -> float:
+    """Poll until every expected service is done (and `up`, if given, has exited 0).
+
+    Runs beside `up` itself: a service that exits, restarts or turns unhealthy
+    ends the wait at once (NotReady naming it), instead of after compose's own
+    timeouts. Restarts count from the first look, so a restart left over from
+    an earlier run is not held against this one."""
     start = time.monotonic()
+    baseline: dict[str, tuple[str, int]] = {}
     while True:
         states = service_states(project)
-        failed = [s for s in states.values() if s.failed]
+        for state in states.values():
+            baseline.setdefault(state.service, (state.container, state.restarts))
+        failed = [
+            s for s in states.values()
+            if s.failed or s.restarts > _restarts_before(baseline, s)
+        ]  # fmt: skip
         if failed:
             raise NotReady(failed, states)
-        missing = expected - states.keys()
+        up_status = None if up is None else up.poll()
         pending = [s for s in states.values() if not s.done]
-        if not missing and not pending:
+        if up_status not in (None, 0):
+            raise NotReady(pending, states, f"`up` exited {up_status}")
+        if not (expected - states.keys()) and not pending and (up is None or up_status == 0):
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
             raise NotReady(pending, states, f"not ready after {timeout:.0f} s")
         time.sleep(1)
+
+
+def _restarts_before(baseline: dict[str, tuple[str, int]], state: ServiceState) -> int:
+    container, restarts = baseline[state.service]
+    return restarts if container == state.container else 0
 
 
 class NotReady(StackError):
@@ -370,14 +388,15 @@ def default_project() -> str:
     return re.sub(r"[^-_a-z0-9]", "", name.lower()).lstrip("-_")
 
 
-def compose_base(compose: Compose, project: str) -> list[str]:
-    return [*compose.argv, "-p", project, "-f", str(ROOT / "compose.yml")]
+def compose_base(compose: Compose, project: str, extra_files: list[str] | None = None) -> list[str]:
+    files = [str(ROOT / "compose.yml"), *(extra_files or [])]
+    return [*compose.argv, "-p", project, *(arg for f in files for arg in ("-f", f))]
 
 
 def up(args: argparse.Namespace) -> int:
     compose = choose_compose(args.compose)
     project = args.project or default_project()
-    base = compose_base(compose, project)
+    base = compose_base(compose, project, args.file)
     say(f"Compose {compose.kind}: {compose.shown} ({compose.version}); project {project}")
     started = time.monotonic()
     if args.no_build and _run(["docker", "image", "inspect", IMAGE]).returncode == 0:
@@ -392,16 +411,15 @@ def up(args: argparse.Namespace) -> int:
     if compose.kind == "v2":
         up_argv.append("--wait")
     say(f"starting: {' '.join(up_argv[len(compose.argv):])}")
-    result = _run(up_argv, env=compose.env, timeout=args.timeout + 60, capture=False)
-    error: NotReady | None = None
+    # v2's --wait and our own polling side by side; v1 has no --wait, so there
+    # the polling is the wait. Whichever sees a failure first ends it.
+    up_process = subprocess.Popen(up_argv, cwd=ROOT, env=dict(os.environ, **compose.env))
     try:
-        # v2 waited already: this only confirms. v1 has no --wait: this is the wait.
-        waited = wait_ready(project, expected, args.timeout)
-    except NotReady as not_ready:
-        error = not_ready
-    if error is not None or result.returncode != 0:
-        if error is None:
-            error = NotReady([], service_states(project))
+        waited = wait_ready(project, expected, args.timeout, up_process)
+    except NotReady as error:
+        if up_process.poll() is None:
+            up_process.terminate()
+        up_process.wait()
         print(f"make up: the stack did not come up ({error})", file=sys.stderr)
         print(explain_failure(compose, base, error), file=sys.stderr)
         print("Fix it, then `make up` again; `make down` stops what started.", file=sys.stderr)
@@ -409,13 +427,13 @@ def up(args: argparse.Namespace) -> int:
     total = time.monotonic() - started
     host_cluster = write_host_cluster(compose, base)
     dashboard = published(compose, base, "collector", 8080)
-    print_next_steps(compose, project, total, waited, dashboard, host_cluster)
+    say(f"healthy {waited:.0f} s after `up` began")
+    print_next_steps(compose, project, total, dashboard, host_cluster)
     return 0
 
 
 def print_next_steps(
-    compose: Compose, project: str, total: float, waited: float,
-    dashboard: str | None, host_cluster: Path | None,
+    compose: Compose, project: str, total: float, dashboard: str | None, host_cluster: Path | None,
 ) -> None:  # fmt: skip
     c = compose.shown
     if project != default_project():
@@ -446,7 +464,8 @@ def print_next_steps(
 def down(args: argparse.Namespace) -> int:
     compose = choose_compose(args.compose)
     project = args.project or default_project()
-    argv = [*compose_base(compose, project), "--profile", "tools", "down", "--remove-orphans"]
+    argv = [*compose_base(compose, project, args.file), "--profile", "tools", "down"]
+    argv.append("--remove-orphans")
     if args.volumes:
         argv.append("-v")
     say(f"{' '.join(argv[len(compose.argv):])} ({compose.shown})")
@@ -476,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
             help="which Compose (env CL_COMPOSE; default: v2 if installed, else v1)",
         )  # fmt: skip
         command.add_argument("-p", "--project", help="compose project name (default: compose's)")
+        command.add_argument(
+            "-f", "--file", action="append", default=[], help="an override file after compose.yml"
+        )
     sub.choices["up"].add_argument("--timeout", type=float, default=180, help="seconds to wait")
     sub.choices["up"].add_argument("--no-build", action="store_true", help="reuse the image")
     sub.choices["down"].add_argument("-v", "--volumes", action="store_true", help="delete volumes")
