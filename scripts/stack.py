@@ -302,12 +302,13 @@ def explain_failure(compose: Compose, base: list[str], error: NotReady | None) -
     for state in sorted(culprits, key=lambda s: s.service):
         lines.append(f"{state.service}: {state.describe()}; last log lines:")
         logs = _run([*base, "logs", "--no-color", "--tail", "4", state.service], env=compose.env)
-        for line in (logs.stdout + logs.stderr).strip().splitlines()[-4:]:
-            lines.append("    " + line.split("|", 1)[-1].strip())
-        if state.exit_code == 78:
+        tail = [line.split("|", 1)[-1].strip() for line in logs.stdout.strip().splitlines()[-4:]]
+        lines += [f"    {line}" for line in tail]
+        # cl-node's exit 78; a restarted container no longer shows the status itself.
+        if state.exit_code == 78 or any("data dir /data" in line for line in tail):
             lines.append(
-                "  (exit 78: its volume holds another cluster's data dir; "
-                "`make down-v` deletes the volumes)"
+                "  (cl-node exit 78: its volume holds a data dir of another cluster or "
+                "topology; `make down-v` deletes the volumes)"
             )
     return "\n".join(lines)
 

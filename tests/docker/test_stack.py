@@ -134,7 +134,7 @@ def test_make_up_prints_commands_that_work_then_another_topology_fails_clearly(
     started = time.monotonic()
     refused = stack.stack("up", "--no-build", "-f", str(override), "--timeout", "120")
     assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "exit 78" in refused.stderr and "make down-v" in refused.stderr, refused.stderr
+    assert "exit 78" in refused.stderr and "`make down-v`" in refused.stderr, refused.stderr
     assert "was created for channels" in refused.stderr  # the node's own line
     assert time.monotonic() - started < 150
     # Bounded restarts: the node ends up exited with 78, not restarting forever.
