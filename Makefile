@@ -94,6 +94,14 @@ test-slow: install
 demo: install
 	$(PY) -m demo
 
+# The example scenarios in the simulator (snapshots/sim/<name>/); SEED=N for
+# another interleaving. Fails on the first scenario that does not verify.
+SCENARIOS := $(wildcard simulator/scenarios/*.yaml)
+simulate: install
+	@for scenario in $(SCENARIOS); do \
+	  $(VENV)/bin/cl-simulate $$scenario $(if $(SEED),--seed $(SEED)) || exit $$?; \
+	done
+
 # Benchmarks that print numbers and same-run ratios (see benchmarks/README.md).
 bench: install
 	$(PY) -m benchmarks.core

@@ -31,6 +31,7 @@ from collector.assembly import (
     validate_report,
 )
 from collector.document import NodeReport
+from collector.restore import RestoreRefused
 from collector.retention import Retention
 from collector.store import SnapshotStore
 from common.authz import COLLECTOR_POLICY, AuthorizingInterceptor, Policy
@@ -78,6 +79,7 @@ def report_from_pb(message: pb.LocalSnapshot) -> NodeReport:
         received={peer: int(count) for peer, count in message.received.items()},
         channels=channels,
         initiated=message.initiated,
+        epoch=int(message.epoch),
     )
     return NodeReport(
         snapshot,
@@ -138,10 +140,10 @@ class CollectorService(pb_grpc.CollectorServicer):
         self.refusals = RefusalLog(log)
         self._cond = threading.Condition()
         self._finished_since_compact = False
-        # The last documents finished: text, reported, missing (what a
+        # The last documents finished: text, reported, missing, recorded (what a
         # WaitSnapshot stream sends), so that waiters neither read the file
         # back nor parse it again.
-        self._recent: OrderedDict[str, tuple[str, list[str], list[str]]] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[str, list[str], list[str], list[str]]] = OrderedDict()
         # Read by the dashboard and /metrics (collector/web): called with the lock
         # held for every finished document, and a tally of report outcomes.
         self.on_document: list[Callable[[dict[str, Any]], object]] = []
@@ -153,6 +155,8 @@ class CollectorService(pb_grpc.CollectorServicer):
         )
         self._reload_pending()
         self._stopping = threading.Event()
+        # The restore service (collector/restoring.py), set by CollectorServer.
+        self.restores: Any = None
         self._ticker = threading.Thread(
             target=self._tick_loop, name="collector-ticker", daemon=True
         )
@@ -388,6 +392,13 @@ class CollectorService(pb_grpc.CollectorServicer):
         self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.SnapshotDocument:
         snapshot_id = request.snapshot_id or "latest"
+        peer = peer_identity(context)
+        if self.authenticate and peer is not None and peer.role == "node":
+            # A node may only ask to rejoin: the latest snapshot, while it is stale.
+            why = self.restores.rejoin_refusal(peer.name, snapshot_id)
+            if why is not None:
+                self._refuse(context, peer, "Restore", grpc.StatusCode.PERMISSION_DENIED, why)
+            log.info("rejoin restore requested", node_id=peer.name)
         if snapshot_id != "latest":
             try:
                 check_snapshot_id(snapshot_id)
@@ -444,15 +455,18 @@ class CollectorService(pb_grpc.CollectorServicer):
                 if progress.status != "pending":
                     recent = self._recent.get(snapshot_id)
                     if recent is not None:
-                        text, reported, missing = recent
+                        text, reported, missing, recorded = recent
                     else:
                         text = self.store.read_text(snapshot_id) or ""
-                        reported, missing = _reported_missing(text, self.config.node_ids)
+                        reported, missing, recorded = _reported_missing(
+                            text, self.config.node_ids
+                        )
                     yield pb.SnapshotProgress(
                         snapshot_id=snapshot_id,
                         status=progress.status,
                         reported=reported,
                         missing=missing,
+                        recorded=recorded,
                         json=text,
                     )
                     return
@@ -463,6 +477,7 @@ class CollectorService(pb_grpc.CollectorServicer):
                         status="pending",
                         reported=progress.reported,
                         missing=progress.missing,
+                        recorded=progress.recorded,
                     )
                 else:
                     message = None
@@ -478,25 +493,72 @@ class CollectorService(pb_grpc.CollectorServicer):
         if self._stopping.is_set():
             _abort(context, grpc.StatusCode.UNAVAILABLE, "collector is shutting down")
 
+    def Restore(self, request: pb.RestoreRequest, context: grpc.ServicerContext) -> pb.RestoreReply:
+        if self.restores is None:
+            _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this collector does not restore")
+        snapshot_id = request.snapshot_id or "latest"
+        peer = peer_identity(context)
+        if self.authenticate and peer is not None and peer.role == "node":
+            # A node may only ask to rejoin: the latest snapshot, while it is stale.
+            why = self.restores.rejoin_refusal(peer.name, snapshot_id)
+            if why is not None:
+                self._refuse(context, peer, "Restore", grpc.StatusCode.PERMISSION_DENIED, why)
+            log.info("rejoin restore requested", node_id=peer.name)
+        if snapshot_id != "latest":
+            try:
+                check_snapshot_id(snapshot_id)
+            except InvalidReport as error:
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        timeout = request.timeout_seconds if request.timeout_seconds > 0 else 60.0
+        if not timeout <= 3600:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "timeout_seconds must be <= 3600")
+        from collector.restoring import NoSuchSnapshot
 
-def _reported_missing(text: str, node_ids: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(nodes with a complete local snapshot, the others) of a finished document's text."""
+        try:
+            record = self.restores.request(snapshot_id, timeout)
+        except NoSuchSnapshot as error:
+            _abort(context, grpc.StatusCode.NOT_FOUND, str(error))
+        except RestoreRefused as error:
+            log.warning("restore refused", snapshot_id=snapshot_id, reason=str(error))
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        return pb.RestoreReply(json=json.dumps(record.to_dict(), indent=2))
+
+    def ListRestores(
+        self, request: pb.ListRestoresRequest, context: grpc.ServicerContext
+    ) -> pb.RestoreList:
+        if self.restores is None:
+            return pb.RestoreList()
+        return pb.RestoreList(json=[json.dumps(r.to_dict()) for r in self.restores.records()])
+
+
+def _reported_missing(
+    text: str, node_ids: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """`_reported_missing_of` a finished document's text."""
     try:
         return _reported_missing_of(json.loads(text), node_ids)
     except ValueError:
-        return [], []
+        return [], [], []
 
 
 def _reported_missing_of(
     document: dict[str, Any], node_ids: Sequence[str]
-) -> tuple[list[str], list[str]]:
-    """(nodes with a complete local snapshot, the others) of a finished document."""
+) -> tuple[list[str], list[str], list[str]]:
+    """(nodes with a complete local snapshot, the others, those of the others
+    that recorded their state) of a finished document: the same split as a
+    pending snapshot's progress, so the initiator's last progress line and its
+    summary name the same nodes."""
     try:
         nodes = document["nodes"]
         complete = {n for n, state in nodes.items() if state.get("complete", True)}
     except (KeyError, TypeError, AttributeError):
-        return [], []
-    return [n for n in node_ids if n in complete], [n for n in node_ids if n not in complete]
+        return [], [], []
+    missing = [n for n in node_ids if n not in complete]
+    return (
+        [n for n in node_ids if n in complete],
+        missing,
+        [n for n in missing if n in nodes],
+    )
 
 
 class CollectorServer:
@@ -558,9 +620,19 @@ class CollectorServer:
 
             self.web = WebServer(self.service, host, http_port, channel_factory=dial_node)
 
+        from collector.restore_client import GrpcParticipants
+        from collector.restoring import RestoreService
+
+        def dial(node_id: str, address: str) -> grpc.Channel:
+            return open_channel(address, tls, "node", node_id, CHANNEL_OPTIONS)
+
+        self.participants = GrpcParticipants({node.id: node.address for node in config.nodes}, dial)
+        self.service.restores = RestoreService(config, self.service.store, self.participants)
+
     def start(self) -> None:
         self.service.start()
         self.server.start()
+        self.service.restores.recover()
         if self.web is not None:
             self.web.start()
         for name in ("", SERVICE_NAME):
@@ -576,8 +648,10 @@ class CollectorServer:
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()
         self.service.stop()
+        self.service.restores.stop()
         if self.web is not None:
             self.web.stop()
         self.server.stop(grace).wait()
+        self.participants.close()
         self.service.store.close()
         log.info("collector stopped")

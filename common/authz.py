@@ -52,7 +52,9 @@ COLLECTOR_POLICY: dict[str, frozenset[str]] = {
     "/chandy_lamport.Collector/GetSnapshot": OPERATOR,
     "/chandy_lamport.Collector/ListSnapshots": OPERATOR,
     "/chandy_lamport.Collector/WaitSnapshot": OPERATOR,
-    "/chandy_lamport.Collector/Restore": OPERATOR,
+    # Operators restore any complete snapshot; a node only asks to rejoin: the
+    # latest one, and only while it reports itself stale (checked by the handler).
+    "/chandy_lamport.Collector/Restore": frozenset({"operator", "node"}),
     "/chandy_lamport.Collector/ListRestores": OPERATOR,
 }
 

@@ -1,6 +1,6 @@
 """`cl-initiator --list` as a history table and the `--count` duration summary. Pure.
 
-The columns are the dashboard's: id, status, initiators, start, duration,
+The columns are the dashboard's: id, status, epoch, initiators, start, duration,
 money in flight, messages in flight, verified.
 """
 
@@ -13,6 +13,7 @@ from collector.web.index import Summary, duration_stats
 HEADERS = (
     "id",
     "status",
+    "epoch",
     "initiators",
     "start",
     "duration",
@@ -20,17 +21,18 @@ HEADERS = (
     "msgs in flight",
     "verified",
 )
-RIGHT = {"duration", "money in flight", "msgs in flight"}
+RIGHT = {"epoch", "duration", "money in flight", "msgs in flight"}
 
 
 def _row(s: Summary) -> tuple[str, ...]:
     if s.status == "pending":
-        return (s.snapshot_id, "in progress", "", "", "", "", "", "")
+        return (s.snapshot_id, "in progress", "", "", "", "", "", "", "")
     verified = "-" if s.verified is None else ("yes" if s.verified else "FAILED")
     duration = "-" if s.duration_seconds is None else f"{s.duration_seconds:.3f}s"
     return (
         s.snapshot_id,
         s.status,
+        str(s.epoch),
         ",".join(s.initiators) or "-",
         s.started_at.replace("T", " ").removesuffix("+00:00"),
         duration,

@@ -65,8 +65,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--db-synchronous",
         type=choice_of(DB_SYNCHRONOUS_MODES, "CL_DB_SYNCHRONOUS", str.lower),
         choices=DB_SYNCHRONOUS_MODES,
-        default=env("CL_DB_SYNCHRONOUS", "full").lower(),
-        help="SQLite synchronous mode (env CL_DB_SYNCHRONOUS; full survives power loss)",
+        default=env("CL_DB_SYNCHRONOUS", "normal").lower(),
+        help="SQLite synchronous mode (env CL_DB_SYNCHRONOUS; default normal: survives "
+        "kill -9, not an OS crash; full: also an OS crash or power cut, one fsync per commit)",
     )
     add_tls_options(parser, environ)
     parser.add_argument(
@@ -75,6 +76,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env("CL_METRICS_PORT") or None,
         help="serve Prometheus /metrics on this port (env CL_METRICS_PORT; default none; "
         "0 for any free port)",
+    )
+    parser.add_argument(
+        "--rejoin",
+        action="store_true",
+        default=env("CL_REJOIN", "") not in ("", "0"),
+        help="if this node's data dir turns out stale (empty, or an old copy: its peers "
+        "know better), bring it back by a cluster restore of the latest complete snapshot "
+        "(env CL_REJOIN=1)",
     )
     add_logging_options(parser, environ)
     return parser
@@ -116,6 +125,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             max_transfers=args.max_transfers,
             db_synchronous=args.db_synchronous,
             metrics_port=args.metrics_port,
+            rejoin=args.rejoin,
         )
         serve(config, args.node_id, options)
     except DataDirMismatch as error:

@@ -48,11 +48,14 @@ import structlog
 
 from common.tls import RefusalLog, peer_identity, refusal
 from node.committer import GroupCommitter
+from node.restore import ReceiverEnd, SenderEnd, Stale, judge_channel
 from node.runtime import (
     BadFrame,
+    EpochMismatch,
     FrameRejected,
     NodeClosed,
     NodeRuntime,
+    NotServing,
     ReceiveFrame,
     SequenceGap,
     UnknownSender,
@@ -69,6 +72,10 @@ log = structlog.get_logger("node.channels")
 # The sending node names itself in the stream metadata, so the receiver can
 # check the channel and send its initial ack before any frame arrives.
 SENDER_METADATA = "cl-sender"
+# The sender's half of the channel handshake (node/restore.py `judge_channel`):
+# "<epoch>,<prepared epoch or 0>,<last sent seq>,<first unacked seq>". The
+# receiver's half is the stream's first ack.
+CHANNEL_METADATA = "cl-channel"
 
 # Frames read from one stream and not yet committed: beyond this the reader
 # stops reading (HTTP/2 flow control then slows the sender down).
@@ -94,6 +101,8 @@ PUBLIC_REASONS = {
     WrongReceiver: "frame addressed to another node",
     SequenceGap: "gap in sequence numbers",
     BadFrame: "malformed frame or protocol violation",
+    EpochMismatch: "frame of another epoch (a restore is under way); resend later",
+    NotServing: "this node is not serving (stale data dir); it rejoins by a restore",
 }
 
 REJECTION_CODES = {
@@ -101,7 +110,40 @@ REJECTION_CODES = {
     WrongReceiver: grpc.StatusCode.INVALID_ARGUMENT,
     SequenceGap: grpc.StatusCode.FAILED_PRECONDITION,
     BadFrame: grpc.StatusCode.FAILED_PRECONDITION,
+    EpochMismatch: grpc.StatusCode.ABORTED,
+    NotServing: grpc.StatusCode.FAILED_PRECONDITION,
 }
+
+
+class StaleChannel(FrameRejected):
+    """The channel handshake shows that one end lost state (`judge_channel`)."""
+
+
+PUBLIC_REASONS[StaleChannel] = "channel counters do not match: one end's data dir is stale"
+REJECTION_CODES[StaleChannel] = grpc.StatusCode.FAILED_PRECONDITION
+
+
+def encode_sender_end(end: SenderEnd) -> str:
+    return f"{end.epoch},{end.prepared_epoch or 0},{end.last_sent},{end.first_unacked}"
+
+
+def decode_sender_end(text: str) -> SenderEnd | None:
+    """The sender's handshake from metadata; None if absent or malformed."""
+    try:
+        epoch, prepared, last_sent, first_unacked = (int(part) for part in text.split(","))
+    except ValueError:
+        return None
+    if min(epoch, prepared, last_sent, first_unacked) < 0:
+        return None
+    return SenderEnd(epoch, prepared or None, last_sent, first_unacked)
+
+
+def receiver_end_of(ack: pb.Ack) -> ReceiverEnd:
+    return ReceiverEnd(int(ack.epoch), int(ack.prepared_epoch) or None, int(ack.seq))
+
+
+def ack_of(end: ReceiverEnd) -> pb.Ack:
+    return pb.Ack(seq=end.last_applied, epoch=end.epoch, prepared_epoch=end.prepared_epoch or 0)
 
 
 def rejection_code(error: FrameRejected) -> grpc.StatusCode:
@@ -147,7 +189,11 @@ class PeerSender:
         channel: grpc.aio.Channel,
         link_delay: float = 0.0,
         backoff: Backoff | None = None,
+        on_stale: Callable[[str], object] | None = None,
     ) -> None:
+        """`on_stale(reason)`: the handshake found this node's data dir stale."""
+        self.on_stale = on_stale
+        self._call: grpc.aio.StreamStreamCall | None = None
         self.runtime = runtime
         self.peer = peer
         self.channel = channel
@@ -164,9 +210,21 @@ class PeerSender:
                 self.backoff.reset()
             await asyncio.sleep(self.backoff.next())
 
+    def restart(self) -> None:
+        """End the current stream (a restore committed): the next one handshakes again."""
+        if self._call is not None:
+            self._call.cancel()
+
     async def _stream_once(self, stub: pb_grpc.NodeStub) -> bool:
         """Run one stream until it breaks; True if the peer answered at all."""
-        call = stub.Channel(metadata=((SENDER_METADATA, self.runtime.node_id),))
+        self._sender_end = sender_end = self.runtime.sender_end(self.peer)
+        call = stub.Channel(
+            metadata=(
+                (SENDER_METADATA, self.runtime.node_id),
+                (CHANNEL_METADATA, encode_sender_end(sender_end)),
+            )
+        )
+        self._call = call
         connected = asyncio.Event()
         reader = asyncio.create_task(self._read_acks(call, connected))
         try:
@@ -229,13 +287,15 @@ class PeerSender:
                         self._log.info("peer disconnected", reason="stream closed by peer")
                     return
                 if not connected.is_set():
+                    if not self._handshake(receiver_end_of(ack)):
+                        return
                     connected.set()
                     self.runtime.set_connected(self.peer, "out", True)
-                    self._log.info("peer connected", acked=ack.seq)
-                self.runtime.acknowledge(self.peer, ack.seq)
+                    self._log.info("peer connected", acked=ack.seq, epoch=ack.epoch)
+                self.runtime.acknowledge(self.peer, ack.seq, ack.epoch)
         except grpc.aio.AioRpcError as error:
             code, details = error.code(), error.details()
-            if code == grpc.StatusCode.CANCELLED:
+            if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED):
                 return
             if code in REJECTION_CODES.values() or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self._log.error("peer rejected channel", code=code.name, details=details)
@@ -243,6 +303,20 @@ class PeerSender:
                 self._log.warning("peer disconnected", code=code.name, details=details)
             else:
                 self._log.debug("peer unreachable", code=code.name)
+
+    def _handshake(self, receiver: ReceiverEnd) -> bool:
+        """Judge the channel from the receiver's first ack; False: do not send on it."""
+        verdict = judge_channel(self.runtime.node_id, self.peer, self._sender_end, receiver)
+        if verdict.stale is Stale.SENDER:
+            self._log.error("this node's data dir is stale", reason=verdict.reason)
+            if self.on_stale is not None:
+                self.on_stale(verdict.reason)
+            return False
+        if verdict.stale is Stale.RECEIVER:
+            self._log.warning("peer's data dir is stale", reason=verdict.reason)
+            return False
+        self.runtime.channel_verified(self.peer)
+        return True
 
 
 # --------------------------------------------------------------- receiving
@@ -315,6 +389,9 @@ class StreamRegistry:
             if stream in streams:
                 streams.remove(stream)
 
+    def streams(self) -> list[_Stream]:
+        return [*self._anonymous, *(s for streams in self._by_peer.values() for s in streams)]
+
     @property
     def open_streams(self) -> int:
         return len(self._anonymous) + sum(len(s) for s in self._by_peer.values())
@@ -340,9 +417,12 @@ class ChannelService:
         *,
         authenticate: bool = False,
         refusals: RefusalLog | None = None,
+        on_stale: Callable[[str], object] | None = None,
         ack_delay: float | None = None,
     ) -> None:
-        """`authenticate` (mutual TLS): a stream is accepted only from a node's
+        """`on_stale(reason)`: a handshake found this node's data dir stale.
+
+        `authenticate` (mutual TLS): a stream is accepted only from a node's
         certificate, and carries frames of that node only: a certificate for
         n2 can neither open the channel of n3 nor slip in a frame "from" n3.
         `ack_delay`: see ACK_DELAY (None: ACK_DELAY; 0: every ack at once)."""
@@ -352,8 +432,35 @@ class ChannelService:
         self.registry = StreamRegistry(limits or StreamLimits())
         self.identity_of = identity_of
         self.authenticate = authenticate
+        self.on_stale = on_stale
         self._log = log.bind(node_id=runtime.node_id)
         self.refusals = refusals or RefusalLog(self._log)
+
+    def drop_all(self) -> None:
+        """End every incoming stream (a restore committed): senders reconnect
+        and handshake again in the new epoch."""
+        for stream in self.registry.streams():
+            stream.superseded = True
+            stream.wake.set()
+
+    def _judge(self, context: grpc.aio.ServicerContext, peer: str) -> FrameRejected | None:
+        """The receiver's judgement of the sender's handshake (None: frames may flow)."""
+        sender = None
+        for key, value in context.invocation_metadata() or ():
+            if key == CHANNEL_METADATA and isinstance(value, str):
+                sender = decode_sender_end(value)
+        if sender is None:
+            return None  # a sender that does not handshake: admission still checks epochs
+        verdict = judge_channel(peer, self.runtime.node_id, sender, self.runtime.receiver_end(peer))
+        if verdict.stale is Stale.RECEIVER:
+            self._log.error("this node's data dir is stale", reason=verdict.reason)
+            if self.on_stale is not None:
+                self.on_stale(verdict.reason)
+            return StaleChannel(verdict.reason)
+        if verdict.stale is Stale.SENDER:
+            self._log.warning("peer's data dir is stale", peer=peer, reason=verdict.reason)
+            return StaleChannel(verdict.reason)
+        return None
 
     async def serve(self, context: grpc.aio.ServicerContext) -> None:
         """The Node.Channel handler (reads with context.read, acks with context.write)."""
@@ -395,12 +502,21 @@ class ChannelService:
 
         try:
             acked = -1
+            epoch = runtime.epoch
             if peer is not None:
-                acked = stream.ack_seq = runtime.last_applied(peer)
-                await context.write(pb.Ack(seq=acked))
+                end = runtime.receiver_end(peer)
+                acked = stream.ack_seq = end.last_applied
+                # The first ack is the receiver's half of the handshake, sent even
+                # when the channel is refused, so the sender can judge it too.
+                await context.write(ack_of(end))
+                stale = self._judge(context, peer)
+                if stale is not None:
+                    await self._reject(context, stale, peer)
             while True:
                 await stream.wake.wait()
                 stream.wake.clear()
+                if runtime.epoch != epoch:
+                    break  # a restore committed: acks of this stream belong to the old epoch
                 if stream.ack_seq > acked:
                     if (
                         due
@@ -414,7 +530,7 @@ class ChannelService:
                             timer = None
                         due = self.ack_delay <= 0
                         acked = stream.ack_seq
-                        await context.write(pb.Ack(seq=acked))
+                        await context.write(pb.Ack(seq=acked, epoch=epoch))
                     elif timer is None:
                         timer = loop.call_later(self.ack_delay, ack_due)
                 if stream.error is not None:
@@ -426,6 +542,10 @@ class ChannelService:
                 if stream.reader_done and stream.pending == 0:
                     return
             error = stream.error
+            if error is None:
+                await context.abort(
+                    grpc.StatusCode.ABORTED, f"{runtime.node_id} moved to epoch {runtime.epoch}"
+                )
             if isinstance(error, FrameRejected):
                 await self._reject(context, error, peer)
             elif isinstance(error, NodeClosed):

@@ -44,6 +44,17 @@ asks for them on a slow timer (`progress_reports`), built from committed
 state only. Final reports are stored with the event that finished the
 snapshot and deleted once the collector acknowledged them.
 
+Restores (node/restore.py decides, this module performs): PrepareRestore,
+CommitRestore and AbortRestore are events like the others, so the restore
+state (`Participant`) is stored in the same transaction as everything else
+and before the caller answers. A commit resets the batch's channel view
+(every counter from 0, the old outbox and active recordings dropped:
+`Change.reset_channels`) before the core's resent transfers are absorbed, so
+one transaction takes the node from its old epoch to the new one. Every
+frame is stamped with the core's epoch; a received frame is admitted by
+`restore.admit` before anything else looks at it, and an ack of another
+epoch acknowledges nothing.
+
 Not thread-safe: one event loop owns a runtime; only `commit` runs on the
 writer thread, and it touches nothing but the store and the batch.
 """
@@ -60,7 +71,7 @@ import structlog
 
 from common.config import ClusterConfig
 from common.timeutil import utc_now_iso
-from node import wire
+from node import restore, wire
 from node.core import (
     Action,
     CoreError,
@@ -75,6 +86,16 @@ from node.core import (
     SnapshotRecorded,
     Transfer,
     validate_snapshot_id,
+)
+from node.restore import (
+    Admission,
+    Install,
+    Participant,
+    ReceiverEnd,
+    Refuse,
+    RestoreTarget,
+    Resume,
+    SenderEnd,
 )
 from node.storage import Change, Identity, StorageError, Store, StoredState
 from node.timeline import (
@@ -116,6 +137,18 @@ class SequenceGap(FrameRejected):
 
 class BadFrame(FrameRejected):
     """The frame is malformed, out of range, or the core refuses it."""
+
+
+class EpochMismatch(FrameRejected):
+    """The frame belongs to another epoch than this node's (a restore is under way)."""
+
+
+class NotServing(FrameRejected):
+    """This node lost its state (stale data dir) and applies nothing until a restore."""
+
+
+class Unavailable(CoreError):
+    """A local transfer or snapshot start refused: prepared for a restore, or stale."""
 
 
 # ------------------------------------------------------------------ events
@@ -162,7 +195,56 @@ class ReportDelivered:
     report: pb.LocalSnapshot
 
 
-Event = SendTransfer | RandomTransfers | StartSnapshot | ReceiveFrame | ReportDelivered
+@dataclass(frozen=True)
+class PrepareRestore:
+    """Prepare for a restore (node/restore.py `prepare`). Result: the Vote."""
+
+    target: RestoreTarget
+
+
+@dataclass(frozen=True)
+class CommitRestore:
+    """Commit a prepared restore. Result: Install, Acknowledge or Refuse."""
+
+    restore: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class AbortRestore:
+    """Abort a prepared restore. Result: Resume or Acknowledge."""
+
+    restore: int
+
+
+@dataclass(frozen=True)
+class SetWorkload:
+    """Pause (running=False) or resume the workload, durably. Result: None."""
+
+    running: bool
+
+
+@dataclass(frozen=True)
+class MarkStale:
+    """A channel handshake showed this node lost state (`judge_channel`). Result: None."""
+
+    reason: str
+
+
+Event = (
+    SendTransfer
+    | RandomTransfers
+    | StartSnapshot
+    | ReceiveFrame
+    | ReportDelivered
+    | PrepareRestore
+    | CommitRestore
+    | AbortRestore
+    | SetWorkload
+    | MarkStale
+)
+
+_RESTORE_EVENTS = (PrepareRestore, CommitRestore, AbortRestore, SetWorkload, MarkStale)
 
 TimelineOp = tuple[str, tuple[object, ...]]  # (recorder method, arguments)
 
@@ -185,6 +267,9 @@ class Batch:
     lamport: int = 0
     changed: bool = False  # anything to write (else the commit is skipped)
     prepared_at: float = 0.0
+    participant: Participant | None = None  # the restore state, if this batch changed it
+    paused: bool | None = None  # the workload pause, if this batch changed it
+    reset: bool = False  # a restore was committed: channels start again in the new epoch
 
 
 @dataclass
@@ -281,6 +366,20 @@ class NodeRuntime:
         self._connected_out: set[str] = set()
         self._connected_in: dict[str, int] = {}
         self.workload_running = False
+        # The restore protocol's state (node/restore.py) and the operator's pause.
+        self.participant = (
+            Participant.from_dict(state.participant)
+            if state.participant is not None
+            else Participant(node_id, epoch=self._core.epoch)
+        )
+        self.workload_paused = state.workload_paused
+        # With `require_handshake` (a running node), workload transfers go only on
+        # channels whose handshake showed this node's counters are not stale: a
+        # node started on an old copy of its data dir must not send frames a peer
+        # would drop as duplicates before it learns it is stale.
+        self.require_handshake = False
+        self.rejoin_note = ""  # why `--rejoin` could not bring this node back (status)
+        self._verified_out: set[str] = set()
         self._refresh_view()
         log.info(
             "state loaded",
@@ -378,6 +477,8 @@ class NodeRuntime:
                 self._merge_back(acked, stale)
                 raise
             break
+        if batch.reset:
+            acked = {}  # acks of the old epoch: its outbox is gone
         batch.change.acked = acked
         batch.change.delete_reports.extend(stale)
         batch.changed = batch.changed or bool(acked) or bool(stale)
@@ -404,6 +505,25 @@ class NodeRuntime:
     def publish(self, batch: Batch) -> None:
         """`batch` is committed: make its effects visible in memory."""
         self._in_flight = None
+        if batch.reset:
+            for queue in self._outbox.values():
+                queue.clear()
+            self._acked.clear()  # of the old epoch
+            self._recorded_at.clear()
+            self._recorded_lamport.clear()
+            self._recorded_since.clear()
+            self._timeline.forget(self._timeline.open_windows)
+        if batch.participant is not None:
+            if batch.participant.epoch != self.participant.epoch or batch.participant.stale:
+                self._log.info(
+                    "restore state changed",
+                    epoch=batch.participant.epoch,
+                    phase=batch.participant.phase.value,
+                    reason=batch.participant.stale,
+                )
+            self.participant = batch.participant
+        if batch.paused is not None:
+            self.workload_paused = batch.paused
         self._last_applied.update(batch.applied)
         self._next_seq.update(batch.change.next_seq)
         for peer, frame in batch.frames:
@@ -461,6 +581,12 @@ class NodeRuntime:
     def _prepare_event(self, batch: Batch, event: Event) -> object:
         if isinstance(event, ReceiveFrame):
             return self._prepare_receive(batch, event.frame)
+        if isinstance(event, _RESTORE_EVENTS):
+            return self._prepare_restore_event(batch, event)
+        if isinstance(event, SendTransfer | StartSnapshot):
+            why = restore.may_originate(self._participant_in(batch))
+            if why is not None:
+                raise _Refused(Unavailable(why))
         if isinstance(event, SendTransfer):
             actions = self._core_call(lambda: self._core.send_transfer(event.peer, event.amount))
             self._absorb(batch, actions, batch.lamport)
@@ -478,6 +604,118 @@ class NodeRuntime:
             self._absorb(batch, actions, batch.lamport)
             return False
         return self._prepare_delivered(batch, event.report)
+
+    # -------------------------------------------------------------- restore
+
+    def _participant_in(self, batch: Batch) -> Participant:
+        return batch.participant if batch.participant is not None else self.participant
+
+    def _paused_in(self, batch: Batch) -> bool:
+        return batch.paused if batch.paused is not None else self.workload_paused
+
+    def _set_participant(self, batch: Batch, state: Participant) -> None:
+        if state == self._participant_in(batch):
+            return
+        batch.participant = state
+        batch.change.participant = state.to_dict()
+        batch.changed = True
+
+    def _set_paused(self, batch: Batch, paused: bool) -> None:
+        if paused == self._paused_in(batch):
+            return
+        batch.paused = paused
+        batch.change.workload_paused = paused
+        batch.changed = True
+
+    def _prepare_restore_event(
+        self,
+        batch: Batch,
+        event: PrepareRestore | CommitRestore | AbortRestore | SetWorkload | MarkStale,
+    ) -> object:
+        state = self._participant_in(batch)
+        if isinstance(event, SetWorkload):
+            self._set_paused(batch, not event.running)
+            return None
+        if isinstance(event, MarkStale):
+            self._set_participant(batch, restore.mark_stale(state, event.reason))
+            return None
+        if isinstance(event, PrepareRestore):
+            running = not self._paused_in(batch)
+            new, vote = restore.prepare(state, event.target, self.outgoing, running)
+            self._set_participant(batch, new)
+            return vote
+        if isinstance(event, AbortRestore):
+            new, aborted = restore.abort(state, event.restore)
+            if isinstance(aborted, Resume):
+                self._set_participant(batch, new)
+                self._set_paused(batch, not aborted.resume_workload)
+            return aborted
+        new, outcome = restore.commit(state, event.restore, event.epoch)
+        if not isinstance(outcome, Install):
+            return outcome
+        target = outcome.target
+        try:
+            actions = self._core_call(
+                lambda: self._core.install_restore(target.epoch, target.balance, target.resend)
+            )
+        except _Refused as refused:
+            return Refuse(str(refused.cause))
+        self._reset_channels(batch)
+        self._absorb(batch, actions, batch.lamport)
+        self._set_participant(batch, new)
+        self._set_paused(batch, not outcome.resume_workload)
+        self._log.info(
+            "restore installed",
+            restore=target.restore,
+            epoch=target.epoch,
+            snapshot_id=target.snapshot_id,
+            balance=target.balance,
+            resent=target.resent_amount,
+        )
+        return outcome
+
+    def _reset_channels(self, batch: Batch) -> None:
+        """A restore commit: the batch's view of every channel starts again."""
+        batch.reset = True
+        change = batch.change
+        change.reset_channels = True
+        change.outbox.clear()
+        batch.frames.clear()
+        change.next_seq = {peer: 1 for peer in self.outgoing}
+        batch.applied = {peer: 0 for peer in self.incoming}
+        change.messages.clear()
+        change.recorded.clear()
+        batch.recorded.clear()
+        batch.changed = True
+
+    def sender_end(self, peer: str) -> SenderEnd:
+        """What this node tells `peer` when it opens the channel to it (the handshake)."""
+        state = self.participant
+        queue = self._outbox[peer]
+        last_sent = self._next_seq[peer] - 1
+        return SenderEnd(
+            epoch=state.epoch,
+            prepared_epoch=state.prepared.epoch if state.prepared is not None else None,
+            last_sent=last_sent,
+            first_unacked=queue[0].seq if queue else last_sent + 1,
+        )
+
+    def receiver_end(self, peer: str) -> ReceiverEnd:
+        """What this node tells `peer` in the first ack of the channel from it."""
+        state = self.participant
+        return ReceiverEnd(
+            epoch=state.epoch,
+            prepared_epoch=state.prepared.epoch if state.prepared is not None else None,
+            last_applied=self._last_applied[peer],
+        )
+
+    def channel_verified(self, peer: str) -> None:
+        """The handshake of this node -> `peer` did not find this node stale."""
+        self._verified_out.add(peer)
+
+    @property
+    def epoch(self) -> int:
+        return self.participant.epoch
 
     def _core_call(self, call: Callable[[], object]) -> list[Action]:
         """Run a core method: its refusals change nothing (`_Refused`)."""
@@ -505,6 +743,7 @@ class NodeRuntime:
         if frame.seq == 0:
             self.stats.frames_rejected += 1
             raise _Refused(BadFrame(f"frame from {sender} has seq 0 (sequence numbers start at 1)"))
+        self._admit(batch, frame)
         last = batch.applied.get(sender, self._last_applied[sender])
         if frame.seq <= last:
             self.stats.frames_duplicate += 1
@@ -555,6 +794,29 @@ class NodeRuntime:
         self._absorb(batch, actions, lamport, opened_done=True)
         return frame.seq
 
+    def _admit(self, batch: Batch, frame: pb.Frame) -> None:
+        """Refuse (unapplied, unacked) a frame of another epoch than this node's."""
+        state = self._participant_in(batch)
+        admission = restore.admit(state, frame.epoch)
+        if admission is Admission.APPLY:
+            return
+        self.stats.frames_rejected += 1
+        if admission is Admission.NOT_SERVING:
+            raise _Refused(NotServing(f"{self.node_id} is not serving: {state.stale}"))
+        if admission is Admission.BEHIND:
+            reason = (
+                f"{frame.sender} sent a frame of epoch {frame.epoch} but {self.node_id} is at "
+                f"epoch {state.epoch}: it missed a restore (data dir stale or an old copy)"
+            )
+            self._set_participant(batch, restore.mark_stale(state, reason))
+            raise _Refused(NotServing(reason))
+        raise _Refused(
+            EpochMismatch(
+                f"frame {frame.seq} from {frame.sender} is of epoch {frame.epoch}, "
+                f"{self.node_id} is at epoch {state.epoch} ({admission.value})"
+            )
+        )
+
     def _out_of_range(self, frame: pb.Frame, payload: object) -> str:
         """Why a frame's values cannot be applied within int64, or ''."""
         if frame.lamport >= INT64_MAX:
@@ -571,12 +833,15 @@ class NodeRuntime:
         for peer, _ in batch.frames:
             queued[peer] = queued.get(peer, 0) + 1
         made = 0
+        if self._paused_in(batch) or restore.may_originate(self._participant_in(batch)):
+            return 0
+        allowed = [
+            p for p in self.outgoing if not self.require_handshake or p in self._verified_out
+        ]
         for _ in range(event.count):
             balance = self._core.balance
             peers = [
-                p
-                for p in self.outgoing
-                if len(self._outbox[p]) + queued.get(p, 0) < event.max_in_flight
+                p for p in allowed if len(self._outbox[p]) + queued.get(p, 0) < event.max_in_flight
             ]
             if balance <= 0 or not peers:
                 break
@@ -620,7 +885,9 @@ class NodeRuntime:
                 peer = action.to
                 seq = change.next_seq.get(peer, self._next_seq[peer])
                 batch.lamport += 1
-                frame = wire.frame_for(self.node_id, peer, seq, action.payload, batch.lamport)
+                frame = wire.frame_for(
+                    self.node_id, peer, seq, action.payload, batch.lamport, self._core.epoch
+                )
                 change.outbox.append((peer, seq, frame.SerializeToString()))
                 change.next_seq[peer] = seq + 1
                 batch.frames.append((peer, frame))
@@ -684,8 +951,11 @@ class NodeRuntime:
             return []
         return [queue[i] for i in range(start, min(len(queue), start + limit))]
 
-    def acknowledge(self, peer: str, seq: int) -> None:
-        """`peer` durably applied every frame up to `seq`."""
+    def acknowledge(self, peer: str, seq: int, epoch: int | None = None) -> None:
+        """`peer` durably applied every frame up to `seq` (of `epoch`: an ack of
+        another epoch than this node's acknowledges nothing)."""
+        if epoch is not None and epoch != self.participant.epoch:
+            return
         queue = self._outbox[peer]
         if seq >= self._next_seq[peer]:
             # The peer applied frames this node never sent: one of the two
@@ -766,6 +1036,7 @@ class NodeRuntime:
                 sent_or_received=sent[peer],
                 unacked=len(self._outbox[peer]),
                 connected=peer in self._connected_out,
+                unacked_amount=sum(wire.transfer_amount(f) for f in self._outbox[peer]),
             )
             for peer in self.outgoing
         ] + [
@@ -784,7 +1055,17 @@ class NodeRuntime:
             active_snapshots=list(active),
             unacknowledged_frames=sum(len(q) for q in self._outbox.values()),
             channels=channels,
-            workload_running=self.workload_running,
+            workload_running=self.workload_running
+            and not self.workload_paused
+            and self.participant.serving,
+            epoch=self.participant.epoch,
+            restore_phase=self.participant.phase.value,
+            not_serving_reason="; ".join(
+                filter(None, (self.participant.stale, self.participant.stale and self.rejoin_note))
+            ),
+            prepared_restore=(
+                self.participant.prepared.restore if self.participant.prepared is not None else 0
+            ),
         )
 
     def set_connected(self, peer: str, direction: str, connected: bool) -> None:

@@ -42,6 +42,7 @@ from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from common.authz import NODE_POLICY, AioAuthorizingInterceptor, Policy
 from common.config import ClusterConfig, port_of
+from common.crash import crash_point
 from common.metrics import MetricsServer, NodeMetrics, instrument_node
 from common.timeutil import new_snapshot_id
 from common.tls import RefusalLog, TlsFiles
@@ -49,7 +50,19 @@ from node.channels import ChannelService, PeerSender, StreamLimits
 from node.committer import GroupCommitter
 from node.core import InvalidSnapshotId, validate_snapshot_id
 from node.reporter import Reporter
-from node.runtime import Batch, NodeClosed, NodeRuntime, StartSnapshot
+from node.restore import Acknowledge, Install, Phase, Refuse, RestoreTarget, Resume, Vote
+from node.runtime import (
+    AbortRestore,
+    Batch,
+    CommitRestore,
+    MarkStale,
+    NodeClosed,
+    NodeRuntime,
+    PrepareRestore,
+    SetWorkload,
+    StartSnapshot,
+    Unavailable,
+)
 from node.storage import Store
 from node.transport import SERVER_OPTIONS, PortUnavailable, add_port, open_channel
 from node.workload import Workload
@@ -63,6 +76,7 @@ _log = structlog.get_logger("node.server")
 NODE_SERVICE = "chandy_lamport.Node"
 DEFAULT_GRACE = 1.0
 STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit, whatever happens
+REJOIN_WAIT = 15.0  # seconds --rejoin waits for the channel handshakes
 
 T = TypeVar("T")
 
@@ -99,6 +113,8 @@ class NodeServicer(pb_grpc.NodeServicer):
                 already = bool(await committer.apply(StartSnapshot(snapshot_id)))
             except NodeClosed as error:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            except Unavailable as error:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
             except Exception as error:
                 self._log.error("snapshot start failed", error=repr(error))
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not start: {error}")
@@ -112,6 +128,85 @@ class NodeServicer(pb_grpc.NodeServicer):
         assert self.node.runtime is not None
         return self.node.runtime.status()
 
+    # The restore protocol (node/restore.py): each message is an event through
+    # the committer, so the answer goes out only once its state is on disk.
+
+    async def _apply(self, event: object, context: grpc.aio.ServicerContext) -> object:
+        committer = self.node.committer
+        assert committer is not None
+        try:
+            return await committer.apply(event)  # type: ignore[arg-type]
+        except NodeClosed as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            raise
+
+    async def PrepareRestore(  # noqa: N802
+        self, request: pb.PrepareRestoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PrepareRestoreReply:
+        t = request.target
+        target = RestoreTarget(
+            restore=int(t.restore),
+            epoch=int(t.epoch),
+            snapshot_id=t.snapshot_id,
+            balance=int(t.balance),
+            resend={ch.peer: tuple(int(a) for a in ch.amounts) for ch in t.resend},
+        )
+        if target.restore < 1 or target.epoch < 1:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "a restore target needs restore >= 1, epoch >= 1"
+            )
+        crash_point("before-prepare", self.node.node_id)
+        vote = await self._apply(PrepareRestore(target), context)
+        assert isinstance(vote, Vote)
+        crash_point("after-prepare", self.node.node_id)
+        self._log.info(
+            "restore prepare",
+            restore=target.restore,
+            epoch=target.epoch,
+            snapshot_id=target.snapshot_id,
+            vote=vote.ok,
+            reason=vote.reason,
+        )
+        assert self.node.runtime is not None
+        return pb.PrepareRestoreReply(ok=vote.ok, reason=vote.reason, epoch=self.node.runtime.epoch)
+
+    async def CommitRestore(  # noqa: N802
+        self, request: pb.CommitRestoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RestoreAck:
+        crash_point("before-commit", self.node.node_id)
+        outcome = await self._apply(
+            CommitRestore(int(request.restore), int(request.epoch)), context
+        )
+        if isinstance(outcome, Refuse):
+            self._log.warning("restore commit refused", reason=outcome.reason)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, outcome.reason)
+        crash_point("after-commit", self.node.node_id)
+        if isinstance(outcome, Install):
+            return pb.RestoreAck(
+                detail=f"restore {request.restore} installed at epoch {request.epoch}"
+            )
+        assert isinstance(outcome, Acknowledge)
+        return pb.RestoreAck(detail=outcome.detail)
+
+    async def AbortRestore(  # noqa: N802
+        self, request: pb.AbortRestoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RestoreAck:
+        outcome = await self._apply(AbortRestore(int(request.restore)), context)
+        crash_point("after-abort", self.node.node_id)
+        if isinstance(outcome, Resume):
+            self._log.info("restore aborted", restore=request.restore)
+            return pb.RestoreAck(detail=f"restore {request.restore} aborted")
+        assert isinstance(outcome, Acknowledge)
+        return pb.RestoreAck(detail=outcome.detail)
+
+    async def SetWorkload(  # noqa: N802
+        self, request: pb.SetWorkloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.NodeStatus:
+        await self._apply(SetWorkload(request.running), context)
+        self._log.info("workload " + ("resumed" if request.running else "paused"))
+        assert self.node.runtime is not None
+        return self.node.runtime.status()
+
 
 @dataclass(frozen=True)
 class NodeOptions:
@@ -121,9 +216,13 @@ class NodeOptions:
     tls: TlsFiles | None = None
     port: int | None = None  # None: the port of the node's own address; 0: any free port
     max_transfers: int | None = None
-    db_synchronous: str = "FULL"
+    # NORMAL: a commit survives kill -9 (see node/storage.py and the README).
+    db_synchronous: str = "NORMAL"
     metrics_port: int | None = None  # /metrics (common/metrics.py); None: none, 0: any free port
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    # --rejoin: if the channel handshakes find this node's data dir stale (empty
+    # or an old copy), ask the collector to restore the latest complete snapshot.
+    rejoin: bool = False
 
 
 class RunningNode:
@@ -147,6 +246,8 @@ class RunningNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._committer_task: asyncio.Task[None] | None = None
         self._client_channels: list[grpc.aio.Channel] = []
+        self._health_tasks: set[asyncio.Task[None]] = set()
+        self._serving: bool | None = None
         self.metrics: NodeMetrics | None = None
         self.metrics_server: MetricsServer | None = None
         self._log = _log.bind(node_id=node_id)
@@ -173,12 +274,14 @@ class RunningNode:
             self.metrics = NodeMetrics(runtime.outgoing)
             instrument_node(runtime, store, self.metrics)
         self.committer = committer = GroupCommitter(runtime, self._on_published)
+        runtime.require_handshake = True
         self.channels = ChannelService(
             runtime,
             committer,
             options.stream_limits,
             authenticate=options.tls is not None,
             refusals=self.refusals,
+            on_stale=self._on_stale,
         )
         self._server = server = grpc.aio.server(
             # Mutual TLS: who may call what (common/authz.py).
@@ -218,7 +321,9 @@ class RunningNode:
                 ) from error
         for peer in runtime.outgoing:
             channel = self.channel_to("node", peer, config.node(peer).address)
-            self.senders[peer] = PeerSender(runtime, peer, channel, config.link_delay)
+            self.senders[peer] = PeerSender(
+                runtime, peer, channel, config.link_delay, on_stale=self._on_stale
+            )
         collector = self.channel_to("collector", "collector", config.collector_address)
         self.reporter = Reporter(runtime, committer, collector, config.collector_address)
         self.workload = Workload(
@@ -232,10 +337,10 @@ class RunningNode:
             *((f"sender-{peer}", sender.run) for peer, sender in self.senders.items()),
             ("reporter", self.reporter.run),
             ("workload", self.workload.run),
+            *((("rejoin", self._rejoin),) if options.rejoin else ()),
         ):
             self._tasks.append(asyncio.create_task(_logged(runner, name), name=name))
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self._health.set(NODE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._update_health()
         self._log.info(
             "node serving",
             listen=f"{options.listen_host}:{self.port}",
@@ -247,7 +352,79 @@ class RunningNode:
         )
         return self.port
 
+    async def _rejoin(self) -> None:
+        """`--rejoin`: wait for the channel handshakes; if they found this node
+        stale, ask the collector for a restore of the latest complete snapshot
+        (retrying while the collector is unreachable). Refusals are logged and
+        shown in the status: nothing else changes."""
+        runtime = self.runtime
+        assert runtime is not None
+        channels = len(runtime.incoming) + len(runtime.outgoing)
+        deadline = asyncio.get_running_loop().time() + REJOIN_WAIT
+        while not runtime.participant.stale:
+            connected = sum(1 for c in runtime.status().channels if c.connected)
+            if connected >= channels or asyncio.get_running_loop().time() > deadline:
+                self._log.info("rejoin: the channel handshakes found this node current")
+                return
+            await asyncio.sleep(0.2)
+        self._log.warning("rejoin: asking for a restore", reason=runtime.participant.stale)
+        stub = pb_grpc.CollectorStub(
+            self.channel_to("collector", "collector", self.config.collector_address)
+        )
+        while runtime.participant.stale:
+            try:
+                reply = await stub.Restore(
+                    pb.RestoreRequest(snapshot_id="latest", timeout_seconds=60), timeout=70
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ):
+                    runtime.rejoin_note = f"rejoin refused: {error.details()}"
+                    self._log.error("rejoin refused", reason=error.details())
+                    return
+                self._log.info("rejoin: collector not answering yet", code=error.code().name)
+                await asyncio.sleep(2.0)
+                continue
+            self._log.info("rejoin: restore finished", record=reply.json[:400])
+            await asyncio.sleep(1.0)
+
+    def _on_stale(self, reason: str) -> None:
+        """A channel handshake found this node's state stale: store it, stop serving."""
+        if self.committer is not None and self.runtime is not None and not self.runtime.closed:
+            self.committer.submit(MarkStale(reason))
+
+    async def _update_health(self) -> None:
+        """SERVING unless stale (a prepared node is paused, not broken)."""
+        assert self.runtime is not None
+        serving = self.runtime.participant.phase is not Phase.STALE
+        if serving == self._serving:
+            return
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if not serving:
+            self._log.error("not serving", reason=self.runtime.participant.stale)
+        for name in ("", NODE_SERVICE):
+            await self._health.set(name, status)
+
     def _on_published(self, batch: Batch) -> None:
+        if batch.reset:
+            # A restore committed: every stream of the old epoch ends; the new
+            # ones handshake in the new epoch (and resend from the new outbox).
+            if self.channels is not None:
+                self.channels.drop_all()
+            for sender in self.senders.values():
+                sender.restart()
+        if batch.participant is not None and getattr(self, "_serving", None) is not None:
+            task = asyncio.get_running_loop().create_task(self._update_health())
+            self._health_tasks.add(task)
+            task.add_done_callback(self._health_tasks.discard)
         for peer in {peer for peer, _ in batch.frames}:
             sender = self.senders.get(peer)
             if sender is not None:

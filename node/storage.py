@@ -24,6 +24,10 @@ What is stored, and why each piece is needed to resume after SIGKILL:
                     Lamport clock, for its report)
   meta.lamport      the node's Lamport clock (node/timeline.py), so that it
                     never goes backwards across a restart
+  meta.participant  the restore protocol's state (node/restore.py
+                    `Participant`: epoch, prepared restore, stale reason),
+                    written before the node answers a restore message
+  meta.workload     "paused" or "running": the operator's pause survives a restart
   reports           final local snapshot reports not yet acked by the
                     collector, one per snapshot id (serialized LocalSnapshot
                     messages), stored with the event that finished the
@@ -34,11 +38,13 @@ Every state change goes through `commit`, one transaction: a debit and its
 outbox frame, or a credit and its last-applied seq, are never split. A batch
 of events (group commit) is one transaction.
 
-Durability (`synchronous`, WAL journal): FULL (the default) fsyncs the WAL at
-every commit, so an acknowledged credit survives kill -9, an OS crash and a
-power cut. NORMAL fsyncs only at checkpoints: it survives kill -9 (the WAL is
-in the OS page cache) but an OS crash or power cut may lose the last
-transactions, after which the node may have acked frames it no longer has.
+Durability (`synchronous`, WAL journal): FULL fsyncs the WAL at every
+commit, so an acknowledged credit survives kill -9, an OS crash and a power
+cut. NORMAL (what a node runs with unless told otherwise, node/server.py)
+fsyncs only at checkpoints: it survives kill -9 (the WAL is in the OS page
+cache) but an OS crash or power cut may lose the last transactions, after
+which the node may have acked frames it no longer has. This class's own
+default stays FULL.
 
 The store is not thread-safe: the runtime calls it from one thread at a time
 (the writer thread while a batch commits, the event loop otherwise).
@@ -127,6 +133,8 @@ class StoredState:
     # snapshot id -> sender -> [(transfer_seq, amount)] ascending
     recorded_messages: dict[str, dict[str, list[tuple[int, int]]]]
     finished: list[str]  # finished snapshot ids, oldest first
+    participant: dict[str, Any] | None = None  # node/restore.py Participant.to_dict()
+    workload_paused: bool = False
 
 
 @dataclass
@@ -152,6 +160,13 @@ class Change:
     # Reports the collector acked: deleted if still the stored bytes.
     delete_reports: list[tuple[str, bytes]] = field(default_factory=list)
     acked: dict[str, int] = field(default_factory=dict)  # peer -> highest acked seq
+    # A restore commit: before anything else in this transaction, every channel
+    # counter starts again (last applied 0, next seq 1), the old epoch's outbox
+    # and every active recording are dropped. The rest of the Change (the new
+    # core, the resent frames) is then written on top.
+    reset_channels: bool = False
+    participant: Mapping[str, Any] | None = None  # the restore state, when it changed
+    workload_paused: bool | None = None  # the operator paused (True) or resumed (False)
 
 
 class Store:
@@ -271,6 +286,8 @@ class Store:
                 db.execute("SELECT snapshot_id, lamport FROM recorded").fetchall()
             ),
             lamport=int(lamport_row[0]) if lamport_row is not None else 0,
+            participant=self._meta_json("participant"),
+            workload_paused=self._meta_text("workload") == "paused",
             reports={
                 sid: bytes(body)
                 for sid, body in db.execute(
@@ -283,11 +300,35 @@ class Store:
             ],
         )
 
+    def _meta_text(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _meta_json(self, key: str) -> dict[str, Any] | None:
+        text = self._meta_text(key)
+        return None if text is None else dict(json.loads(text))
+
     # ---------------------------------------------------------------- write
 
     def commit(self, change: Change) -> None:
         """Apply `change` in one transaction."""
         with self._transaction() as db:
+            if change.reset_channels:
+                db.execute("DELETE FROM outbox")
+                db.execute("UPDATE incoming SET last_applied = 0")
+                db.execute("UPDATE outgoing SET next_seq = 1")
+                db.execute("DELETE FROM recorded")
+                db.execute("DELETE FROM recorded_messages")
+            if change.participant is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('participant', ?)",
+                    (json.dumps(change.participant, sort_keys=True),),
+                )
+            if change.workload_paused is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('workload', ?)",
+                    ("paused" if change.workload_paused else "running",),
+                )
             if change.core is not None:
                 db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'core'", (json.dumps(change.core),)

@@ -18,8 +18,11 @@ class MalformedFrame(ValueError):
     """A frame without a body (neither a transfer nor a marker)."""
 
 
-def frame_for(sender: str, receiver: str, seq: int, payload: Payload, lamport: int = 0) -> pb.Frame:
-    """The frame that carries `payload` as number `seq` on sender -> receiver."""
+def frame_for(
+    sender: str, receiver: str, seq: int, payload: Payload, lamport: int = 0, epoch: int = 0
+) -> pb.Frame:
+    """The frame that carries `payload` as number `seq` on sender -> receiver,
+    stamped with the sender's cluster `epoch` (node/restore.py)."""
     if isinstance(payload, Transfer):
         return pb.Frame(
             sender=sender,
@@ -27,6 +30,7 @@ def frame_for(sender: str, receiver: str, seq: int, payload: Payload, lamport: i
             seq=seq,
             transfer=pb.Transfer(transfer_seq=payload.transfer_seq, amount=payload.amount),
             lamport=lamport,
+            epoch=epoch,
         )
     return pb.Frame(
         sender=sender,
@@ -34,6 +38,7 @@ def frame_for(sender: str, receiver: str, seq: int, payload: Payload, lamport: i
         seq=seq,
         marker=pb.Marker(snapshot_id=payload.snapshot_id),
         lamport=lamport,
+        epoch=epoch,
     )
 
 
@@ -122,4 +127,5 @@ def _local_snapshot(
         recorded_at=recorded_at,
         timeline=[timeline_event(event) for event in timeline],
         lamport_recorded=lamport_recorded,
+        epoch=snapshot.epoch,
     )

@@ -281,11 +281,18 @@ def test_killed_node_resumes_and_a_snapshot_across_the_restart_completes(tmp_pat
 def test_status_shows_every_channel_its_backlog_and_the_workload(tmp_path: Path, start_nodes):
     balances = {"a": 1000, "b": 1000}
     ports = write_cluster(tmp_path / "c.yaml", balances, transfer_rate=200, max_amount=5)
-    nodes = start_nodes(tmp_path / "c.yaml", ["a"], port=ports["a"])  # b is down
+    # A node sends transfers only on channels whose handshake it has passed since
+    # it started (a stale data dir must not send frames a peer drops as
+    # duplicates): b is up for the handshake, then goes down.
+    first_b = start_nodes(tmp_path / "c.yaml", ["b"], port=ports["b"], max_transfers=0)["b"]
+    nodes = start_nodes(tmp_path / "c.yaml", ["a"], port=ports["a"])
+    wait_until(lambda: get_status(ports["a"]).channels[0].connected, 10, what="a -> b handshake")
+    first_b.stop(grace=0.2)
 
     def a_has_sent() -> pb.NodeStatus | None:
         status = get_status(ports["a"])
-        return status if status.channels[0].sent_or_received >= 5 else None
+        out = status.channels[0]
+        return status if out.unacked >= 5 and not out.connected else None
 
     status = wait_until(a_has_sent, 10, what="a to send 5 transfers to b (down)")
     out, incoming = status.channels

@@ -236,7 +236,9 @@ def test_sigterm_finishes_in_time_whatever_the_peers_do(tmp_path: Path) -> None:
         # Stuck incoming streams: they opened, sent one frame, and never read again.
         streams = [IdleStream(a_port, "c") for _ in range(3)]
         streams += [IdleStream(a_port, None) for _ in range(5)]
-        streams[0].frames.put(wire.frame_for("c", "a", 1, Transfer(1, 1)))
+        # the newest stream of c (the first was superseded); a sends nothing itself:
+        # no peer of it ever answered the channel handshake
+        streams[2].frames.put(wire.frame_for("c", "a", 1, Transfer(1, 1)))
         wait_until(lambda: get_status(a_port).balance != 100, 5, what="a to move money")
         started = time.monotonic()
         assert process.process is not None

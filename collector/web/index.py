@@ -30,6 +30,7 @@ class Summary:
     messages_in_flight: int
     verified: bool | None  # None: not checked (aborted)
     missing: tuple[str, ...] = ()
+    epoch: int = 0  # the cluster epoch the snapshot was taken in (restores move it)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -61,6 +62,7 @@ def summarize(document: Mapping[str, Any]) -> Summary:
         messages_in_flight=len(messages),
         verified=bool(verification.get("ok")) if checked else None,
         missing=tuple(str(n) for n in document.get("missing") or []),
+        epoch=int(document.get("epoch") or 0),
     )
 
 
