@@ -140,10 +140,10 @@ class CollectorService(pb_grpc.CollectorServicer):
         self.refusals = RefusalLog(log)
         self._cond = threading.Condition()
         self._finished_since_compact = False
-        # The last documents finished: text, reported, missing (what a
+        # The last documents finished: text, reported, missing, recorded (what a
         # WaitSnapshot stream sends), so that waiters neither read the file
         # back nor parse it again.
-        self._recent: OrderedDict[str, tuple[str, list[str], list[str]]] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[str, list[str], list[str], list[str]]] = OrderedDict()
         # Read by the dashboard and /metrics (collector/web): called with the lock
         # held for every finished document, and a tally of report outcomes.
         self.on_document: list[Callable[[dict[str, Any]], object]] = []
@@ -455,15 +455,18 @@ class CollectorService(pb_grpc.CollectorServicer):
                 if progress.status != "pending":
                     recent = self._recent.get(snapshot_id)
                     if recent is not None:
-                        text, reported, missing = recent
+                        text, reported, missing, recorded = recent
                     else:
                         text = self.store.read_text(snapshot_id) or ""
-                        reported, missing = _reported_missing(text, self.config.node_ids)
+                        reported, missing, recorded = _reported_missing(
+                            text, self.config.node_ids
+                        )
                     yield pb.SnapshotProgress(
                         snapshot_id=snapshot_id,
                         status=progress.status,
                         reported=reported,
                         missing=missing,
+                        recorded=recorded,
                         json=text,
                     )
                     return
@@ -474,6 +477,7 @@ class CollectorService(pb_grpc.CollectorServicer):
                         status="pending",
                         reported=progress.reported,
                         missing=progress.missing,
+                        recorded=progress.recorded,
                     )
                 else:
                     message = None
@@ -527,24 +531,34 @@ class CollectorService(pb_grpc.CollectorServicer):
         return pb.RestoreList(json=[json.dumps(r.to_dict()) for r in self.restores.records()])
 
 
-def _reported_missing(text: str, node_ids: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(nodes with a complete local snapshot, the others) of a finished document's text."""
+def _reported_missing(
+    text: str, node_ids: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """`_reported_missing_of` a finished document's text."""
     try:
         return _reported_missing_of(json.loads(text), node_ids)
     except ValueError:
-        return [], []
+        return [], [], []
 
 
 def _reported_missing_of(
     document: dict[str, Any], node_ids: Sequence[str]
-) -> tuple[list[str], list[str]]:
-    """(nodes with a complete local snapshot, the others) of a finished document."""
+) -> tuple[list[str], list[str], list[str]]:
+    """(nodes with a complete local snapshot, the others, those of the others
+    that recorded their state) of a finished document: the same split as a
+    pending snapshot's progress, so the initiator's last progress line and its
+    summary name the same nodes."""
     try:
         nodes = document["nodes"]
         complete = {n for n, state in nodes.items() if state.get("complete", True)}
     except (KeyError, TypeError, AttributeError):
-        return [], []
-    return [n for n in node_ids if n in complete], [n for n in node_ids if n not in complete]
+        return [], [], []
+    missing = [n for n in node_ids if n not in complete]
+    return (
+        [n for n in node_ids if n in complete],
+        missing,
+        [n for n in missing if n in nodes],
+    )
 
 
 class CollectorServer:

@@ -14,10 +14,17 @@ Mutual TLS with the operator certificate in tls/operator-admin/ next to the
 cluster file (`cl-certs ensure` makes it; --operator NAME, --tls-dir DIR or
 CL_TLS_DIR for another one); --plaintext only against a plaintext cluster.
 
+Before a snapshot the initiator asks every node for its status: a chosen node
+that does not answer stops the snapshot before it begins (exit 5, naming the
+node); another node that does not answer is warned about. After an aborted
+snapshot the summary says what the reachable nodes hold queued toward the
+unreachable ones.
+
 Exit status (also for --show): 0 every snapshot complete and verified; 1 collector unreachable or
-gave up waiting; 2 bad option or configuration; 3 a snapshot was aborted;
-4 a snapshot failed verification; 5 no chosen node could be reached to start
-a snapshot. With --count, the highest status of all the snapshots.
+gave up waiting; 2 bad option or configuration, or a --snapshot-id that was used
+before; 3 a snapshot was aborted; 4 a snapshot failed verification; 5 a chosen
+node could not be reached, the snapshot was not started; 6 --show: no such
+snapshot. With --count, the highest status of all the snapshots.
 """
 
 from __future__ import annotations
@@ -34,16 +41,21 @@ from typing import TextIO
 from certs.identity import DEFAULT_OPERATOR, IdentityError, operator
 from collector.web.index import Summary, summarize
 from common.cli import add_cluster_option
-from common.config import ConfigError, load_cluster
+from common.config import ClusterConfig, ConfigError, load_cluster
 from common.files import atomic_write_bytes
 from common.timeutil import new_snapshot_id
 from common.tls import TlsError, TlsFiles, add_tls_options, tls_from_args
 from initiator import operations
 from initiator.client import (
     InitiatorError,
+    NodeUnreachable,
     StartResult,
+    check_new_id,
     get_snapshot,
     list_snapshots_and_pruned,
+    probe_nodes,
+    queued_toward,
+    require_reachable,
     take_snapshot,
     validated_id,
 )
@@ -53,6 +65,7 @@ from initiator.summary import (
     EXIT_USAGE,
     exit_code,
     format_progress,
+    format_queued,
     format_summary,
 )
 
@@ -141,15 +154,20 @@ class ProgressPrinter:
         self._last_time = 0.0
 
     def __call__(
-        self, snapshot_id: str, reported: Sequence[str], missing: Sequence[str], elapsed: float
+        self,
+        snapshot_id: str,
+        reported: Sequence[str],
+        missing: Sequence[str],
+        elapsed: float,
+        recorded: Sequence[str] = (),
     ) -> None:
-        state = format_progress(snapshot_id, reported, missing, 0.0)
+        state = format_progress(snapshot_id, reported, missing, 0.0, recorded)
         now = time.monotonic()
         if state == self._last_line and now - self._last_time < PROGRESS_REFRESH_SECONDS:
             return
         self._last_line, self._last_time = state, now
         print(
-            format_progress(snapshot_id, reported, missing, elapsed),
+            format_progress(snapshot_id, reported, missing, elapsed, recorded),
             file=self.stream or sys.stderr,
             flush=True,
         )
@@ -225,6 +243,13 @@ def write_svg(path: str | Path, document: dict[str, object]) -> None:
     print(f"diagram written to {path}", file=sys.stderr, flush=True)
 
 
+def queued_lines(config: ClusterConfig, tls: TlsFiles | None) -> list[str]:
+    """After a snapshot that did not complete: the nodes that do not answer now
+    and the money the others hold queued toward them."""
+    probe = probe_nodes(config, tls=tls)
+    return format_queued(queued_toward(probe), probe.unreachable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -249,22 +274,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         return fail(str(error))
     try:
-        tls = tls_from_args(args, operator(args.operator))
+        # The cheap checks only: the full one imports cryptography, a good part
+        # of this command's wall time. It runs when a call fails, to say why.
+        tls = tls_from_args(args, operator(args.operator), check=False)
     except (TlsError, IdentityError) as error:
         return fail(str(error))
+
+    def failed(error: InitiatorError) -> int:
+        """A call failed: a problem with our own certificate explains it best."""
+        if tls is not None:
+            try:
+                tls_from_args(args, operator(args.operator))
+            except (TlsError, IdentityError) as problem:
+                return fail(str(problem))
+        return fail(str(error), error.exit_code)
+
     collector = args.collector or config.collector_address
     if operations.wanted(args):
         try:
             return operations.run(args, config, collector, tls, args.timeout or 60.0)
         except InitiatorError as error:
-            return fail(str(error), error.exit_code)
+            return failed(error)
     if args.show or args.list:
         try:
             return read_snapshots(
                 collector, args.show, args.json, args.limit, args.status, args.svg, tls
             )
         except InitiatorError as error:
-            return fail(str(error), error.exit_code)
+            return failed(error)
     timeout = args.timeout if args.timeout is not None else config.snapshot_timeout + 30.0
     try:
         if args.snapshot_id:
@@ -278,6 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids = []
     except InitiatorError as error:
         return fail(str(error))
+    try:
+        # Every id checked before anything starts: a reused one changes nothing.
+        for snapshot_id in ids:
+            check_new_id(collector, snapshot_id, tls=tls)
+    except InitiatorError as error:
+        return fail(str(error), error.exit_code)
 
     worst = 0
     finished: list[Summary] = []
@@ -285,6 +328,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if index and args.interval:
             time.sleep(args.interval)
         snapshot_id = ids[index] if ids else new_snapshot_id()
+        try:
+            if not ids:  # the collector is asked first: without it nothing can start
+                check_new_id(collector, snapshot_id, tls=tls)
+            probe = probe_nodes(config, tls=tls)
+            require_reachable(config, nodes, probe)
+        except InitiatorError as error:
+            message = f"{error}: snapshot {snapshot_id} not started"
+            if not isinstance(error, NodeUnreachable):
+                message = str(error)
+            worst = max(worst, fail(message, error.exit_code))
+            continue
+        for node_id, problem in probe.errors.items():
+            print(
+                f"cl-initiator: warning: {node_id} ({config.node(node_id).address}) does not "
+                f"answer ({problem}): the snapshot completes only if it is back within "
+                f"{config.snapshot_timeout:g}s",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             outcome = take_snapshot(
                 config,
@@ -298,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls=tls,
             )
         except InitiatorError as error:
-            worst = max(worst, fail(str(error), error.exit_code))
+            worst = max(worst, failed(error))
             continue
         if outcome.exit_code == EXIT_NO_INITIATOR:
             worst = max(
@@ -313,10 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if outcome.document is None:  # --no-wait
             print(snapshot_id, flush=True)
             continue
+        queued = [] if outcome.exit_code == 0 else queued_lines(config, tls)
         if args.json:
             print(json.dumps(outcome.document, indent=2), flush=True)
+            if queued:
+                print("\n".join(queued), file=sys.stderr, flush=True)
         else:
-            print(format_summary(outcome.document), flush=True)
+            print("\n".join([format_summary(outcome.document), *queued]), flush=True)
         worst = max(worst, outcome.exit_code)
         finished.append(summarize(outcome.document))
         if args.svg:

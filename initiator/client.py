@@ -27,16 +27,29 @@ import grpc
 from common.config import ClusterConfig
 from common.net import CHANNEL_OPTIONS, describe_rpc_error
 from common.tls import TlsFiles, open_channel
-from initiator.summary import EXIT_ERROR, EXIT_NO_INITIATOR, EXIT_USAGE, exit_code
+from initiator.summary import (
+    EXIT_ERROR,
+    EXIT_NO_INITIATOR,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    Queued,
+    exit_code,
+)
 from node.ids import snapshot_id_problem
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
 
 RPC_TIMEOUT = 5.0
+# How long the probe before a snapshot waits for a node's status: a node that
+# cannot answer GetStatus in this time will not take part in the snapshot either.
+PROBE_TIMEOUT = 2.0
 # Trailing metadata of Collector.ListSnapshots (collector/server.py).
 PRUNED_METADATA = "cl-pruned"
 
-ProgressCallback = Callable[[str, Sequence[str], Sequence[str], float], None]
+# (snapshot id, reported, missing, elapsed seconds, recorded): `missing` are the
+# nodes whose local snapshot is not complete, `recorded` those of them that
+# recorded their state and wait for markers.
+ProgressCallback = Callable[[str, Sequence[str], Sequence[str], float, Sequence[str]], None]
 
 
 class InitiatorError(Exception):
@@ -45,6 +58,28 @@ class InitiatorError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class SnapshotNotFound(InitiatorError):
+    """The collector knows no such snapshot (not an outage: exit EXIT_NOT_FOUND)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_NOT_FOUND)
+
+
+class SnapshotIdTaken(InitiatorError):
+    """The id names a snapshot that has finished already: a new one cannot have it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+class NodeUnreachable(InitiatorError):
+    """A chosen initiator did not answer the probe: the snapshot was not started."""
+
+    def __init__(self, message: str, unreachable: Sequence[str]) -> None:
+        super().__init__(message, EXIT_NO_INITIATOR)
+        self.unreachable = tuple(unreachable)
 
 
 def validated_id(snapshot_id: str) -> str:
@@ -244,6 +279,7 @@ def wait_snapshot(
                             list(progress.reported),
                             list(progress.missing),
                             time.monotonic() - start,
+                            list(progress.recorded),
                         )
                     if progress.json:
                         document: dict[str, Any] = json.loads(progress.json)
@@ -298,19 +334,136 @@ def get_snapshot(
 ) -> dict[str, Any]:
     """The stored document of a finished snapshot (`latest` for the newest one)."""
     connections = connections_for(tls, connections)
-    if snapshot_id != "latest":
-        validated_id(snapshot_id)
-    reply = _collector_call(
-        collector_address,
-        lambda stub: stub.GetSnapshot(
-            pb.GetSnapshotRequest(snapshot_id=snapshot_id), timeout=RPC_TIMEOUT
-        ),
-        connections,
-    )
+    reply = _get_document(collector_address, snapshot_id, connections)
     if not reply.json:
         raise InitiatorError(f"snapshot {reply.snapshot_id} is still {reply.status}")
     document: dict[str, Any] = json.loads(reply.json)
     return document
+
+
+def _get_document(
+    collector_address: str, snapshot_id: str, connections: Connections
+) -> pb.SnapshotDocument:
+    """Collector.GetSnapshot; NOT_FOUND becomes SnapshotNotFound, other errors InitiatorError."""
+    if snapshot_id != "latest":
+        validated_id(snapshot_id)
+    try:
+        reply: pb.SnapshotDocument = connections.collector(collector_address).GetSnapshot(
+            pb.GetSnapshotRequest(snapshot_id=snapshot_id), timeout=RPC_TIMEOUT
+        )
+    except grpc.RpcError as error:
+        if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.NOT_FOUND:
+            what = (
+                "no snapshot has finished yet"
+                if snapshot_id == "latest"
+                else f"no snapshot {snapshot_id} at the collector ({collector_address})"
+            )
+            raise SnapshotNotFound(what) from error
+        raise InitiatorError(
+            f"collector at {collector_address} refused or unreachable: {describe_rpc_error(error)}"
+        ) from error
+    return reply
+
+
+def check_new_id(
+    collector_address: str,
+    snapshot_id: str,
+    connections: Connections | None = None,
+    *,
+    tls: TlsFiles | None = None,
+) -> str | None:
+    """Refuse (SnapshotIdTaken) an id whose snapshot has finished; the nodes
+    remember they recorded it, so no new snapshot can be taken under it.
+
+    Returns "pending" when the snapshot is in progress (a second initiator
+    may join it: markers of one id are one snapshot), else None (a new id).
+    """
+    connections = connections_for(tls, connections)
+    try:
+        reply = _get_document(collector_address, snapshot_id, connections)
+    except SnapshotNotFound:
+        return None
+    if not reply.json:
+        return "pending"
+    document = json.loads(reply.json)
+    raise SnapshotIdTaken(
+        f"snapshot {snapshot_id} exists already ({document.get('status')}, started "
+        f"{document.get('started_at')}): a snapshot id is used once; choose another "
+        f"--snapshot-id (or none for a fresh one), or read it with --show {snapshot_id}"
+    )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What GetStatus answered for each node, or why it did not."""
+
+    statuses: dict[str, pb.NodeStatus]
+    errors: dict[str, str]  # node id -> the RPC error, for the nodes that did not answer
+
+    @property
+    def unreachable(self) -> list[str]:
+        return list(self.errors)
+
+
+def probe_nodes(
+    config: ClusterConfig,
+    node_ids: Sequence[str] | None = None,
+    timeout: float = PROBE_TIMEOUT,
+    connections: Connections | None = None,
+    *,
+    tls: TlsFiles | None = None,
+) -> Probe:
+    """Node.GetStatus at `node_ids` (default every node) at once."""
+    connections = connections_for(tls, connections)
+    ids = list(config.node_ids if node_ids is None else node_ids)
+    calls = [
+        (
+            node_id,
+            connections.node(config.node(node_id).address, node_id).GetStatus.future(
+                pb.GetStatusRequest(), timeout=timeout
+            ),
+        )
+        for node_id in ids
+    ]
+    statuses: dict[str, pb.NodeStatus] = {}
+    errors: dict[str, str] = {}
+    for node_id, call in calls:
+        try:
+            statuses[node_id] = call.result()
+        except grpc.RpcError as error:
+            errors[node_id] = describe_rpc_error(error)
+    return Probe(statuses, errors)
+
+
+def require_reachable(config: ClusterConfig, chosen: Sequence[str], probe: Probe) -> None:
+    """NodeUnreachable naming every chosen initiator the probe could not reach."""
+    down = [node_id for node_id in chosen if node_id in probe.errors]
+    if down:
+        named = "; ".join(
+            f"{node_id} ({config.node(node_id).address}): {probe.errors[node_id]}"
+            for node_id in down
+        )
+        raise NodeUnreachable(f"cannot reach {named}", down)
+
+
+def queued_toward(probe: Probe, unreachable: Sequence[str] | None = None) -> list[Queued]:
+    """Transfers the reachable nodes hold unacknowledged toward `unreachable`
+    nodes (default: the ones the probe could not reach), from their statuses.
+
+    This money has left the senders' balances and is in no receiver's yet
+    (or was applied and not yet acknowledged when the peer went down): the
+    sender resends it when the peer is back. A snapshot that aborted because
+    of that peer recorded none of it.
+    """
+    targets = set(probe.unreachable if unreachable is None else unreachable)
+    queued = []
+    for sender, status in sorted(probe.statuses.items()):
+        for channel in status.channels:
+            if channel.direction == "out" and channel.peer in targets and channel.unacked:
+                queued.append(
+                    Queued(sender, channel.peer, channel.unacked, channel.unacked_amount)
+                )
+    return queued
 
 
 def list_snapshots(

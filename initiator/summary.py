@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 EXIT_OK = 0
@@ -10,7 +11,18 @@ EXIT_ERROR = 1  # collector unreachable, or gave up waiting (--timeout)
 EXIT_USAGE = 2  # bad option or configuration
 EXIT_ABORTED = 3  # the snapshot ended "aborted"
 EXIT_VERIFICATION_FAILED = 4  # complete, but the verification failed
-EXIT_NO_INITIATOR = 5  # no chosen node could be reached to start the snapshot
+EXIT_NO_INITIATOR = 5  # a chosen node could not be reached: the snapshot was not started
+EXIT_NOT_FOUND = 6  # --show: the collector has no such snapshot
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Frames a node holds unacknowledged on its channel toward a peer."""
+
+    sender: str
+    receiver: str
+    frames: int  # transfers and markers
+    amount: int  # money in the transfers among them
 
 
 def exit_code(document: Mapping[str, Any]) -> int:
@@ -23,14 +35,54 @@ def exit_code(document: Mapping[str, Any]) -> int:
 
 
 def format_progress(
-    snapshot_id: str, reported: Sequence[str], missing: Sequence[str], elapsed: float
+    snapshot_id: str,
+    reported: Sequence[str],
+    missing: Sequence[str],
+    elapsed: float,
+    recorded: Sequence[str] = (),
 ) -> str:
-    """One progress line, e.g. 'waiting for snap-1: 3/5 reported (missing n4, n5) 2.0s'."""
+    """One progress line, e.g.
+    'waiting for snap-1: 2/5 complete (waiting for markers: n1, n2; missing: n3) 2.0s'.
+
+    The words are the summary's: "missing" are the nodes that have not
+    recorded their state, "waiting for markers" those that have and still
+    wait on some channel. `missing` as the collector sends it holds both.
+    """
     total = len(reported) + len(missing)
-    line = f"waiting for {snapshot_id}: {len(reported)}/{total} reported"
-    if missing:
-        line += f" (missing {', '.join(missing)})"
+    line = f"waiting for {snapshot_id}: {len(reported)}/{total} complete"
+    waiting = [n for n in missing if n in set(recorded)]
+    absent = [n for n in missing if n not in set(recorded)]
+    parts = []
+    if waiting:
+        parts.append(f"waiting for markers: {', '.join(waiting)}")
+    if absent:
+        parts.append(f"missing: {', '.join(absent)}")
+    if parts:
+        line += f" ({'; '.join(parts)})"
     return f"{line} {elapsed:.1f}s"
+
+
+def format_queued(queued: Sequence[Queued], unreachable: Sequence[str]) -> list[str]:
+    """Summary lines for the money queued toward unreachable nodes (live node status).
+
+    An aborted snapshot records no channel into a node that never recorded,
+    so this money shows in no balance and in no "in flight": say where it is.
+    """
+    lines = []
+    for node in unreachable:
+        toward = [q for q in queued if q.receiver == node]
+        amount = sum(q.amount for q in toward)
+        if not toward:
+            lines.append(f"  unreachable now: {node} (nothing queued toward it)")
+            continue
+        frames = sum(q.frames for q in toward)
+        lines.append(
+            f"  unreachable now: {node}; queued toward it: amount {amount} in {frames} "
+            f"unacknowledged frame{'s' if frames != 1 else ''} ("
+            + ", ".join(f"{q.sender}->{q.receiver}: {q.amount}" for q in toward)
+            + "), resent when it is back"
+        )
+    return lines
 
 
 def format_summary(document: Mapping[str, Any]) -> str:
@@ -70,7 +122,8 @@ def format_summary(document: Mapping[str, Any]) -> str:
             f"{node}={int(state['balance'])}" for node, state in sorted(nodes.items())
         )
         lines.append(f"  balances: {balances}")
-    channels = [ch for ch in document.get("channels", []) if ch.get("messages") is not None]
+    all_channels = document.get("channels", [])
+    channels = [ch for ch in all_channels if ch.get("messages") is not None]
     in_flight = [(ch, ch["messages"]) for ch in channels if ch["messages"]]
     count = sum(len(messages) for _, messages in in_flight)
     amount = sum(int(m["amount"]) for _, messages in in_flight for m in messages)
@@ -81,6 +134,10 @@ def format_summary(document: Mapping[str, Any]) -> str:
             + ", ".join(f"{ch['from']}->{ch['to']}: {len(msgs)}" for ch, msgs in in_flight)
             + ")"
         )
+    unrecorded = len(all_channels) - len(channels)
+    if unrecorded:
+        # An aborted snapshot has no state for these: "0" would be a claim.
+        line += f"; {unrecorded} of {len(all_channels)} channels not recorded"
     lines.append(line)
 
     verification: Mapping[str, Any] = document.get("verification", {})

@@ -1036,6 +1036,7 @@ class NodeRuntime:
                 sent_or_received=sent[peer],
                 unacked=len(self._outbox[peer]),
                 connected=peer in self._connected_out,
+                unacked_amount=sum(wire.transfer_amount(f) for f in self._outbox[peer]),
             )
             for peer in self.outgoing
         ] + [

@@ -93,18 +93,20 @@ class NodeStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., balance: _Optional[int] = ..., active_snapshots: _Optional[_Iterable[str]] = ..., unacknowledged_frames: _Optional[int] = ..., channels: _Optional[_Iterable[_Union[ChannelStatus, _Mapping]]] = ..., workload_running: _Optional[bool] = ..., epoch: _Optional[int] = ..., restore_phase: _Optional[str] = ..., not_serving_reason: _Optional[str] = ..., prepared_restore: _Optional[int] = ...) -> None: ...
 
 class ChannelStatus(_message.Message):
-    __slots__ = ("peer", "direction", "sent_or_received", "unacked", "connected")
+    __slots__ = ("peer", "direction", "sent_or_received", "unacked", "connected", "unacked_amount")
     PEER_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
     SENT_OR_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     UNACKED_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    UNACKED_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     peer: str
     direction: str
     sent_or_received: int
     unacked: int
     connected: bool
-    def __init__(self, peer: _Optional[str] = ..., direction: _Optional[str] = ..., sent_or_received: _Optional[int] = ..., unacked: _Optional[int] = ..., connected: _Optional[bool] = ...) -> None: ...
+    unacked_amount: int
+    def __init__(self, peer: _Optional[str] = ..., direction: _Optional[str] = ..., sent_or_received: _Optional[int] = ..., unacked: _Optional[int] = ..., connected: _Optional[bool] = ..., unacked_amount: _Optional[int] = ...) -> None: ...
 
 class BeginSnapshotRequest(_message.Message):
     __slots__ = ("snapshot_id", "initiators")
@@ -237,18 +239,20 @@ class WaitSnapshotRequest(_message.Message):
     def __init__(self, snapshot_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class SnapshotProgress(_message.Message):
-    __slots__ = ("snapshot_id", "status", "reported", "missing", "json")
+    __slots__ = ("snapshot_id", "status", "reported", "missing", "json", "recorded")
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REPORTED_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     status: str
     reported: _containers.RepeatedScalarFieldContainer[str]
     missing: _containers.RepeatedScalarFieldContainer[str]
     json: str
-    def __init__(self, snapshot_id: _Optional[str] = ..., status: _Optional[str] = ..., reported: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ...) -> None: ...
+    recorded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, snapshot_id: _Optional[str] = ..., status: _Optional[str] = ..., reported: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ..., recorded: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RestoreTarget(_message.Message):
     __slots__ = ("restore", "epoch", "snapshot_id", "balance", "resend")

@@ -26,6 +26,7 @@ from collector.testing import consistent_reports, report_to_pb
 from common.config import load_cluster
 from common.tls import TlsFiles, add_port, open_channel
 from initiator.__main__ import main
+from initiator.client import take_snapshot
 from node.testing import free_port
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
@@ -38,6 +39,8 @@ class FakeNodes(pb_grpc.NodeServicer):
         self.config = load_cluster(cluster_file)
         self.certs = cluster_file.parent / "tls"
         self.down = down
+        # (sender, receiver) -> (frames, amount) the sender holds unacknowledged.
+        self.queued: dict[tuple[str, str], tuple[int, int]] = {}
         self.started: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.servers = []
@@ -82,6 +85,19 @@ class _Node(pb_grpc.NodeServicer):
     def StartSnapshot(self, request, context):  # type: ignore[no-untyped-def]
         already = self.nodes.on_start(self.node_id, request.snapshot_id)
         return pb.StartSnapshotReply(snapshot_id=request.snapshot_id, already_recorded=already)
+
+    def GetStatus(self, request, context):  # type: ignore[no-untyped-def]
+        config, queued = self.nodes.config, self.nodes.queued
+        channels = []
+        for peer in config.outgoing(self.node_id):
+            frames, amount = queued.get((self.node_id, peer), (0, 0))
+            channels.append(
+                pb.ChannelStatus(
+                    peer=peer, direction="out", unacked=frames, unacked_amount=amount,
+                    connected=peer not in self.nodes.down,
+                )  # fmt: skip
+            )
+        return pb.NodeStatus(node_id=self.node_id, channels=channels)
 
 
 @pytest.fixture(autouse=True)
@@ -190,27 +206,86 @@ def test_no_wait_prints_the_id(cluster, capsys) -> None:  # type: ignore[no-unty
     assert out.strip().startswith("snap-") and len(out.strip().splitlines()) == 1
 
 
-def test_unreachable_node_is_named_and_snapshot_ends_aborted(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
-    path, _ = cluster
+def test_unreachable_chosen_node_stops_the_snapshot_before_it_begins(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, snaps = cluster
     nodes = FakeNodes(path, down={"n3"})
     address = load_cluster(path).node("n3").address
     try:
         code, out, err = _run(
             capsys, "--cluster", str(path), "--node", "n1", "--node", "n3", "--snapshot-id", "ab"
         )
+        listed = _run(capsys, "--cluster", str(path), "--list")
     finally:
         nodes.stop()
-    assert code == 3
-    assert f"cannot start the snapshot at n3 ({address}): UNAVAILABLE" in err
-    assert "snapshot ab: ABORTED" in out and "missing: n3" in out
+    assert code == 5, err
+    assert f"cannot reach n3 ({address}): UNAVAILABLE" in err
+    assert "snapshot ab not started" in err
+    assert out == ""
+    # Nothing began: no node was asked, the collector knows no "ab", no file.
+    assert nodes.started == []
+    assert listed[1].splitlines()[1:] == ["(no snapshot)"]
+    assert not (snaps / "ab.json").exists()
 
 
-def test_no_initiator_reachable_exits_5(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_down_node_is_named_alike_in_progress_and_summary_with_what_is_queued_to_it(
+    cluster, capsys
+) -> None:  # type: ignore[no-untyped-def]
     path, _ = cluster
-    code, _, err = _run(capsys, "--cluster", str(path), "--node", "n2", "--snapshot-id", "x")
-    assert code == 5
-    assert "cannot start the snapshot at n2" in err
-    assert "no initiator could be reached (n2)" in err
+    nodes = FakeNodes(path, down={"n3"})
+    nodes.queued = {("n1", "n3"): (4, 120), ("n2", "n3"): (1, 7), ("n1", "n2"): (2, 9)}
+    try:
+        code, out, err = _run(capsys, "--cluster", str(path), "--snapshot-id", "ab")
+    finally:
+        nodes.stop()
+    assert code == 3, err
+    assert "warning: n3 (" in err and "does not answer (UNAVAILABLE" in err
+    progress = [line for line in err.splitlines() if line.startswith("waiting for ab: ")]
+    assert progress and all("(missing: n3)" in line for line in progress[-1:])
+    assert "2/3 complete (missing: n3)" in progress[-1]
+    assert "snapshot ab: ABORTED" in out
+    assert "  missing: n3 (never recorded its state)" in out
+    assert "channels not recorded" in out  # not a bare "in flight: 0"
+    # Live status of n1 and n2: what they hold toward n3 (not n1->n2: n2 is up).
+    assert (
+        "  unreachable now: n3; queued toward it: amount 127 in 5 unacknowledged frames "
+        "(n1->n3: 120, n2->n3: 7), resent when it is back"
+    ) in out.splitlines()
+
+
+def test_node_unreachable_at_start_after_the_probe_exits_5(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The probe passed but StartSnapshot failed (the node went down between):
+    the snapshot was begun, so the collector stores it aborted after its timeout."""
+    path, _ = cluster
+    config = load_cluster(path)
+    tls = TlsFiles.in_dir(path.parent / "tls" / identity.operator("admin").directory)
+    outcome = take_snapshot(config, config.collector_address, ["n2"], "x", tls=tls)
+    assert outcome.exit_code == 5
+    assert [s.node_id for s in outcome.start_errors] == ["n2"]
+    assert "UNAVAILABLE" in outcome.start_errors[0].error
+
+
+def test_reused_snapshot_id_is_refused_and_nothing_changes(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, snaps = cluster
+    nodes = FakeNodes(path, down=set())
+    try:
+        assert _run(capsys, "--cluster", str(path), "--snapshot-id", "once")[0] == 0
+        before = (snaps / "once.json").read_bytes()
+        code, out, err = _run(capsys, "--cluster", str(path), "--snapshot-id", "once")
+        assert code == 2
+        assert out == ""
+        assert "snapshot once exists already (complete, started " in err
+        assert "choose another --snapshot-id" in err and "--show once" in err
+        # --count: "once-2" taken; refused before "once-1" starts.
+        assert _run(capsys, "--cluster", str(path), "--snapshot-id", "once-2")[0] == 0
+        code, _, err = _run(
+            capsys, "--cluster", str(path), "--snapshot-id", "once", "--count", "2"
+        )
+        assert code == 2 and "snapshot once-2 exists already" in err
+    finally:
+        nodes.stop()
+    assert nodes.started == [("n1", "once"), ("n1", "once-2")]
+    assert (snaps / "once.json").read_bytes() == before
+    assert not (snaps / "once-1.json").exists()
 
 
 def test_usage_errors_exit_2(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -242,6 +317,13 @@ def test_collector_unreachable_exits_1(tmp_path: Path, capsys) -> None:  # type:
     code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
     assert code == 1
     assert "collector at 127.0.0.1:" in err
+    # The certificate itself is checked when a call fails (not before every
+    # call: that check imports cryptography): an expired one is named then.
+    now = dt.datetime.now(dt.UTC)
+    CertDir(tmp_path / "tls").issue(identity.operator(), now - dt.timedelta(days=30), days=2)
+    code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
+    assert code == 2
+    assert "operator-admin/tls.crt: certificate expired on" in err
 
 
 def test_show_and_list_read_what_the_collector_stored(cluster, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -277,8 +359,10 @@ def test_show_and_list_read_what_the_collector_stored(cluster, capsys) -> None: 
     assert code == 3
     assert json.loads(out) == json.loads((snaps / "n3-down.json").read_text())
 
-    code, _, err = _run(capsys, "--cluster", str(path), "--show", "never-taken")
-    assert code == 1 and "NOT_FOUND" in err
+    code, out, err = _run(capsys, "--cluster", str(path), "--show", "never-taken")
+    assert code == 6 and out == ""
+    assert "cl-initiator: error: no snapshot never-taken at the collector" in err
+    assert "NOT_FOUND" not in err and "unreachable" not in err
     code, _, err = _run(capsys, "--cluster", str(path), "--show", "../etc/passwd")
     assert code == 2 and "invalid snapshot id" in err
 

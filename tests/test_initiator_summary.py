@@ -8,7 +8,7 @@ from collector.assembly import Assembly
 from collector.testing import as_progress, consistent_reports, small_cluster, with_balance
 from common.timeutil import new_snapshot_id
 from initiator.client import validated_id
-from initiator.summary import exit_code, format_progress, format_summary
+from initiator.summary import Queued, exit_code, format_progress, format_queued, format_summary
 
 T0 = 1_800_000_000.0
 
@@ -95,9 +95,40 @@ def test_channel_failures_are_listed() -> None:
 def test_progress_line() -> None:
     assert (
         format_progress("snap-1", ["n1", "n2", "n3"], ["n4", "n5"], 2.04)
-        == "waiting for snap-1: 3/5 reported (missing n4, n5) 2.0s"
+        == "waiting for snap-1: 3/5 complete (missing: n4, n5) 2.0s"
     )
-    assert format_progress("s", ["a"], [], 0) == "waiting for s: 1/1 reported 0.0s"
+    assert format_progress("s", ["a"], [], 0) == "waiting for s: 1/1 complete 0.0s"
+
+
+def test_progress_line_uses_the_summarys_words_for_a_down_node() -> None:
+    """n3 down: the others recorded and wait for its marker. The progress line
+    said '0/5 reported (missing n1, ..., n5)' while the summary said 'missing: n3'."""
+    nodes = ["n1", "n2", "n3", "n4", "n5"]
+    others = ["n1", "n2", "n4", "n5"]
+    line = format_progress("s", [], nodes, 3.0, recorded=others)
+    assert line == (
+        "waiting for s: 0/5 complete (waiting for markers: n1, n2, n4, n5; missing: n3) 3.0s"
+    )
+    document = _document()
+    document.update(
+        status="aborted",
+        missing=["n3"],
+        waiting={n: ["n3"] for n in others},
+        channels=[{**ch, "messages": None} for ch in document["channels"]],
+    )
+    text = format_summary(document)
+    assert "  missing: n3 (never recorded its state)" in text
+    assert "  still waiting for markers: n1, n2, n4, n5 from n3" in text
+    assert "in flight: 0 messages, amount 0; 6 of 6 channels not recorded" in text
+
+
+def test_queued_lines() -> None:
+    queued = [Queued("n1", "n3", 3, 40), Queued("n2", "n3", 1, 0)]
+    assert format_queued(queued, ["n3", "n5"]) == [
+        "  unreachable now: n3; queued toward it: amount 40 in 4 unacknowledged frames "
+        "(n1->n3: 40, n2->n3: 0), resent when it is back",
+        "  unreachable now: n5 (nothing queued toward it)",
+    ]
 
 
 def test_generated_ids_are_valid() -> None:

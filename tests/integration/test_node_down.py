@@ -8,6 +8,7 @@ let the document say exactly that, instead of listing every node as missing.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,15 @@ from pathlib import Path
 import pytest
 
 from demo.local_cluster import LocalCluster
+from initiator.__main__ import main
 from initiator.client import take_snapshot
-from initiator.summary import EXIT_ABORTED, format_summary
+from initiator.summary import (
+    EXIT_ABORTED,
+    EXIT_NO_INITIATOR,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    format_summary,
+)
 from tests.integration.conftest import assert_verified, snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -73,3 +81,42 @@ def test_node_down_in_a_complete_graph_is_named_and_the_others_wait_for_it(
     summary = format_summary(document)
     assert "  missing: n5 (never recorded its state)" in summary
     assert "  still waiting for markers: n1, n2, n3, n4 from n5" in summary
+
+
+def test_cli_with_a_node_down_fails_fast_names_it_alike_and_shows_the_money_queued_to_it(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real `cl-initiator` against the real cluster with n5 stopped."""
+    cluster.stop_node("n5")  # already stopped by the test above, if it ran
+    base = ["--cluster", str(cluster.config_path), "--timeout", "30"]
+
+    # n5 chosen: refused before anything begins, naming it.
+    code = main([*base, "--node", "n5", "--snapshot-id", "cli-n5"])
+    _, err = capsys.readouterr()
+    assert code == EXIT_NO_INITIATOR, err
+    assert f"cannot reach n5 ({cluster.config.node('n5').address}): UNAVAILABLE" in err
+    assert "snapshot cli-n5 not started" in err
+    assert main([*base, "--show", "cli-n5"]) == EXIT_NOT_FOUND
+    assert "no snapshot cli-n5 at the collector" in capsys.readouterr().err
+    assert not (cluster.snapshot_dir / "cli-n5.json").exists()
+
+    # n1 chosen: a warning, then the snapshot aborts; progress and summary agree.
+    code = main([*base, "--node", "n1", "--snapshot-id", "cli-down"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_ABORTED, err
+    assert "warning: n5 (" in err
+    progress = [line for line in err.splitlines() if line.startswith("waiting for cli-down: ")]
+    assert "(waiting for markers: n1, n2, n3, n4; missing: n5)" in progress[-1], progress
+    assert "  missing: n5 (never recorded its state)" in out.splitlines()
+    queued = [line for line in out.splitlines() if line.startswith("  unreachable now: n5")]
+    assert len(queued) == 1, out
+    # The workload kept sending to n5: that money is held by n1..n4, unacknowledged.
+    match = re.search(r"queued toward it: amount (\d+) in (\d+) unacknowledged frames", queued[0])
+    assert match and int(match[1]) > 0, queued
+    assert all(f"{n}->n5: " in queued[0] for n in ("n1", "n2", "n3", "n4"))
+
+    # The same id again: refused, the stored document unchanged.
+    before = (cluster.snapshot_dir / "cli-down.json").read_bytes()
+    assert main([*base, "--node", "n1", "--snapshot-id", "cli-down"]) == EXIT_USAGE
+    assert "snapshot cli-down exists already (aborted" in capsys.readouterr().err
+    assert (cluster.snapshot_dir / "cli-down.json").read_bytes() == before
