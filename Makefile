@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO := protos/chandy_lamport.proto
 
-.PHONY: install protos check-protos lint image checkov chromium screenshots test test-fast test-slow mutants demo simulate bench clean
+.PHONY: install protos check-protos lint image checkov chromium screenshots test test-fast test-slow mutants demo simulate bench clean up down down-v compose-v2 cli
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,35 @@ lint: install
 	$(VENV)/bin/mypy node/restore.py collector/restore.py
 	$(VENV)/bin/mypy common/validation.py
 
+# The stack on this host, whatever it has: builds the image (pull, or the
+# Debian-built base), starts it with the Compose found (v2, else v1), waits
+# until healthy, prints the next commands. Standard library only: no venv.
+up:
+	$(PYTHON) scripts/stack.py up
+
+down:
+	$(PYTHON) scripts/stack.py down
+
+down-v:
+	$(PYTHON) scripts/stack.py down -v
+
 image:
 	bash scripts/build-image.sh
+
+# Compose v2 (Debian trixie's plugin) in build/docker-config, beside v1.
+compose-v2:
+	bash scripts/install-compose-v2.sh
+
+# A small venv for the host-side tools (cl-initiator, cl-simulate, the compose
+# generator, cl-certs): the runtime dependencies only, not the dev toolchain.
+CLI_VENV := .venv-cli
+$(CLI_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CLI_VENV)
+	$(CLI_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLI_VENV)/bin/python -m pip install --quiet -e .
+	touch $@
+
+cli: $(CLI_VENV)/.installed
 
 checkov:
 	bash scripts/install-checkov.sh
@@ -47,7 +74,7 @@ screenshots: install chromium
 
 # The whole suite: unit, property, multi-process integration, Terraform
 # checks and the Docker end-to-end tests (which need a Docker engine).
-test: install check-protos lint mutants image checkov chromium
+test: install check-protos lint mutants image compose-v2 checkov chromium
 	$(VENV)/bin/pytest -ra
 
 # Everything that needs neither Docker nor the checkov scan.

@@ -274,22 +274,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         return fail(str(error))
     try:
-        tls = tls_from_args(args, operator(args.operator))
+        # The cheap checks only: the full one imports cryptography, a good part
+        # of this command's wall time. It runs when a call fails, to say why.
+        tls = tls_from_args(args, operator(args.operator), check=False)
     except (TlsError, IdentityError) as error:
         return fail(str(error))
+
+    def failed(error: InitiatorError, message: str | None = None) -> int:
+        """A call failed: a problem with our own certificate explains it best."""
+        if tls is not None:
+            try:
+                tls_from_args(args, operator(args.operator))
+            except (TlsError, IdentityError) as problem:
+                return fail(str(problem))
+        return fail(str(error) if message is None else message, error.exit_code)
+
     collector = args.collector or config.collector_address
     if operations.wanted(args):
         try:
             return operations.run(args, config, collector, tls, args.timeout or 60.0)
         except InitiatorError as error:
-            return fail(str(error), error.exit_code)
+            return failed(error)
     if args.show or args.list:
         try:
             return read_snapshots(
                 collector, args.show, args.json, args.limit, args.status, args.svg, tls
             )
         except InitiatorError as error:
-            return fail(str(error), error.exit_code)
+            return failed(error)
     timeout = args.timeout if args.timeout is not None else config.snapshot_timeout + 30.0
     try:
         if args.snapshot_id:
@@ -308,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for snapshot_id in ids:
             check_new_id(collector, snapshot_id, tls=tls)
     except InitiatorError as error:
-        return fail(str(error), error.exit_code)
+        return failed(error)
 
     worst = 0
     finished: list[Summary] = []
@@ -325,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"{error}: snapshot {snapshot_id} not started"
             if not isinstance(error, NodeUnreachable):
                 message = str(error)
-            worst = max(worst, fail(message, error.exit_code))
+            worst = max(worst, failed(error, message))
             continue
         for node_id, problem in probe.errors.items():
             print(
@@ -348,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls=tls,
             )
         except InitiatorError as error:
-            worst = max(worst, fail(str(error), error.exit_code))
+            worst = max(worst, failed(error))
             continue
         if outcome.exit_code == EXIT_NO_INITIATOR:
             worst = max(

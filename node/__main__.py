@@ -24,7 +24,14 @@ from common.config import ConfigError, load_cluster
 from common.metrics import parse_metrics_port
 from common.tls import TlsError, add_tls_options, tls_from_args
 from node.server import NodeOptions, PortUnavailable, serve
-from node.storage import StorageError
+from node.storage import DataDirMismatch, StorageError
+
+# Exit statuses: 2 for a configuration the node refuses; EXIT_DATA_DIR_MISMATCH
+# (sysexits' EX_CONFIG) when its data dir was created for another node or other
+# channels. Starting again cannot help there (compose stops after its bounded
+# restarts); only a fresh data dir (`docker compose down -v`) or the old config can.
+EXIT_CONFIG = 2
+EXIT_DATA_DIR_MISMATCH = 78
 
 # SQLite `synchronous` modes a node may run with; OFF could lose an acked credit.
 DB_SYNCHRONOUS_MODES = ("full", "normal")
@@ -121,9 +128,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             rejoin=args.rejoin,
         )
         serve(config, args.node_id, options)
+    except DataDirMismatch as error:
+        print(f"cl-node: {error}", file=sys.stderr)
+        return EXIT_DATA_DIR_MISMATCH
     except (ConfigError, StorageError, PortUnavailable, TlsError) as error:
         print(f"cl-node: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     return 0
 
 

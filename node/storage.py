@@ -251,7 +251,8 @@ class Store:
                 f"data dir {self.data_dir} was created for channels "
                 f"in={list(found.incoming)} out={list(found.outgoing)} of {found.node_id}, "
                 f"but the config now has in={list(expected.incoming)} "
-                f"out={list(expected.outgoing)}; use a fresh data dir"
+                f"out={list(expected.outgoing)}; use a fresh data dir "
+                "(compose: `docker compose down -v` deletes the old volumes)"
             )
 
     # ----------------------------------------------------------------- read

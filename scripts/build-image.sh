@@ -2,10 +2,12 @@
 # Build the project image (chandy-lamport:latest) on any Docker host, with or
 # without access to a container registry or to PyPI from inside containers.
 #
-#   scripts/build-image.sh [--base-only] [--debian-base] [--offline|--online] [--no-cache]
+#   scripts/build-image.sh [--base-only] [--debian-base] [--no-pull] [--offline|--online] [--no-cache]
 #
 #   --base-only    only make sure a Python base image exists; print its name
 #   --debian-base  skip BASE_IMAGE; use (building it if missing) the Debian base
+#   --no-pull      use BASE_IMAGE only if it is already present (scripts/stack.py
+#                  passes this when it found no registry: no pull attempt)
 #   --offline      install Python packages from wheels downloaded on the host
 #   --online       install Python packages from PyPI inside the build
 #                  (default: probe PyPI from a container and decide)
@@ -21,7 +23,8 @@
 # Environment: BASE_IMAGE (python:3.11-slim), IMAGE (chandy-lamport:latest),
 # DEBIAN_BASE_IMAGE (chandy-lamport/python-base:3.11-bookworm), DEBIAN_SUITE
 # (bookworm), DEBIAN_MIRROR (http://deb.debian.org/debian), DEBIAN_SECURITY_MIRROR
-# (the mirror's sibling /debian-security), PULL_TIMEOUT (30 s),
+# (the mirror's sibling /debian-security), PULL_TIMEOUT (30 s), APT_LOCK_TIMEOUT
+# (600 s waiting for another apt's dpkg lock),
 # PYTHON (host interpreter with pip, for downloading wheels).
 # Progress goes to stderr; stdout gets only the name of the image built.
 set -euo pipefail
@@ -36,14 +39,16 @@ DEBIAN_BASE_IMAGE=${DEBIAN_BASE_IMAGE:-chandy-lamport/python-base:3.11-bookworm}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PULL_TIMEOUT=${PULL_TIMEOUT:-30}
+APT_LOCK_TIMEOUT=${APT_LOCK_TIMEOUT:-600}
 # Packages on top of debootstrap's minbase; python3-venv brings ensurepip.
 DEBIAN_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates,netbase
 
-base_only=0 debian_base=0 pip_mode=auto no_cache=()
+base_only=0 debian_base=0 no_pull=0 pip_mode=auto no_cache=()
 for arg in "$@"; do
     case $arg in
         --base-only) base_only=1 ;;
         --debian-base) debian_base=1 ;;
+        --no-pull) no_pull=1 ;;
         --offline) pip_mode=offline ;;
         --online) pip_mode=online ;;
         --no-cache) no_cache=(--no-cache) ;;
@@ -80,6 +85,40 @@ if ! docker info >/dev/null 2>&1; then
 fi
 image_exists() { "${DOCKER[@]}" image inspect "$1" >/dev/null 2>&1; }
 
+# Leave nothing behind: the debootstrap tree always; after a failure, a base
+# image this run imported but did not check, and every dangling (untagged)
+# image the run produced; after a success, the previous IMAGE once the tag has
+# moved off it (the builder stage's untagged image stays: it is the layer cache
+# that makes the next build fast). An image a container still uses stays.
+ROOTFS="" imported_base=0
+dangling_before=$("${DOCKER[@]}" image ls -q --no-trunc -f dangling=true | sort)
+previous_image=$("${DOCKER[@]}" image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+remove_image() { # id: quietly, never by force
+    "${DOCKER[@]}" rmi "$1" >/dev/null 2>&1 && log "removed dangling image ${1#sha256:}" || true
+}
+cleanup() {
+    local status=$? id
+    if [ -n "$ROOTFS" ] && [ -d "$ROOTFS" ]; then
+        log "removing $ROOTFS"
+        as_root rm -rf --one-file-system "$ROOTFS"
+    fi
+    if [ "$status" -ne 0 ]; then
+        if [ "$imported_base" -eq 1 ]; then
+            log "removing $DEBIAN_BASE_IMAGE (this run imported it and then failed)"
+            "${DOCKER[@]}" rmi "$DEBIAN_BASE_IMAGE" >/dev/null 2>&1 || true
+        fi
+        for id in $(comm -13 <(echo "$dangling_before") \
+            <("${DOCKER[@]}" image ls -q --no-trunc -f dangling=true | sort)); do
+            remove_image "$id"
+        done
+    elif [ -n "$previous_image" ] \
+        && [ "$("${DOCKER[@]}" image inspect -f '{{len .RepoTags}}' "$previous_image" 2>/dev/null)" = 0 ]; then
+        remove_image "$previous_image"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+
 # --- 1. base image ----------------------------------------------------------
 
 debian_base_image() {
@@ -93,14 +132,16 @@ debian_base_image() {
     if [ -z "$debootstrap" ]; then
         command -v apt-get >/dev/null || die "debootstrap is missing and there is no apt-get to install it"
         log "installing debootstrap"
-        run as_root apt-get install -y debootstrap >&2 \
-            || { run as_root apt-get update >&2 && run as_root apt-get install -y debootstrap >&2; }
+        # Another apt (unattended upgrades, a second build) may hold the dpkg
+        # lock: wait for it (APT_LOCK_TIMEOUT s) instead of failing at once.
+        local host_apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT")
+        run as_root "${host_apt[@]}" install -y debootstrap >&2 \
+            || { run as_root "${host_apt[@]}" update >&2 && run as_root "${host_apt[@]}" install -y debootstrap >&2; }
         debootstrap=$(PATH=$PATH:/usr/sbin:/sbin command -v debootstrap)
     fi
 
     mkdir -p "$BUILD_DIR"
     ROOTFS=$(mktemp -d "$BUILD_DIR/rootfs.XXXXXX")
-    trap 'log "removing $ROOTFS"; as_root rm -rf --one-file-system "$ROOTFS"' EXIT
     local start=$SECONDS
     run as_root "$debootstrap" --variant=minbase --include="$DEBIAN_PACKAGES" \
         "$DEBIAN_SUITE" "$ROOTFS" "$DEBIAN_MIRROR" >&2
@@ -156,10 +197,12 @@ EOF
         --change 'CMD ["python3"]' \
         --message "debootstrap --variant=minbase $DEBIAN_SUITE + $DEBIAN_PACKAGES" \
         - "$DEBIAN_BASE_IMAGE" >&2
+    imported_base=1
     as_root rm -rf --one-file-system "$ROOTFS"
-    trap - EXIT
+    ROOTFS=""
     run "${DOCKER[@]}" run --rm "$DEBIAN_BASE_IMAGE" python3 -c \
         'import sys, ssl, venv; print("python", sys.version.split()[0], ssl.OPENSSL_VERSION)' >&2
+    imported_base=0
     log "built $DEBIAN_BASE_IMAGE in $((SECONDS - start)) s"
 }
 
@@ -169,9 +212,11 @@ choose_base() { # sets BASE
             log "base image $BASE_IMAGE is present"
             BASE=$BASE_IMAGE; return
         fi
-        log "trying to pull $BASE_IMAGE (at most $PULL_TIMEOUT s)"
-        if with_timeout "$PULL_TIMEOUT" "${DOCKER[@]}" pull "$BASE_IMAGE" >&2; then
-            BASE=$BASE_IMAGE; return
+        if [ "$no_pull" -eq 0 ]; then
+            log "trying to pull $BASE_IMAGE (at most $PULL_TIMEOUT s)"
+            if with_timeout "$PULL_TIMEOUT" "${DOCKER[@]}" pull "$BASE_IMAGE" >&2; then
+                BASE=$BASE_IMAGE; return
+            fi
         fi
         log "cannot pull $BASE_IMAGE: using a Debian-built base instead"
     fi
@@ -261,4 +306,12 @@ log "built $IMAGE in $((SECONDS - start)) s (base $BASE, PIP_OFFLINE=$offline)"
 run "${DOCKER[@]}" run --rm "$IMAGE" python -c \
     'import grpc, grpc_health, google.protobuf, yaml, structlog; print("imports ok")' >&2
 "${DOCKER[@]}" image ls "$IMAGE" >&2
+# What this host needs, for building by hand with compose:
+#   docker compose --env-file build/host.env up -d --build
+mkdir -p "$BUILD_DIR"
+cat >"$BUILD_DIR/host.env" <<EOF
+# Written by scripts/build-image.sh: how this host builds $IMAGE.
+BASE_IMAGE=$BASE
+PIP_OFFLINE=$offline
+EOF
 echo "$IMAGE"

@@ -317,6 +317,13 @@ def test_collector_unreachable_exits_1(tmp_path: Path, capsys) -> None:  # type:
     code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
     assert code == 1
     assert "collector at 127.0.0.1:" in err
+    # The certificate itself is checked when a call fails (not before every
+    # call: that check imports cryptography): an expired one is named then.
+    now = dt.datetime.now(dt.UTC)
+    CertDir(tmp_path / "tls").issue(identity.operator(), now - dt.timedelta(days=30), days=2)
+    code, _, err = _run(capsys, "--cluster", str(path), "--timeout", "1")
+    assert code == 2
+    assert "operator-admin/tls.crt: certificate expired on" in err
 
 
 def test_show_and_list_read_what_the_collector_stored(cluster, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""`python -m node`: refusals with one clear line and exit 2; graceful SIGTERM."""
+"""`python -m node`: refusals with one clear line and exit 2 (78 for a data dir
+made for another node or other channels); graceful SIGTERM."""
 
 from __future__ import annotations
 
@@ -56,10 +57,28 @@ def test_sigterm_stops_gracefully_and_data_dir_refuses_another_node(tmp_path: Pa
     assert "shutdown requested" in events and events[-1] == "node stopped"
 
     result = run_node("--cluster", str(cluster), "--id", "b", "--data-dir", str(tmp_path / "data"))
-    assert result.returncode == 2
+    assert result.returncode == 78  # EX_CONFIG: compose's bounded restarts cannot fix this
     assert result.stderr.strip().splitlines()[-1] == (
         f"cl-node: data dir {tmp_path / 'data'} belongs to node 'a', not 'b'"
     )
+
+
+def test_data_dir_made_for_other_channels_exits_78_with_one_line(tmp_path: Path):
+    """The "another topology over the old volumes" case: a distinct status, one line."""
+    cluster = tmp_path / "c.yaml"
+    ports = write_cluster(cluster, {"a": 10, "b": 10, "c": 10})
+    node = NodeProcess(cluster, "a", tmp_path / "data", ports["a"]).start()
+    try:
+        node.wait_healthy()
+        assert node.terminate() == 0
+    finally:
+        node.kill()
+    write_cluster(cluster, {"a": 10, "b": 10, "c": 10}, topology="ring", ports=ports)
+    result = run_node("--cluster", str(cluster), "--id", "a", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 78, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cl-node: data dir {tmp_path / 'data'} was created for channels")
+    assert "down -v" in last  # what to do about it under compose
 
 
 def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path):

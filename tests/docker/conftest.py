@@ -20,14 +20,51 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE = "chandy-lamport:latest"
 
 
-def compose_command() -> list[str]:
-    """`docker compose` (v2) when installed, else `docker-compose` (v1.29)."""
-    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True)
-    if v2.returncode == 0:
-        return ["docker", "compose"]
+PRIVATE_DOCKER_CONFIG = REPO / "build" / "docker-config"  # scripts/install-compose-v2.sh
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def unavailable(message: str) -> None:
+    """A failure in CI (the Docker tests never skip there), a skip elsewhere."""
+    if in_ci():
+        pytest.fail(message + " (CI=true: the end-to-end tests must run)", pytrace=False)
+    pytest.skip(message)
+
+
+def _version(argv: list[str], env: dict[str, str]) -> str | None:
+    try:
+        result = subprocess.run(
+            [*argv, "version", "--short"], capture_output=True, text=True, timeout=30,
+            env=dict(os.environ, **env),
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip().lstrip("v") if result.returncode == 0 else None
+
+
+def compose_command(kind: str = "auto") -> tuple[list[str], dict[str, str]]:
+    """(argv, extra environment) of Compose `kind`: "v2" (the `docker compose`
+    plugin, system-wide or the private one under build/docker-config), "v1"
+    (`docker-compose` 1.x), or "auto" (v2 if installed, else v1)."""
+    if kind in ("v2", "auto"):
+        if _version(["docker", "compose"], {}):
+            return ["docker", "compose"], {}
+        private = {"DOCKER_CONFIG": str(PRIVATE_DOCKER_CONFIG)}
+        if (PRIVATE_DOCKER_CONFIG / "cli-plugins" / "docker-compose").exists() and _version(
+            ["docker", "compose"], private
+        ):
+            return ["docker", "compose"], private
+        if kind == "v2":
+            unavailable("Compose v2 is not installed (`make compose-v2` installs it privately)")
     if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    raise RuntimeError("neither `docker compose` nor `docker-compose` is installed")
+        version = _version(["docker-compose"], {}) or ""
+        if kind == "auto" or version.startswith("1."):
+            return ["docker-compose"], {}
+    unavailable(f"Compose {kind} is not installed")
+    raise AssertionError("unreachable")
 
 
 def docker_client():  # type: ignore[no-untyped-def]
@@ -39,10 +76,7 @@ def docker_client():  # type: ignore[no-untyped-def]
         client.ping()
         return client
     except Exception as error:  # any failure here means "no usable engine"
-        message = f"Docker engine not usable: {error}"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(message + " (CI=true: the end-to-end tests must run)", pytrace=False)
-        pytest.skip(message)
+        unavailable(f"Docker engine not usable: {error}")
 
 
 @pytest.fixture(scope="session")
@@ -63,10 +97,12 @@ def project_image(docker_sdk) -> str:  # type: ignore[no-untyped-def]
 class ComposeProject:
     """One throw-away compose project over the repository's compose.yml."""
 
-    def __init__(self, docker_sdk, override: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, docker_sdk, override: Path, name: str, kind: str = "auto") -> None:  # type: ignore[no-untyped-def]
         self.sdk = docker_sdk
         self.name = name
-        self.base = compose_command() + [
+        argv, self.compose_env = compose_command(kind)
+        self.kind = "v1" if argv == ["docker-compose"] else "v2"
+        self.base = argv + [
             "-p",
             name,
             "-f",
@@ -79,7 +115,8 @@ class ComposeProject:
         self, *args: str, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         # PUBLISH_PORT_COLLECTOR_HTTP empty: the dashboard on a free port, not 8080.
-        env = dict(os.environ, PUBLISH_ADDRESS="127.0.0.1", PUBLISH_PORT_COLLECTOR_HTTP="")
+        env = dict(os.environ, **self.compose_env)
+        env.update(PUBLISH_ADDRESS="127.0.0.1", PUBLISH_PORT_COLLECTOR_HTTP="")
         result = subprocess.run(
             self.base + list(args),
             cwd=REPO,
@@ -131,7 +168,11 @@ class ComposeProject:
 
 
 @pytest.fixture(scope="module")
-def compose_project(docker_sdk, project_image, tmp_path_factory) -> Iterator[ComposeProject]:  # type: ignore[no-untyped-def]
+def compose_project(  # type: ignore[no-untyped-def]
+    docker_sdk, project_image, tmp_path_factory, request
+) -> Iterator[ComposeProject]:
+    """A compose project; `indirect` parametrization with "v1" / "v2" picks the Compose."""
+    kind = getattr(request, "param", "auto")
     override = tmp_path_factory.mktemp("compose") / "override.yml"
     # A short snapshot timeout so the "node down" case aborts quickly, and a
     # brisk workload so channels really carry money while snapshots run.
@@ -142,7 +183,7 @@ def compose_project(docker_sdk, project_image, tmp_path_factory) -> Iterator[Com
         "      CL_SNAPSHOT_TIMEOUT: '10'\n"
         + "".join(f"  n{i}:\n    environment:\n      CL_TRANSFER_RATE: '20'\n" for i in range(1, 6))
     )
-    project = ComposeProject(docker_sdk, override, f"cle2e{uuid.uuid4().hex[:8]}")
+    project = ComposeProject(docker_sdk, override, f"cle2e{uuid.uuid4().hex[:8]}", kind)
     try:
         yield project
     finally:
