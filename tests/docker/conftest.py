@@ -37,7 +37,7 @@ def unavailable(message: str) -> None:
 def _version(argv: list[str], env: dict[str, str]) -> str | None:
     try:
         result = subprocess.run(
-            [*argv, "version", "--short"], capture_output=True, text=True, timeout=30,
+            [*argv, "version", "--short"], capture_output=True, text=True, timeout=120,
             env=dict(os.environ, **env),
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
