@@ -308,8 +308,15 @@ def explain_failure(compose: Compose, base: list[str], error: NotReady | None) -
     lines: list[str] = []
     for state in sorted(culprits, key=lambda s: s.service):
         lines.append(f"{state.service}: {state.describe()}; last log lines:")
-        logs = _run([*base, "logs", "--no-color", "--tail", "4", state.service], env=compose.env)
-        tail = [line.split("|", 1)[-1].strip() for line in logs.stdout.strip().splitlines()[-4:]]
+        try:
+            logs = _run(
+                [*base, "logs", "--no-color", "--tail", "4", state.service],
+                env=compose.env, timeout=180,
+            )  # fmt: skip
+            output = logs.stdout
+        except StackError as error:  # a slow `logs` must not hide the other services
+            output = f"({error})"
+        tail = [line.split("|", 1)[-1].strip() for line in output.strip().splitlines()[-4:]]
         lines += [f"    {line}" for line in tail]
         # cl-node's exit 78; a restarted container no longer shows the status itself.
         if state.exit_code == 78 or any("data dir /data" in line for line in tail):
