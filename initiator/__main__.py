@@ -280,14 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TlsError, IdentityError) as error:
         return fail(str(error))
 
-    def failed(error: InitiatorError) -> int:
+    def failed(error: InitiatorError, message: str | None = None) -> int:
         """A call failed: a problem with our own certificate explains it best."""
         if tls is not None:
             try:
                 tls_from_args(args, operator(args.operator))
             except (TlsError, IdentityError) as problem:
                 return fail(str(problem))
-        return fail(str(error), error.exit_code)
+        return fail(str(error) if message is None else message, error.exit_code)
 
     collector = args.collector or config.collector_address
     if operations.wanted(args):
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for snapshot_id in ids:
             check_new_id(collector, snapshot_id, tls=tls)
     except InitiatorError as error:
-        return fail(str(error), error.exit_code)
+        return failed(error)
 
     worst = 0
     finished: list[Summary] = []
@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"{error}: snapshot {snapshot_id} not started"
             if not isinstance(error, NodeUnreachable):
                 message = str(error)
-            worst = max(worst, fail(message, error.exit_code))
+            worst = max(worst, failed(error, message))
             continue
         for node_id, problem in probe.errors.items():
             print(

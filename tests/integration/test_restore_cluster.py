@@ -295,3 +295,38 @@ def test_a_node_whose_data_dir_was_wiped_is_stale_then_rejoins_by_restore(
     t = snapshot(cluster, ["n4"], "after-rejoin")
     assert_verified(cluster, t)
     assert t["epoch"] == record["epoch"]
+
+
+def test_a_node_started_on_an_old_copy_of_its_data_dir_rejoins_exactly(
+    cluster: LocalCluster,
+) -> None:
+    data = cluster.workdir / "data" / "n5"
+    old = cluster.workdir / "n5-old-copy"
+    cluster.stop_node("n5")
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(data, old)
+    cluster.start_node("n5")
+    cluster.wait_healthy(["n5"])
+    pause(cluster, True)
+    time.sleep(1.5)  # the copy falls behind: every channel of n5 moves on
+    pause(cluster)
+    drained(cluster)
+    s = snapshot(cluster, ["n1"], "before-old-copy")
+    assert_verified(cluster, s)
+    cluster.stop_node("n5")
+    shutil.rmtree(data)
+    shutil.copytree(old, data)
+    number = next_restore_number(cluster)
+    cluster.env.update(CL_REJOIN="1", CL_MAX_TRANSFERS="0")
+    try:
+        cluster.start_node("n5")
+    finally:
+        del cluster.env["CL_REJOIN"], cluster.env["CL_MAX_TRANSFERS"]
+    record = wait_restore_finished(cluster, number)
+    assert (record["snapshot_id"], record["outcome"]) == ("before-old-copy", "complete"), record
+    assert "this node's data dir is stale" in cluster.log_tail("n5", 400)
+    cluster.wait_healthy(["n5"])
+    assert drained(cluster) == expected_after_restore(s)
+    t = snapshot(cluster, ["n5"], "after-old-copy")
+    assert_verified(cluster, t)
+    assert t["epoch"] == record["epoch"]
