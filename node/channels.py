@@ -487,7 +487,7 @@ class ChannelService:
                 f"{runtime.node_id} has {self.registry.limits.anonymous} streams that name no "
                 f"sender open already; name the sender in '{SENDER_METADATA}' metadata",
             )
-        reader = asyncio.create_task(self._read(context, stream))
+        reader: asyncio.Task[None] | None = None
         if peer is not None:
             runtime.set_connected(peer, "in", True)
             self._log.info("peer connected", peer=peer, direction="incoming")
@@ -512,6 +512,9 @@ class ChannelService:
                 stale = self._judge(context, peer)
                 if stale is not None:
                     await self._reject(context, stale, peer)
+            # Frames are read only once the handshake passed: a stale end must
+            # neither apply nor acknowledge anything.
+            reader = asyncio.create_task(self._read(context, stream))
             while True:
                 await stream.wake.wait()
                 stream.wake.clear()
@@ -560,7 +563,8 @@ class ChannelService:
         finally:
             if timer is not None:
                 timer.cancel()
-            reader.cancel()
+            if reader is not None:
+                reader.cancel()
             self.registry.release(stream)
             if peer is not None:
                 runtime.set_connected(peer, "in", False)

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,40 +103,46 @@ def _run(
 
 
 def _version(argv: list[str], env: dict[str, str]) -> str | None:
+    # Generous: docker-compose 1.29 is a Python program, slow to start on a busy host.
     try:
-        result = _run([*argv, "version", "--short"], env=env, timeout=20)
+        result = _run([*argv, "version", "--short"], env=env, timeout=120)
     except StackError:
         return None
     return result.stdout.strip().lstrip("v") if result.returncode == 0 else None
 
 
-def find_composes() -> list[Compose]:
-    """Every Compose usable here, best first: v2 (system, then private), then v1."""
+def find_composes(wanted: str | None = None) -> list[Compose]:
+    """Every Compose usable here (only of kind `wanted`, if given), best first:
+    v2 (system, then private), then docker-compose (usually v1)."""
     found: list[Compose] = []
-    version = _version(["docker", "compose"], {})
-    if version:
-        found.append(Compose("v2", ("docker", "compose"), {}, version))
-    plugin = PRIVATE_DOCKER_CONFIG / "cli-plugins" / "docker-compose"
-    if plugin.exists():
-        env = {"DOCKER_CONFIG": str(PRIVATE_DOCKER_CONFIG)}
-        version = _version(["docker", "compose"], env)
-        if version and not any(c.kind == "v2" for c in found):
-            found.append(Compose("v2", ("docker", "compose"), env, version))
-    version = _version(["docker-compose"], {})
-    if version:  # a standalone docker-compose may be v2 too
-        kind = "v1" if version.startswith("1.") else "v2"
-        found.append(Compose(kind, ("docker-compose",), {}, version))
+    if wanted in (None, "v2"):
+        version = _version(["docker", "compose"], {})
+        if version:
+            found.append(Compose("v2", ("docker", "compose"), {}, version))
+        plugin = PRIVATE_DOCKER_CONFIG / "cli-plugins" / "docker-compose"
+        if not found and plugin.exists():
+            env = {"DOCKER_CONFIG": str(PRIVATE_DOCKER_CONFIG)}
+            version = _version(["docker", "compose"], env)
+            if version:
+                found.append(Compose("v2", ("docker", "compose"), env, version))
+    if (wanted is None or wanted == "v1" or not found) and shutil.which("docker-compose"):
+        version = _version(["docker-compose"], {})
+        if version:  # a standalone docker-compose may be v2 too
+            kind = "v1" if version.startswith("1.") else "v2"
+            found.append(Compose(kind, ("docker-compose",), {}, version))
     return found
 
 
 def choose_compose(wanted: str | None) -> Compose:
-    composes = find_composes()
+    if wanted == "auto":
+        wanted = None
+    composes = find_composes(wanted)
     if not composes:
         raise StackError(
             "no Compose found: install the Docker Compose plugin (`docker compose`) or "
             "docker-compose, or run `make compose-v2` for a private v2 plugin"
         )
-    if wanted in (None, "", "auto"):
+    if not wanted:
         return composes[0]
     for compose in composes:
         if compose.kind == wanted:
@@ -181,7 +188,7 @@ def build_image(compose: Compose, base: list[str]) -> str:
         say(f"no registry reachable ({REGISTRY_HOST}): building {IMAGE} with "
             "scripts/build-image.sh (Debian base image, wheels from the host)")  # fmt: skip
         script = ["bash", "scripts/build-image.sh", "--no-pull"]
-    result = _run(script, timeout=3600, capture=False)
+    result = _run(script, env={"IMAGE": IMAGE}, timeout=3600, capture=False)
     if result.returncode != 0:
         raise StackError(f"scripts/build-image.sh failed (exit {result.returncode}); see above")
     return "scripts/build-image.sh"
@@ -301,8 +308,15 @@ def explain_failure(compose: Compose, base: list[str], error: NotReady | None) -
     lines: list[str] = []
     for state in sorted(culprits, key=lambda s: s.service):
         lines.append(f"{state.service}: {state.describe()}; last log lines:")
-        logs = _run([*base, "logs", "--no-color", "--tail", "4", state.service], env=compose.env)
-        tail = [line.split("|", 1)[-1].strip() for line in logs.stdout.strip().splitlines()[-4:]]
+        try:
+            logs = _run(
+                [*base, "logs", "--no-color", "--tail", "4", state.service],
+                env=compose.env, timeout=180,
+            )  # fmt: skip
+            output = logs.stdout
+        except StackError as error:  # a slow `logs` must not hide the other services
+            output = f"({error})"
+        tail = [line.split("|", 1)[-1].strip() for line in output.strip().splitlines()[-4:]]
         lines += [f"    {line}" for line in tail]
         # cl-node's exit 78; a restarted container no longer shows the status itself.
         if state.exit_code == 78 or any("data dir /data" in line for line in tail):

@@ -37,7 +37,7 @@ def unavailable(message: str) -> None:
 def _version(argv: list[str], env: dict[str, str]) -> str | None:
     try:
         result = subprocess.run(
-            [*argv, "version", "--short"], capture_output=True, text=True, timeout=30,
+            [*argv, "version", "--short"], capture_output=True, text=True, timeout=120,
             env=dict(os.environ, **env),
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
@@ -145,7 +145,8 @@ class ComposeProject:
         assert found, f"no container for service {service}"
         return found[0]
 
-    def wait_healthy(self, services: list[str], timeout: float = 120) -> float:
+    # 300 s: a 2-core host shared with other test runs (load ~80) took over 120 s.
+    def wait_healthy(self, services: list[str], timeout: float = 300) -> float:
         start = time.monotonic()
         pending = set(services)
         while pending:
