@@ -52,7 +52,7 @@ import grpc
 import grpc.aio
 
 from benchmarks._common import table
-from demo.local_cluster import LocalCluster
+from demo.local_cluster import ClusterError, LocalCluster
 from initiator.client import Connections, take_snapshot
 from protos import chandy_lamport_pb2 as pb
 from protos import chandy_lamport_pb2_grpc as pb_grpc
@@ -211,6 +211,25 @@ def cluster(
     )
 
 
+def started(
+    workdir: Path, name: str, nodes: int, topology: str, rate: float, sync: str, timeout: float
+) -> LocalCluster:
+    """`cluster(...)`, started. Its ports are picked free just before the start;
+    on a shared machine another process may take one meanwhile (the node
+    exits: cannot listen): then once more with new ports."""
+    for attempt in (1, 2):
+        running = cluster(workdir, name, nodes, topology, rate, sync)
+        try:
+            running.start(timeout=timeout)
+            return running
+        except ClusterError as error:
+            running.stop()
+            if attempt == 2:
+                raise
+            print(f"({name}: {str(error).splitlines()[0]}; again)", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
 def sent_total(cluster: LocalCluster) -> int:
     total = 0
     for node in cluster.node_ids:
@@ -332,9 +351,8 @@ def main() -> None:
         name: str, nodes: int, topology: str, depth: int, sync: str, also: Callable[..., None]
     ) -> None:
         slug = name.split(",")[0].replace(" ", "-").replace("=", "") + f"-{sync}"
-        running = cluster(workdir, slug, nodes, topology, LIGHT_RATE, sync)
+        running = started(workdir, slug, nodes, topology, LIGHT_RATE, sync, 120)
         try:
-            running.start(timeout=120)
             time.sleep(1.0)
             pids = node_pids(running)
             cpu_before = sum(cpu_seconds(p) for p in [*pids, running.processes["collector"].pid])
@@ -348,6 +366,7 @@ def main() -> None:
             # The messages a snapshot cannot do without: one marker per channel.
             markers = nodes * (nodes - 1) if topology == "complete" else nodes
             cpu_floor = markers * message_cpu
+            print(f"({name}: p50 {p50 * 1e3:.1f} ms, CPU {cpu * 1e3:.0f} ms)", file=sys.stderr)
             latency_rows.append([
                 name, depth, len(latencies), f"{p50 * 1e3:.1f}",
                 f"{min(latencies) * 1e3:.1f}-{max(latencies) * 1e3:.1f}",
@@ -368,11 +387,14 @@ def main() -> None:
 
     try:
         for name, nodes, topology, depth, sync in runs:
-            measure(name, nodes, topology, depth, sync, cli)
+            try:
+                measure(name, nodes, topology, depth, sync, cli)
+            except Exception as error:  # one row lost, not the run (shared machine)
+                print(f"({name}: FAILED: {error})", file=sys.stderr)
+                latency_rows.append([name, depth, 0, f"FAILED: {str(error)[:80]}"] + [""] * 7)
         # Throughput: 5 nodes, unbounded workload; then with a snapshot every second.
-        loaded = cluster(workdir, "load5", 5, "complete", LOAD_RATE)
+        loaded = started(workdir, "load5", 5, "complete", LOAD_RATE, "normal", 60)
         try:
-            loaded.start(timeout=60)
             time.sleep(3.0)
             window = 5.0 if args.quick else 10.0
             baseline = transfers_per_second(loaded, window)
