@@ -392,13 +392,6 @@ class CollectorService(pb_grpc.CollectorServicer):
         self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext
     ) -> pb.SnapshotDocument:
         snapshot_id = request.snapshot_id or "latest"
-        peer = peer_identity(context)
-        if self.authenticate and peer is not None and peer.role == "node":
-            # A node may only ask to rejoin: the latest snapshot, while it is stale.
-            why = self.restores.rejoin_refusal(peer.name, snapshot_id)
-            if why is not None:
-                self._refuse(context, peer, "Restore", grpc.StatusCode.PERMISSION_DENIED, why)
-            log.info("rejoin restore requested", node_id=peer.name)
         if snapshot_id != "latest":
             try:
                 check_snapshot_id(snapshot_id)
