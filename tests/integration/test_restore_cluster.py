@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -185,22 +185,47 @@ COLLECTOR_STEPS = {
 }
 
 
+def paused_verified_snapshot(
+    cluster: LocalCluster, snapshot_id: str
+) -> tuple[dict[str, Any], dict[str, int], int]:
+    """Pause, take a verified snapshot at n1, drain: (its document, drained balances, epoch)."""
+    pause(cluster)
+    s = snapshot(cluster, ["n1"], snapshot_id)
+    assert_verified(cluster, s)
+    before = drained(cluster)
+    return s, before, cluster.node_status("n1").epoch
+
+
+def restart_armed(
+    cluster: LocalCluster,
+    name: str,
+    step: str,
+    *,
+    stop: Callable[[], None],
+    start: Callable[[], None],
+) -> None:
+    """Restart `name` with CL_CRASH_AT set, so that it SIGKILLs itself at `step`."""
+    stop()
+    cluster.env["CL_CRASH_AT"] = f"{name}:{step}"
+    try:
+        start()
+        cluster.wait_healthy([name])
+    finally:
+        del cluster.env["CL_CRASH_AT"]
+
+
 @pytest.mark.parametrize("step", sorted(NODE_STEPS))
 def test_a_node_killed_at_each_restore_step_completes_or_rolls_back(
     cluster: LocalCluster, step: str
 ) -> None:
-    pause(cluster)
-    s = snapshot(cluster, ["n1"], f"s-node-{step}")
-    assert_verified(cluster, s)
-    before = drained(cluster)
-    epoch_before = cluster.node_status("n1").epoch
-    cluster.stop_node("n3")
-    cluster.env["CL_CRASH_AT"] = f"n3:{step}"
-    try:
-        cluster.start_node("n3")
-        cluster.wait_healthy(["n3"])
-    finally:
-        del cluster.env["CL_CRASH_AT"]
+    s, before, epoch_before = paused_verified_snapshot(cluster, f"s-node-{step}")
+    restart_armed(
+        cluster,
+        "n3",
+        step,
+        stop=lambda: cluster.stop_node("n3"),
+        start=lambda: cluster.start_node("n3"),
+    )
     number = next_restore_number(cluster)
     request_restore(cluster, s["snapshot_id"])
     process = cluster.processes["n3"]
@@ -220,18 +245,14 @@ def test_a_node_killed_at_each_restore_step_completes_or_rolls_back(
 def test_the_collector_killed_at_each_restore_step_completes_or_rolls_back(
     cluster: LocalCluster, step: str
 ) -> None:
-    pause(cluster)
-    s = snapshot(cluster, ["n1"], f"s-coll-{step}")
-    assert_verified(cluster, s)
-    before = drained(cluster)
-    epoch_before = cluster.node_status("n1").epoch
-    cluster.stop_process("collector")
-    cluster.env["CL_CRASH_AT"] = f"collector:{step}"
-    try:
-        cluster.start_collector()
-        cluster.wait_healthy(["collector"])
-    finally:
-        del cluster.env["CL_CRASH_AT"]
+    s, before, epoch_before = paused_verified_snapshot(cluster, f"s-coll-{step}")
+    restart_armed(
+        cluster,
+        "collector",
+        step,
+        stop=lambda: cluster.stop_process("collector"),
+        start=cluster.start_collector,
+    )
     number = next_restore_number(cluster)
     request_restore(cluster, s["snapshot_id"])
     process = cluster.processes["collector"]
