@@ -13,19 +13,24 @@ whose message names the file, the field and the problem.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from common.topology import TOPOLOGIES, Channel, build_channels, unreachable_pairs
-from common.validation import field_and_problem
+
+# yaml and pydantic-core are imported where a file is read and validated: a
+# process that only imports these types (or `cl-initiator --help`) does not
+# load them.
+if TYPE_CHECKING:
+    import yaml
+    from pydantic_core import CoreSchema, SchemaValidator
+    from pydantic_core.core_schema import TypedDictField
 
 # Balances, their sum and transfer amounts travel as int64 (protobuf) and sit
 # in SQLite INTEGER columns: anything larger is refused at load.
@@ -124,6 +129,8 @@ def load_cluster(
 
 def read_yaml(path: str | os.PathLike[str], kind: str, error: type[Exception]) -> Any:
     """The parsed YAML of `path`; unreadable or invalid YAML raises `error` naming the file."""
+    import yaml
+
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -152,11 +159,18 @@ def yaml_problem(source: str, cause: yaml.YAMLError) -> str:
 
 # --------------------------------------------------------------- the schema
 #
-# The document's shape and each value's rule are pydantic models (below);
-# what spans several values (duplicate ids and addresses, the int64 total,
-# the channels) is checked after, in `parse_cluster`. Every validator raises
-# ValueError with the problem in our words; common/validation.py makes the
-# first error one line, `field: problem`.
+# The document's shape and each value's rule are a pydantic-core schema
+# (`cluster_schema`, below); what spans several values (duplicate ids and
+# addresses, the int64 total, the channels) is checked after, in
+# `parse_cluster`. Every validator raises ValueError with the problem in our
+# words; common/validation.py makes the first error one line, `field: problem`.
+#
+# pydantic-core, not pydantic models: every process (and every `cl-initiator`)
+# loads this file, and importing pydantic and building its models cost ~50 ms
+# of start-up and ~12 MB per process, for a schema pydantic-core compiles in
+# well under a millisecond. The schema is what pydantic would build from the
+# models (a before-validator wrapping each value's type, extra fields
+# forbidden), so the errors are the same.
 
 
 def _node_id(value: Any) -> str:
@@ -242,36 +256,63 @@ def _seed(value: Any) -> int:
     return seed
 
 
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@functools.cache
+def cluster_schema() -> CoreSchema:
+    """The cluster document's pydantic-core schema, built on first use."""
+    from pydantic_core import core_schema as cs
 
+    def rule(check: Callable[[Any], Any], kind: CoreSchema) -> CoreSchema:
+        """`check` (our wording) first, then pydantic-core's own check of `kind`."""
+        return cs.no_info_before_validator_function(check, kind)
 
-class _NodeDoc(_Doc):
-    id: Annotated[str, BeforeValidator(_node_id)]
-    address: Annotated[str, BeforeValidator(_node_address)]
-    balance: Annotated[int, BeforeValidator(_balance)]
+    def required(schema: CoreSchema) -> TypedDictField:
+        return cs.typed_dict_field(schema)
 
+    def optional(
+        schema: CoreSchema, default: Any, *, check_default: bool = False
+    ) -> TypedDictField:
+        """`check_default`: a field left out still goes through its rule (which
+        then says what is missing, or fills in defaults)."""
+        return cs.typed_dict_field(
+            cs.with_default_schema(schema, default=default, validate_default=check_default),
+            required=False,
+        )
 
-class _WorkloadDoc(_Doc):
-    transfer_rate: Annotated[float, BeforeValidator(_rate)] = 5.0
-    max_amount: Annotated[int, BeforeValidator(_max_amount)] = 50
+    def mapping(fields: dict[str, TypedDictField]) -> CoreSchema:
+        return cs.typed_dict_schema(fields, extra_behavior="forbid")
 
-
-class _ClusterDoc(_Doc):
-    nodes: Annotated[list[_NodeDoc], BeforeValidator(_nodes)] = Field(
-        default=None, validate_default=True
+    node = mapping(
+        {
+            "id": required(rule(_node_id, cs.str_schema())),
+            "address": required(rule(_node_address, cs.str_schema())),
+            "balance": required(rule(_balance, cs.int_schema())),
+        }
     )
-    topology: Any = None
-    channels: Any = None
-    collector: Annotated[str, BeforeValidator(_collector)] = Field(
-        default=None, validate_default=True
+    workload = mapping(
+        {
+            "transfer_rate": optional(rule(_rate, cs.float_schema()), 5.0),
+            "max_amount": optional(rule(_max_amount, cs.int_schema()), 50),
+        }
     )
-    workload: Annotated[_WorkloadDoc, BeforeValidator(_workload)] = Field(
-        default_factory=_WorkloadDoc
+    return mapping(
+        {
+            "nodes": optional(rule(_nodes, cs.list_schema(node)), None, check_default=True),
+            "topology": optional(cs.any_schema(), None),
+            "channels": optional(cs.any_schema(), None),
+            "collector": optional(rule(_collector, cs.str_schema()), None, check_default=True),
+            "workload": optional(rule(_workload, workload), None, check_default=True),
+            "snapshot_timeout": optional(rule(_timeout, cs.float_schema()), 30.0),
+            "link_delay_ms": optional(rule(_delay_ms, cs.float_schema()), 0.0),
+            "seed": optional(rule(_seed, cs.int_schema()), 0),
+        }
     )
-    snapshot_timeout: Annotated[float, BeforeValidator(_timeout)] = 30.0
-    link_delay_ms: Annotated[float, BeforeValidator(_delay_ms)] = 0.0
-    seed: Annotated[int, BeforeValidator(_seed)] = 0
+
+
+@functools.cache
+def _cluster_validator() -> SchemaValidator:
+    from pydantic_core import SchemaValidator
+
+    return SchemaValidator(cluster_schema())
 
 
 SHAPES = {
@@ -325,15 +366,23 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
     def fail(field_name: str, problem: str) -> ConfigError:
         return ConfigError(f"{source}: {field_name}: {problem}")
 
+    from pydantic_core import ValidationError
+
     doc, origins = with_environment(raw, environ)
     try:
-        parsed = _ClusterDoc.model_validate(doc)
+        parsed = _cluster_validator().validate_python(doc)
     except ValidationError as error:
-        raise fail(*field_and_problem(error, _ClusterDoc, origins, SHAPES)) from None
+        from common.validation import field_and_problem
 
+        raise fail(*field_and_problem(error, cluster_schema(), origins, SHAPES)) from None
+
+    nodes = tuple(
+        NodeSpec(node["id"], node["address"], node["balance"]) for node in parsed["nodes"]
+    )
+    collector: str = parsed["collector"]
     ids: dict[str, int] = {}
     owners: dict[str, str] = {}
-    for index, node in enumerate(parsed.nodes):
+    for index, node in enumerate(nodes):
         if node.id in ids:
             raise fail(f"nodes[{index}].id", f"duplicate node id {node.id!r}")
         ids[node.id] = index
@@ -344,26 +393,25 @@ def parse_cluster(raw: Any, source: str, environ: Mapping[str, str]) -> ClusterC
                 "two nodes cannot listen on one host:port",
             )
         owners[node.address] = node.id
-    if parsed.collector in owners:
-        owner = owners[parsed.collector]
-        raise fail("collector", f"{parsed.collector!r} is already the address of {owner}")
-    nodes = tuple(NodeSpec(node.id, node.address, node.balance) for node in parsed.nodes)
+    if collector in owners:
+        raise fail("collector", f"{collector!r} is already the address of {owners[collector]}")
     total = sum(node.balance for node in nodes)
     if total > INT64_MAX:
         raise fail("nodes", f"the balances add up to {total}, beyond int64 (at most {INT64_MAX})")
 
     channels = resolve_channels(
-        parsed.topology or None, parsed.channels, list(ids), parsed.seed, fail
+        parsed["topology"] or None, parsed["channels"], list(ids), parsed["seed"], fail
     )
+    workload = parsed["workload"]
     return ClusterConfig(
         nodes=nodes,
         channels=tuple(channels),
-        collector_address=parsed.collector,
+        collector_address=collector,
         workload=Workload(
-            transfer_rate=parsed.workload.transfer_rate, max_amount=parsed.workload.max_amount
+            transfer_rate=workload["transfer_rate"], max_amount=workload["max_amount"]
         ),
-        snapshot_timeout=parsed.snapshot_timeout,
-        link_delay=parsed.link_delay_ms / 1000,
+        snapshot_timeout=parsed["snapshot_timeout"],
+        link_delay=parsed["link_delay_ms"] / 1000,
         source=source,
     )
 

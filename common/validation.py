@@ -1,12 +1,12 @@
 """pydantic v2 errors as the one line a user reads: `field: problem`.
 
-The schemas (common/config.py, simulator/scenario.py) are pydantic models
-whose validators raise `ValueError(problem)` with our own wording; this
+The schemas (common/config.py: a pydantic-core schema; simulator/scenario.py:
+pydantic models) have validators that raise `ValueError(problem)` with our own wording; this
 module turns the first error pydantic found into `nodes[1].balance: expected
 a non-negative integer, got 'lots'`, the form every config message had
 before pydantic (tests/test_config.py holds them).
 
-    field_and_problem(error, model, origins) -> ("nodes[1].balance", "expected ...")
+    field_and_problem(error, schema, origins) -> ("nodes[1].balance", "expected ...")
 
 `origins` maps a field path to the environment variable its value came
 from, so the message can say "(from CL_NODE_N1_BALANCE)".
@@ -15,9 +15,12 @@ from, so the message can say "(from CL_NODE_N1_BALANCE)".
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+# Types only: the caller has imported pydantic (or pydantic-core) already.
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from pydantic_core import CoreSchema, ValidationError
 
 # Shapes pydantic checks itself, in our words. Keyed by pydantic's error type.
 TYPE_PROBLEMS = {
@@ -46,36 +49,50 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str] | None:
-    """The field names of the model at `loc` (for "unknown field" messages)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+# Schema types that wrap one inner schema (under "schema") without adding fields.
+_WRAPPERS = ("function-before", "function-after", "function-wrap", "default", "nullable", "model")
+_MAPPINGS = ("typed-dict", "model-fields")
+
+
+def _fields_at(schema: Mapping[str, Any], loc: tuple[int | str, ...]) -> list[str] | None:
+    """The field names of the mapping at `loc` in a pydantic-core schema (for
+    "unknown field" messages); None if `loc` is not a mapping of known fields.
+    A list index descends into a list's items, and is passed over elsewhere
+    (an error of a list validated item by item names its index)."""
+    definitions: dict[str, Mapping[str, Any]] = {}
+    current = schema
+    parts = list(loc)
+    while True:
+        kind = current.get("type")
+        if kind == "definitions":
+            definitions.update((d["ref"], d) for d in current["definitions"])
+            current = current["schema"]
+        elif kind == "definition-ref":
+            current = definitions[current["schema_ref"]]
+        elif kind in _WRAPPERS:
+            current = current["schema"]
+        elif not parts:
+            break
+        elif isinstance(parts[0], int):
+            parts.pop(0)
+            if kind == "list":
+                current = current.get("items_schema", {"type": "any"})
+        elif kind in _MAPPINGS and parts[0] in current["fields"]:
+            current = current["fields"][parts.pop(0)]["schema"]
+        else:
             return None
-        info = current.model_fields.get(part)
-        if info is None:
-            return None
-        current = info.annotation
-        args = getattr(current, "__args__", None)
-        if args:  # list[Node], Node | None, ...: the model inside
-            current = next(
-                (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), current
-            )
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [info.alias or name for name, info in current.model_fields.items()]
-    return None
+    return list(current["fields"]) if kind in _MAPPINGS else None
 
 
 def field_and_problem(
     error: ValidationError,
-    model: type[BaseModel],
+    schema: type[BaseModel] | CoreSchema,
     origins: Mapping[str, str] | None = None,
     expected: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
     """The first problem pydantic found, as (field path, problem in our words).
 
+    `schema`: what `error` came from, a pydantic model or a pydantic-core schema.
     `expected`: what to say when the value at a path has the wrong shape
     (e.g. "nodes[*]" -> "expected a mapping with id, address and balance");
     `[*]` matches any list index.
@@ -87,7 +104,8 @@ def field_and_problem(
     if kind == "value_error":
         problem = str(first["ctx"]["error"])
     elif kind == "extra_forbidden":
-        known = _fields_at(model, loc[:-1])
+        core = schema.__pydantic_core_schema__ if isinstance(schema, type) else schema
+        known = _fields_at(core, loc[:-1])
         problem = "unknown field" + (
             f" (expected one of: {', '.join(sorted(known))})" if known else ""
         )
