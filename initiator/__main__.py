@@ -30,25 +30,26 @@ snapshot. With --count, the highest status of all the snapshots.
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from certs.identity import DEFAULT_OPERATOR, IdentityError, operator
-from collector.web.index import Summary, summarize
 from common.cli import add_cluster_option
 from common.config import ClusterConfig, ConfigError, load_cluster
-from common.files import atomic_write_bytes
 from common.timeutil import new_snapshot_id
 from common.tls import TlsError, TlsFiles, add_tls_options, tls_from_args
 from initiator import operations
 from initiator.client import (
     InitiatorError,
     NodeUnreachable,
+    ProbeInFlight,
     StartResult,
     check_new_id,
     get_snapshot,
@@ -56,10 +57,10 @@ from initiator.client import (
     probe_nodes,
     queued_toward,
     require_reachable,
+    start_probe,
     take_snapshot,
     validated_id,
 )
-from initiator.history import format_durations, format_table, pending_summary
 from initiator.summary import (
     EXIT_NO_INITIATOR,
     EXIT_USAGE,
@@ -69,8 +70,20 @@ from initiator.summary import (
     format_summary,
 )
 
+# The history table and the durations line (collector/web/index.py) are
+# imported by the commands that print them, not by every snapshot.
+if TYPE_CHECKING:
+    from collector.web.index import Summary
+
 # A progress line is repeated at least this often while nothing changes.
 PROGRESS_REFRESH_SECONDS = 5.0
+
+# At exit the interpreter's last garbage collection walks every object that
+# grpc, protobuf and the rest made at import, ~15 ms of a command that takes
+# ~100: nothing left then needs it (output is flushed, the channels are
+# closed by initiator.client's own exit handler), so those objects are frozen
+# out of it. Registered after that handler, hence run before it.
+atexit.register(gc.freeze)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +219,9 @@ def history_table(
 ) -> str:
     """--list: the newest `limit` snapshots (0: all), oldest of them first; then how
     many older ones the collector's retention deleted, if any."""
+    from collector.web.index import summarize
+    from initiator.history import format_table, pending_summary
+
     listed, pruned = list_snapshots_and_pruned(collector, tls=tls)
     known = [(sid, st) for sid, st in listed if status in (None, st)]
     chosen = known[-limit:] if limit else known
@@ -230,6 +246,7 @@ def svg_path(template: str, snapshot_id: str, several: bool) -> Path:
 
 
 def write_svg(path: str | Path, document: dict[str, object]) -> None:
+    from common.files import atomic_write_bytes
     from diagram import DiagramError, document_svg
 
     try:
@@ -315,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids = []
     except InitiatorError as error:
         return fail(str(error))
+    # The nodes are probed while the collector is asked about the id (reads
+    # both, their answers used in the same order as before), so that the
+    # connections to the nodes are set up beside the collector's, not after.
+    first_probe: ProbeInFlight | None = start_probe(config, tls=tls)
     try:
         # Every id checked before anything starts: a reused one changes nothing.
         for snapshot_id in ids:
@@ -328,10 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if index and args.interval:
             time.sleep(args.interval)
         snapshot_id = ids[index] if ids else new_snapshot_id()
+        probing = first_probe or start_probe(config, tls=tls)
+        first_probe = None
         try:
             if not ids:  # the collector is asked first: without it nothing can start
                 check_new_id(collector, snapshot_id, tls=tls)
-            probe = probe_nodes(config, tls=tls)
+            probe = probing.wait()
             require_reachable(config, nodes, probe)
         except InitiatorError as error:
             message = f"{error}: snapshot {snapshot_id} not started"
@@ -383,13 +406,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("\n".join([format_summary(outcome.document), *queued]), flush=True)
         worst = max(worst, outcome.exit_code)
-        finished.append(summarize(outcome.document))
+        if args.count > 1:
+            from collector.web.index import summarize
+
+            finished.append(summarize(outcome.document))
         if args.svg:
             try:
                 write_svg(svg_path(args.svg, snapshot_id, args.count > 1), outcome.document)
             except InitiatorError as error:
                 worst = max(worst, fail(str(error), error.exit_code))
     if args.count > 1:
+        from initiator.history import format_durations
+
         stream = sys.stderr if args.json else sys.stdout
         print(format_durations(finished), file=stream, flush=True)
     return worst

@@ -414,25 +414,48 @@ def probe_nodes(
     tls: TlsFiles | None = None,
 ) -> Probe:
     """Node.GetStatus at `node_ids` (default every node) at once."""
+    return start_probe(config, node_ids, timeout, connections, tls=tls).wait()
+
+
+def start_probe(
+    config: ClusterConfig,
+    node_ids: Sequence[str] | None = None,
+    timeout: float = PROBE_TIMEOUT,
+    connections: Connections | None = None,
+    *,
+    tls: TlsFiles | None = None,
+) -> ProbeInFlight:
+    """`probe_nodes` without waiting: the calls are sent, `wait()` collects them."""
     connections = connections_for(tls, connections)
     ids = list(config.node_ids if node_ids is None else node_ids)
-    calls = [
-        (
-            node_id,
-            connections.node(config.node(node_id).address, node_id).GetStatus.future(
-                pb.GetStatusRequest(), timeout=timeout
-            ),
-        )
-        for node_id in ids
-    ]
-    statuses: dict[str, pb.NodeStatus] = {}
-    errors: dict[str, str] = {}
-    for node_id, call in calls:
-        try:
-            statuses[node_id] = call.result()
-        except grpc.RpcError as error:
-            errors[node_id] = describe_rpc_error(error)
-    return Probe(statuses, errors)
+    return ProbeInFlight(
+        [
+            (
+                node_id,
+                connections.node(config.node(node_id).address, node_id).GetStatus.future(
+                    pb.GetStatusRequest(), timeout=timeout
+                ),
+            )
+            for node_id in ids
+        ]
+    )
+
+
+class ProbeInFlight:
+    """GetStatus calls sent by `start_probe`, answered or not yet."""
+
+    def __init__(self, calls: list[tuple[str, Any]]) -> None:
+        self._calls = calls
+
+    def wait(self) -> Probe:
+        statuses: dict[str, pb.NodeStatus] = {}
+        errors: dict[str, str] = {}
+        for node_id, call in self._calls:
+            try:
+                statuses[node_id] = call.result()
+            except grpc.RpcError as error:
+                errors[node_id] = describe_rpc_error(error)
+        return Probe(statuses, errors)
 
 
 def require_reachable(config: ClusterConfig, chosen: Sequence[str], probe: Probe) -> None:
