@@ -29,13 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import grpc
-import grpc.aio
-
 from certs.identity import Identity, identity_from_uris
 from certs.names import CA_CERT, CERT, KEY
 
+# grpc is imported by the functions that make credentials, channels and
+# refusals: the settings half of this module is what every CLI parses its
+# options with (`--help` included), and a node checks its settings in a
+# child process that must fork before grpc is loaded (node/__main__.py).
 if TYPE_CHECKING:
+    import grpc
+    import grpc.aio
     from cryptography import x509
 
 # The identity a verified peer certificate names (role "node" | "collector" |
@@ -235,6 +238,8 @@ def warn_plaintext(who: str) -> None:
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     """Server side: our certificate; clients must present one from our CA."""
+    import grpc
+
     ca, cert, key = tls.read()
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=True
@@ -243,6 +248,8 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
 
 def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
     """Client side: our certificate, and only our CA is trusted for the server."""
+    import grpc
+
     ca, cert, key = tls.read()
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
@@ -276,6 +283,8 @@ def open_channel(
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
     """A blocking-API channel to `role` `name` at `address`."""
+    import grpc
+
     if tls is None:
         return grpc.insecure_channel(address, options=list(options))
     return grpc.secure_channel(
@@ -291,6 +300,8 @@ def open_aio_channel(
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """An asyncio channel to `role` `name` at `address`."""
+    import grpc.aio
+
     if tls is None:
         return grpc.aio.insecure_channel(address, options=list(options))
     return grpc.aio.secure_channel(
@@ -340,6 +351,8 @@ def refusal(
     have (a Channel stream for sender n2 only from node n2). On a plaintext
     server (`tls=False`) every call is allowed: there is nobody to check.
     """
+    import grpc
+
     if not tls:
         return None
     if peer is None:
