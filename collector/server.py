@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -48,6 +49,8 @@ SERVICE_NAME = "chandy_lamport.Collector"
 TICK_SECONDS = 0.2
 # How often a WaitSnapshot stream repeats its progress when nothing changes.
 HEARTBEAT_SECONDS = 2.0
+# The shortest time between two progress messages of one WaitSnapshot stream.
+PROGRESS_SECONDS = 0.1
 # Trailing metadata of ListSnapshots: how many snapshot files retention deleted.
 PRUNED_METADATA = "cl-pruned"
 # Finished documents kept in memory for WaitSnapshot streams.
@@ -315,24 +318,23 @@ class CollectorService(pb_grpc.CollectorServicer):
         self, request: pb.LocalSnapshot, context: grpc.ServicerContext
     ) -> pb.ReportReply:
         self._authorize(context, "ReportLocalSnapshot", NODE, request.node_id)
-        bound = log.bind(snapshot_id=request.snapshot_id, node_id=request.node_id)
+        sid, node_id = request.snapshot_id, request.node_id
         too_large = self.admission.report_size(request.ByteSize())
         if too_large is not None:
             self._refuse(
                 context, peer_identity(context), "ReportLocalSnapshot",
-                grpc.StatusCode.RESOURCE_EXHAUSTED, too_large, snapshot_id=request.snapshot_id,
+                grpc.StatusCode.RESOURCE_EXHAUSTED, too_large, snapshot_id=sid,
             )  # fmt: skip
         try:
             report = report_from_pb(request)
             validate_report(self.config, report)
         except InvalidReport as error:
             self.report_outcomes["invalid"] += 1
-            bound.warning("report refused", error=str(error))
+            log.warning("report refused", snapshot_id=sid, node_id=node_id, error=str(error))
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid report: {error}")
         report = fill_zero_counters(self.config, report)
         ticket = 0
         with self._cond:
-            sid = request.snapshot_id
             not_begun = self.admission.report_begun(
                 sid, begun=self.assembly.pending(sid) is not None,
                 finished=self.assembly.is_finished(sid),
@@ -361,30 +363,50 @@ class CollectorService(pb_grpc.CollectorServicer):
             # arriving together share one fsync.
             self.store.sync(ticket)
         self.report_outcomes[outcome.value] += 1
+        # Accepted reports and retries are the normal path: debug only (the
+        # snapshot's one info line is "snapshot finished"); what is refused or
+        # ignored is a warning.
         if outcome is ReportOutcome.ACCEPTED:
-            bound.info(
+            log.debug(
                 "report accepted" if report.complete else "progress report accepted",
+                snapshot_id=sid,
+                node_id=node_id,
                 balance=report.snapshot.balance,
-                open_channels=list(report.open_channels),
+                open_channels=report.open_channels,
             )
         elif outcome is ReportOutcome.DUPLICATE:
-            bound.info("duplicate report acknowledged", complete=report.complete)
+            log.debug(
+                "duplicate report acknowledged",
+                snapshot_id=sid,
+                node_id=node_id,
+                complete=report.complete,
+            )
         elif outcome is ReportOutcome.ALREADY_FINISHED:
-            bound.warning("report for a finished snapshot acknowledged and ignored")
+            log.warning(
+                "report for a finished snapshot acknowledged and ignored",
+                snapshot_id=sid,
+                node_id=node_id,
+            )
         elif outcome is ReportOutcome.NOT_BEGUN:
-            bound.warning("report for a snapshot nobody began refused")
+            log.warning(
+                "report for a snapshot nobody began refused", snapshot_id=sid, node_id=node_id
+            )
             _abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"snapshot {request.snapshot_id} was never begun at this collector: an "
+                f"snapshot {sid} was never begun at this collector: an "
                 "initiator calls Collector.BeginSnapshot before starting a snapshot",
             )
         else:
-            bound.error("conflicting report refused: this node reported a different state before")
+            log.error(
+                "conflicting report refused: this node reported a different state before",
+                snapshot_id=sid,
+                node_id=node_id,
+            )
             _abort(
                 context,
                 grpc.StatusCode.ALREADY_EXISTS,
-                f"{request.node_id} already reported a different state for {request.snapshot_id}",
+                f"{node_id} already reported a different state for {sid}",
             )
         return pb.ReportReply()
 
@@ -439,42 +461,37 @@ class CollectorService(pb_grpc.CollectorServicer):
             time.monotonic() + request.timeout_seconds if request.timeout_seconds > 0 else None
         )
         last: Progress | None = None
-        last_sent = 0.0
+        last_sent = -math.inf
         while context.is_active() and not self._stopping.is_set():
+            message = None
             with self._cond:
                 progress = self.assembly.progress(snapshot_id)
                 if progress is None:
                     _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown snapshot {snapshot_id}")
                 if progress.status != "pending":
-                    recent = self._recent.get(snapshot_id)
-                    if recent is not None:
-                        text, reported, missing, recorded = recent
-                    else:
-                        text = self.store.read_text(snapshot_id) or ""
-                        reported, missing, recorded = _reported_missing(
-                            text, self.config.node_ids
-                        )
-                    yield pb.SnapshotProgress(
-                        snapshot_id=snapshot_id,
-                        status=progress.status,
-                        reported=reported,
-                        missing=missing,
-                        recorded=recorded,
-                        json=text,
-                    )
-                    return
-                if progress != last or time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
-                    last, last_sent = progress, time.monotonic()
-                    message = pb.SnapshotProgress(
-                        snapshot_id=snapshot_id,
-                        status="pending",
-                        reported=progress.reported,
-                        missing=progress.missing,
-                        recorded=progress.recorded,
-                    )
+                    final = self._finished_progress(snapshot_id, progress.status)
                 else:
-                    message = None
-                    self._cond.wait(0.5)
+                    final = None
+                    # A change is sent at most every PROGRESS_SECONDS (the reports
+                    # of one snapshot arrive together: one message, not one per
+                    # report), the same state again every HEARTBEAT_SECONDS.
+                    wait = PROGRESS_SECONDS if progress != last else HEARTBEAT_SECONDS
+                    now = time.monotonic()
+                    if now - last_sent >= wait:
+                        last, last_sent = progress, now
+                        message = pb.SnapshotProgress(
+                            snapshot_id=snapshot_id,
+                            status="pending",
+                            reported=progress.reported,
+                            missing=progress.missing,
+                            recorded=progress.recorded,
+                        )
+                    else:
+                        self._cond.wait(min(last_sent + wait - now, 0.5))
+            # Sent without the lock: reports go on while the initiator reads.
+            if final is not None:
+                yield final
+                return
             if message is not None:
                 yield message
             if give_up is not None and time.monotonic() >= give_up:
@@ -485,6 +502,24 @@ class CollectorService(pb_grpc.CollectorServicer):
                 )
         if self._stopping.is_set():
             _abort(context, grpc.StatusCode.UNAVAILABLE, "collector is shutting down")
+
+    def _finished_progress(self, snapshot_id: str, status: str) -> pb.SnapshotProgress:
+        """The last message of a WaitSnapshot stream: the finished document. Called with
+        the lock held."""
+        recent = self._recent.get(snapshot_id)
+        if recent is not None:
+            text, reported, missing, recorded = recent
+        else:
+            text = self.store.read_text(snapshot_id) or ""
+            reported, missing, recorded = _reported_missing(text, self.config.node_ids)
+        return pb.SnapshotProgress(
+            snapshot_id=snapshot_id,
+            status=status,
+            reported=reported,
+            missing=missing,
+            recorded=recorded,
+            json=text,
+        )
 
     def Restore(self, request: pb.RestoreRequest, context: grpc.ServicerContext) -> pb.RestoreReply:
         if self.restores is None:
@@ -524,9 +559,7 @@ class CollectorService(pb_grpc.CollectorServicer):
         return pb.RestoreList(json=[json.dumps(r.to_dict()) for r in self.restores.records()])
 
 
-def _reported_missing(
-    text: str, node_ids: Sequence[str]
-) -> tuple[list[str], list[str], list[str]]:
+def _reported_missing(text: str, node_ids: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     """`_reported_missing_of` a finished document's text."""
     try:
         return _reported_missing_of(json.loads(text), node_ids)

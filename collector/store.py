@@ -124,13 +124,23 @@ class SnapshotStore:
         if created:
             fsync_dir(self.directory)
         self.log_path = self.pending_root / LOG_NAME
+        # The log, open for appending from the first append until `close` (or until
+        # `compact` replaces the file): one write per line, no open per report.
+        self._log_fd: int | None = None
         self._written = 0  # bytes ever appended (tickets)
         self._synced = 0  # every ticket <= this is durable
         self._sync_lock = threading.Lock()
         self._size = self.log_path.stat().st_size if self.log_path.exists() else 0
 
     def close(self) -> None:
-        """Nothing stays open between calls; kept for symmetry with the node's store."""
+        """Close the log (appending again reopens it)."""
+        with self._sync_lock:
+            self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
 
     def _remove_temporaries(self) -> None:
         """Temporary files left by a crash mid-write are garbage: the target is intact."""
@@ -210,11 +220,14 @@ class SnapshotStore:
 
     def _append(self, record: dict[str, Any]) -> int:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
-        created = not self.log_path.exists()
-        with open(self.log_path, "ab") as log:
-            log.write(line)  # to the OS now; durable at `sync`
-        if created:
-            fsync_dir(self.pending_root)
+        if self._log_fd is None:
+            created = not self.log_path.exists()
+            self._log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if created:
+                fsync_dir(self.pending_root)
+        view = memoryview(line)
+        while view:  # to the OS now; durable at `sync`
+            view = view[os.write(self._log_fd, view) :]
         self._written += len(line)
         self._size += len(line)
         return self._written
@@ -225,11 +238,8 @@ class SnapshotStore:
             if self._synced >= ticket:
                 return  # another thread's fsync covered it
             upto = self._written
-            fd = os.open(self.log_path, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            if self._log_fd is not None:
+                os.fdatasync(self._log_fd)
             self._synced = max(self._synced, upto)
 
     def save_pending(self, pending: PendingSnapshot) -> None:
@@ -285,6 +295,7 @@ class SnapshotStore:
                     for line in lines
                 )
                 atomic_write_bytes(self.log_path, data)
+                self._close_log()  # its file was replaced: the next append opens the new one
                 self._size = len(data)
             self._synced = self._written  # nothing unsynced is still needed
 
