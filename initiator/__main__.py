@@ -43,24 +43,10 @@ from typing import TYPE_CHECKING, TextIO
 from certs.identity import DEFAULT_OPERATOR, IdentityError, operator
 from common.cli import add_cluster_option
 from common.config import ClusterConfig, ConfigError, load_cluster
+from common.forked import in_child_process
 from common.timeutil import new_snapshot_id
 from common.tls import TlsError, TlsFiles, add_tls_options, tls_from_args
-from initiator import operations
-from initiator.client import (
-    InitiatorError,
-    NodeUnreachable,
-    ProbeInFlight,
-    StartResult,
-    check_new_id,
-    get_snapshot,
-    list_snapshots_and_pruned,
-    probe_nodes,
-    queued_toward,
-    require_reachable,
-    start_probe,
-    take_snapshot,
-    validated_id,
-)
+from initiator import options
 from initiator.summary import (
     EXIT_NO_INITIATOR,
     EXIT_USAGE,
@@ -70,10 +56,13 @@ from initiator.summary import (
     format_summary,
 )
 
-# The history table and the durations line (collector/web/index.py) are
-# imported by the commands that print them, not by every snapshot.
+# Imported where they are used: the gRPC side (initiator.client and
+# operations) once the options are parsed, so that `--help` and a bad option
+# load no gRPC; the history table and the durations line (collector/web/
+# index.py) by the commands that print them.
 if TYPE_CHECKING:
     from collector.web.index import Summary
+    from initiator.client import InitiatorError, ProbeInFlight, StartResult
 
 # A progress line is repeated at least this often while nothing changes.
 PROGRESS_REFRESH_SECONDS = 5.0
@@ -125,12 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--status",
         nargs="?",
-        const=operations.LIVE_STATUS,
+        const=options.LIVE_STATUS,
         choices=("complete", "aborted", "pending"),
         help="alone: the live cluster (balances, backlog, workload, epoch); "
         "with --list: only snapshots with this status",
     )
-    operations.add_options(parser)
+    options.add_options(parser)
     parser.add_argument(
         "--svg",
         metavar="FILE",
@@ -204,6 +193,8 @@ def read_snapshots(
     tls: TlsFiles | None = None,
 ) -> int:
     """--list and --show: read what the collector stored, take nothing."""
+    from initiator.client import get_snapshot
+
     if show is None:
         print(history_table(collector, limit, status, tls), flush=True)
         return 0
@@ -220,6 +211,7 @@ def history_table(
     """--list: the newest `limit` snapshots (0: all), oldest of them first; then how
     many older ones the collector's retention deleted, if any."""
     from collector.web.index import summarize
+    from initiator.client import get_snapshot, list_snapshots_and_pruned
     from initiator.history import format_table, pending_summary
 
     listed, pruned = list_snapshots_and_pruned(collector, tls=tls)
@@ -248,6 +240,7 @@ def svg_path(template: str, snapshot_id: str, several: bool) -> Path:
 def write_svg(path: str | Path, document: dict[str, object]) -> None:
     from common.files import atomic_write_bytes
     from diagram import DiagramError, document_svg
+    from initiator.client import InitiatorError
 
     try:
         text = document_svg(document)
@@ -263,6 +256,8 @@ def write_svg(path: str | Path, document: dict[str, object]) -> None:
 def queued_lines(config: ClusterConfig, tls: TlsFiles | None) -> list[str]:
     """After a snapshot that did not complete: the nodes that do not answer now
     and the money the others hold queued toward them."""
+    from initiator.client import probe_nodes, queued_toward
+
     probe = probe_nodes(config, tls=tls)
     return format_queued(queued_toward(probe), probe.unreachable)
 
@@ -283,8 +278,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("--limit must be >= 0")
     if (args.limit != 20 or isinstance(args.status, str)) and not args.list:
         return fail("--limit and --status go with --list")
+    # The cluster file is read and validated in a child process while this one
+    # imports the gRPC side: yaml and pydantic-core there, grpc and protobuf
+    # here, side by side on two cores instead of one after the other.
+    wait_config = in_child_process(lambda: load_cluster(args.cluster))
+    from initiator import operations
+    from initiator.client import (
+        InitiatorError,
+        NodeUnreachable,
+        check_new_id,
+        require_reachable,
+        start_probe,
+        take_snapshot,
+        validated_id,
+    )
+
     try:
-        config = load_cluster(args.cluster)
+        config = wait_config()
         nodes = args.nodes or [config.node_ids[0]]
         for node_id in nodes:
             config.node(node_id)
@@ -307,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(error) if message is None else message, error.exit_code)
 
     collector = args.collector or config.collector_address
-    if operations.wanted(args):
+    if options.wanted(args):
         try:
             return operations.run(args, config, collector, tls, args.timeout or 60.0)
         except InitiatorError as error:

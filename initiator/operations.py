@@ -20,7 +20,12 @@ from common.config import ClusterConfig
 from common.net import describe_rpc_error
 from common.tls import TlsFiles
 from initiator.client import RPC_TIMEOUT, Connections, InitiatorError, connections_for
+from initiator.options import LIVE_STATUS, add_options, wanted  # noqa: F401 (see below)
 from protos import chandy_lamport_pb2 as pb
+
+# LIVE_STATUS, add_options and wanted: the operations' options, in
+# initiator/options.py so that building the parser imports no gRPC; callers
+# still reach them here.
 
 EXIT_RESTORE_ABORTED = 3
 EXIT_RESTORE_PENDING = 1
@@ -197,40 +202,6 @@ def format_restores(records: list[dict[str, Any]]) -> str:
             f"{r['started']:<29} {r.get('completed') or '-'}"
         )
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ CLI hooks
-
-LIVE_STATUS = False  # `--status` without a value (with a value it filters --list)
-
-
-def add_options(parser: Any) -> None:
-    """The operations' options of `cl-initiator` (initiator/__main__.py)."""
-    group = parser.add_argument_group("cluster operations")
-    ops = group.add_mutually_exclusive_group()
-    ops.add_argument(
-        "--pause-workload", action="store_true", help="stop every node's transfer workload"
-    )
-    ops.add_argument(
-        "--resume-workload", action="store_true", help="start every node's workload again"
-    )
-    ops.add_argument(
-        "--restore",
-        metavar="ID",
-        help="roll the cluster back to complete snapshot ID ('latest': the newest); "
-        "pause the workload first to see the exact balances",
-    )
-    ops.add_argument("--restores", action="store_true", help="list the restores done so far")
-
-
-def wanted(args: Any) -> bool:
-    return bool(
-        args.pause_workload
-        or args.resume_workload
-        or args.restore
-        or args.restores
-        or args.status is LIVE_STATUS
-    )
 
 
 def run(

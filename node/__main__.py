@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import sys
-import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from certs import identity
 from common.cli import (
@@ -30,11 +27,10 @@ from common.cli import (
     configure_logging_from,
 )
 from common.config import ClusterConfig, ConfigError, load_cluster
+from common.forked import in_child_process
 from common.metrics import parse_metrics_port
 from common.tls import TlsError, TlsFiles, add_tls_options, tls_from_args
 from node.storage import DataDirMismatch, StorageError
-
-T = TypeVar("T")
 
 # Exit statuses: 2 for a configuration the node refuses; EXIT_DATA_DIR_MISMATCH
 # (sysexits' EX_CONFIG) when its data dir was created for another node or other
@@ -114,54 +110,6 @@ def _int_env(environ: Mapping[str, str], key: str) -> int | None:
         return int(raw)
     except ValueError:
         raise SystemExit(f"cl-node: {key}={raw!r} is not an integer") from None
-
-
-def in_child_process(work: Callable[[], T]) -> Callable[[], T]:
-    """Start `work()` in a forked child process now; the function returned
-    waits for what it returned (or raises what it raised). The child's
-    memory, and whatever `work` imported, is gone once it has answered.
-
-    Only while grpc is not loaded: forking a process in which gRPC's threads
-    run is unsafe. A caller that has it loaded already (a test calling `main`)
-    gains nothing from a child either, and gets `work` itself to call.
-    """
-    if "grpc" in sys.modules:
-        return work
-    sys.stdout.flush()  # or the child's copies of the buffers would repeat it
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: whatever happens, it ends here
-        try:
-            os.close(read_end)
-            try:
-                outcome: tuple[bool, object] = (True, work())
-            except BaseException as error:  # every outcome goes to the parent, Ctrl-C too
-                outcome = (False, error)
-            try:
-                answer = pickle.dumps(outcome)
-            except Exception:  # an exception that cannot be pickled: its traceback
-                answer = pickle.dumps((False, RuntimeError(traceback.format_exc())))
-            with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(answer)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(0)
-    os.close(write_end)
-
-    def wait_answer() -> T:
-        with os.fdopen(read_end, "rb") as pipe:
-            answer = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        if not answer:
-            raise RuntimeError(f"the start-up checks ended without an answer (status {status})")
-        succeeded, value = pickle.loads(answer)
-        if not succeeded:
-            raise value
-        return value  # type: ignore[no-any-return]  # pickle.loads: Any
-
-    return wait_answer
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
