@@ -273,7 +273,11 @@ class RunningNode:
         if options.metrics_port is not None:  # before anything uses the runtime
             self.metrics = NodeMetrics(runtime.outgoing)
             instrument_node(runtime, store, self.metrics)
-        self.committer = committer = GroupCommitter(runtime, self._on_published)
+        self.committer = committer = GroupCommitter(
+            runtime,
+            self._on_published,
+            commit_on_loop=options.db_synchronous.upper() != "FULL",  # see node/committer.py
+        )
         runtime.require_handshake = True
         self.channels = ChannelService(
             runtime,

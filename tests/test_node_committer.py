@@ -1,8 +1,11 @@
-"""The group committer on a real runtime and store: batching, results, between batches."""
+"""The group committer on a real runtime and store: batching, results, between
+batches, a failed commit; each with the commit on the writer thread (FULL) and
+on the loop (NORMAL, the default)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +35,14 @@ def frame(seq: int, amount: int = 1):  # type: ignore[no-untyped-def]
     return wire.frame_for("b", "a", seq, Transfer(seq, amount))
 
 
-def run(runtime: NodeRuntime, scenario) -> object:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=[False, True], ids=["writer-thread", "on-loop"])
+def commit_on_loop(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def run(runtime: NodeRuntime, scenario, commit_on_loop: bool = False) -> object:  # type: ignore[no-untyped-def]
     async def main() -> object:
-        committer = GroupCommitter(runtime)
+        committer = GroupCommitter(runtime, commit_on_loop=commit_on_loop)
         task = asyncio.create_task(committer.run())
         try:
             return await scenario(committer)
@@ -46,26 +54,30 @@ def run(runtime: NodeRuntime, scenario) -> object:  # type: ignore[no-untyped-de
     return asyncio.run(main())
 
 
-def test_events_that_arrive_together_commit_together(runtime: NodeRuntime) -> None:
+def test_events_that_arrive_together_commit_together(
+    runtime: NodeRuntime, commit_on_loop: bool
+) -> None:
     async def scenario(committer: GroupCommitter) -> list[object]:
         futures = [committer.submit(ReceiveFrame(frame(seq))) for seq in range(1, 51)]
         futures.append(committer.submit(SendTransfer("c", 1000)))  # refused, alone
         return list(await asyncio.gather(*futures))
 
-    results = run(runtime, scenario)
+    results = run(runtime, scenario, commit_on_loop)
     assert results[:50] == list(range(1, 51))  # type: ignore[index]
     assert isinstance(results[50], InsufficientFunds)  # type: ignore[index]
     assert runtime.stats.batches == 1 and runtime.stats.largest_batch == 51
     assert runtime.balance == 150
 
 
-def test_a_lone_event_does_not_wait_for_a_batch_to_fill(runtime: NodeRuntime) -> None:
+def test_a_lone_event_does_not_wait_for_a_batch_to_fill(
+    runtime: NodeRuntime, commit_on_loop: bool
+) -> None:
     async def scenario(committer: GroupCommitter) -> float:
         started = time.perf_counter()
         assert await committer.apply(StartSnapshot("s1")) is False
         return time.perf_counter() - started
 
-    seconds = run(runtime, scenario)
+    seconds = run(runtime, scenario, commit_on_loop)
     assert runtime.stats.batches == 1 and runtime.active_snapshots == ("s1",)
     assert runtime.frames_after("b", 0)[0].WhichOneof("body") == "marker"
     assert seconds < 1.0  # one commit, nothing waited for (generous: a loaded disk)
@@ -99,13 +111,41 @@ def test_between_batches_sees_only_committed_state(
     assert run(runtime, scenario) == (107, 107, True)
 
 
-def test_closing_refuses_new_events_and_commits_the_queued_ones(runtime: NodeRuntime) -> None:
+def test_closing_refuses_new_events_and_commits_the_queued_ones(
+    runtime: NodeRuntime, commit_on_loop: bool
+) -> None:
     async def scenario(committer: GroupCommitter) -> tuple[object, object]:
         queued = committer.submit(ReceiveFrame(frame(1)))
         committer.close()
         late = committer.submit(ReceiveFrame(frame(2)))
         return await queued, await late
 
-    queued, late = run(runtime, scenario)  # type: ignore[misc]
+    queued, late = run(runtime, scenario, commit_on_loop)  # type: ignore[misc]
     assert queued == 1 and isinstance(late, NodeClosed)
     assert runtime.last_applied("b") == 1
+
+
+def test_a_failed_commit_changes_nothing_and_fails_every_event_of_its_batch(
+    runtime: NodeRuntime, commit_on_loop: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = runtime._store
+    real_commit = store.commit
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def commit_once_failing(change: Change) -> None:
+        if failures:
+            raise failures.pop()
+        real_commit(change)
+
+    monkeypatch.setattr(store, "commit", commit_once_failing)
+
+    async def scenario(committer: GroupCommitter) -> tuple[list[object], object]:
+        batch = [committer.submit(ReceiveFrame(frame(seq, 5))) for seq in (1, 2)]
+        failed = await asyncio.gather(*batch)
+        assert runtime.balance == 100 and runtime.last_applied("b") == 0  # nothing published
+        return failed, await committer.submit(ReceiveFrame(frame(1, 5)))  # the resend
+
+    failed, resent = run(runtime, scenario, commit_on_loop)  # type: ignore[misc]
+    assert all(isinstance(result, sqlite3.OperationalError) for result in failed)
+    assert resent == 1 and runtime.balance == 105 and runtime.stats.commit_failures == 1
+    assert store.load().last_applied["b"] == 1  # on disk: the resend only
