@@ -36,7 +36,6 @@ the event loop. The peer's identity is `identity_of(context)`: today the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -245,17 +244,14 @@ class PeerSender:
 
     async def _write_frames(self, call: grpc.aio.StreamStreamCall, reader: asyncio.Task) -> None:
         after = 0  # a new stream starts from the oldest unacknowledged frame
+        # One event wakes this loop for both new frames and the end of the
+        # stream: cheaper per wake-up than a task and asyncio.wait per frame.
+        reader.add_done_callback(lambda _: self.ready.set())
         while not reader.done():
             frames = self.runtime.frames_after(self.peer, after)
             if not frames:
                 self.ready.clear()
-                waiter = asyncio.ensure_future(self.ready.wait())
-                try:
-                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiter
+                await self.ready.wait()
                 continue
             await self._hold(frames[-1].seq, time.monotonic())
             if reader.done():
