@@ -9,12 +9,35 @@ from pathlib import Path
 import pytest
 
 from collector.assembly import Assembly, InvalidReport, PendingSnapshot
-from collector.store import SnapshotStore
+from collector.store import SnapshotStore, document_text
 from collector.testing import as_progress, consistent_reports, small_cluster
 from common import files as files_module
 from common.files import atomic_write_json
 
 T0 = 1_800_000_000.0
+
+
+def test_a_document_file_has_one_line_per_node_channel_and_check(tmp_path: Path) -> None:
+    config = small_cluster()
+    assembly = Assembly(config, require_begin=False)
+    reports = consistent_reports(config, "s1")
+    finished = [assembly.add_report(r, T0)[1] for r in reports.values()]
+    complete = finished[-1]
+    assert complete is not None and complete["status"] == "complete"
+    assembly.add_report(as_progress(consistent_reports(config, "s2")["n1"], ["n2", "n3"]), T0)
+    (aborted,) = assembly.expire(T0 + config.snapshot_timeout)
+    for document in (complete, aborted):
+        text = document_text(document)
+        assert json.loads(text) == document
+        assert text.endswith("}\n")
+    lines = document_text(complete).splitlines()
+    for node in config.node_ids:
+        (line,) = [line for line in lines if line.startswith(f'    "{node}": ')]
+        assert json.loads(line.split(": ", 1)[1].rstrip(",")) == complete["nodes"][node]
+    for key in ("channels", "verification"):
+        channels = complete[key] if key == "channels" else complete[key]["channels"]
+        for channel in channels:
+            assert any(line.strip().rstrip(",") == json.dumps(channel) for line in lines)
 
 
 def test_atomic_write_json_writes_indented_json(tmp_path: Path) -> None:
