@@ -91,18 +91,40 @@ def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Any, bool], Any]) -
     return handler
 
 
+class _GuardedHandlers:
+    """The guarded handler of each method, built on its first call and reused: the
+    server returns the same handler for a method every time, so rebuilding it
+    (and its closures) per call is work for nothing. Only registered methods
+    get here (an unknown one has no handler), so the cache is bounded."""
+
+    def __init__(self) -> None:
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, Any]] = {}
+
+    def guarded(self, method: str, handler: grpc.RpcMethodHandler, build: Callable[[], Any]) -> Any:
+        cached = self._guarded.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = build()
+        self._guarded[method] = (handler, guarded)
+        return guarded
+
+
 class AuthorizingInterceptor(grpc.ServerInterceptor):
     """For `grpc.server(interceptors=[...])`."""
 
     def __init__(self, policy: Policy, refusals: RefusalLog) -> None:
         self.policy = policy
         self.refusals = refusals
+        self._handlers = _GuardedHandlers()
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
         method = details.method
+        return self._handlers.guarded(method, handler, lambda: self._guard(method, handler))
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
         roles = self.policy.roles_for(method)
 
         def wrap(behavior: Any, streams_out: bool) -> Any:
@@ -125,12 +147,16 @@ class AioAuthorizingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, policy: Policy, refusals: RefusalLog) -> None:
         self.policy = policy
         self.refusals = refusals
+        self._handlers = _GuardedHandlers()
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None
         method = details.method
+        return self._handlers.guarded(method, handler, lambda: self._guard(method, handler))
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
         roles = self.policy.roles_for(method)
 
         async def check(context: grpc.aio.ServicerContext) -> None:

@@ -117,3 +117,19 @@ def test_policies_name_every_rpc_of_the_contract() -> None:
         methods = pb.DESCRIPTOR.services_by_name[service].methods_by_name
         for name in methods:
             assert f"/chandy_lamport.{service}/{name}" in policy, f"{service}.{name} has no rule"
+
+
+def test_the_guarded_handler_of_a_method_is_built_once() -> None:
+    interceptor = AuthorizingInterceptor(POLICY, RefusalLog(structlog.get_logger("test")))
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    other = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+
+    class Details:
+        method = "/grpc.health.v1.Health/Check"
+
+    first = interceptor.intercept_service(lambda details: handler, Details())
+    assert interceptor.intercept_service(lambda details: handler, Details()) is first
+    assert first is not handler and first.unary_unary is not handler.unary_unary
+    # Another handler for the method (a server rebuilt its table) gets its own guard.
+    assert interceptor.intercept_service(lambda details: other, Details()) is not first
+    assert interceptor.intercept_service(lambda details: None, Details()) is None
