@@ -108,6 +108,7 @@ bench: install
 	$(PY) -m benchmarks.core
 	$(PY) -m benchmarks.runtime
 	$(PY) -m benchmarks.cluster
+	$(PY) -m benchmarks.startup
 	$(PY) -m benchmarks.figures
 
 clean:
