@@ -109,6 +109,7 @@ bench: install
 	$(PY) -m benchmarks.runtime
 	$(PY) -m benchmarks.cluster
 	$(PY) -m benchmarks.startup
+	$(PY) -m benchmarks.collector
 	$(PY) -m benchmarks.figures
 
 clean:
