@@ -4,6 +4,7 @@
 
 Floor (measured first, in this process):
   - one-way latency of one message on a loopback gRPC stream (grpc.aio,
+    plaintext, and with mutual TLS as the clusters run, which the floors use;
     ping-pong on one Channel-like stream, half the round trip, p50);
   - one SQLite commit as the node makes it (WAL, synchronous=NORMAL, the
     nodes' default, and FULL, p50);
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import shutil
 import sqlite3
@@ -52,6 +54,9 @@ import grpc
 import grpc.aio
 
 from benchmarks._common import table
+from certs import identity
+from certs.store import CertDir, cluster_identities
+from common.tls import TlsFiles, add_port, open_aio_channel
 from demo.local_cluster import ClusterError, LocalCluster
 from initiator.client import Connections, take_snapshot
 from protos import chandy_lamport_pb2 as pb
@@ -71,14 +76,22 @@ class _Echo(pb_grpc.NodeServicer):
             yield pb.Ack(seq=frame.seq)
 
 
-async def _one_way_seconds(samples: int) -> float:
+async def _one_way_seconds(samples: int, tls_dir: Path | None) -> tuple[float, float]:
+    """`tls_dir`: mutual TLS with node certificates made there (as the
+    clusters below run), else plaintext."""
+    server_tls = client_tls = None
+    if tls_dir is not None:
+        certs = CertDir(tls_dir)
+        certs.ensure(cluster_identities(["n1", "n2"]), dt.datetime.now(dt.UTC))
+        server_tls = TlsFiles.in_dir(certs.identity_dir(identity.node("n1")))
+        client_tls = TlsFiles.in_dir(certs.identity_dir(identity.node("n2")))
     server = grpc.aio.server()
     pb_grpc.add_NodeServicer_to_server(_Echo(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = add_port(server, "127.0.0.1:0", server_tls)
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", options=[("grpc.enable_http_proxy", 0)]
+        async with open_aio_channel(
+            f"127.0.0.1:{port}", client_tls, "node", "n1", options=[("grpc.enable_http_proxy", 0)]
         ) as channel:
             call = pb_grpc.NodeStub(channel).Channel()
             frame = pb.Frame(sender="a", receiver="b", seq=1, marker=pb.Marker(snapshot_id="s"))
@@ -99,13 +112,15 @@ async def _one_way_seconds(samples: int) -> float:
         await server.stop(None)
 
 
-def one_way_seconds(samples: int = 300) -> float:
-    return asyncio.run(_one_way_seconds(samples))[0]
-
-
-def one_way_and_cpu(samples: int = 300) -> tuple[float, float]:
+def one_way_and_cpu(samples: int = 300, tls: bool = False) -> tuple[float, float]:
     """(one-way latency, CPU seconds per message both ends together), p50 / mean."""
-    return asyncio.run(_one_way_seconds(samples))
+    if not tls:
+        return asyncio.run(_one_way_seconds(samples, None))
+    tls_dir = Path(tempfile.mkdtemp(prefix="cl-bench-tls-"))
+    try:
+        return asyncio.run(_one_way_seconds(samples, tls_dir))
+    finally:
+        shutil.rmtree(tls_dir, ignore_errors=True)
 
 
 def commit_seconds(samples: int = 100, synchronous: str = "FULL") -> float:
@@ -306,14 +321,23 @@ def main() -> None:
     samples = 5 if args.quick else 15
     began = time.monotonic()
     print("# benchmarks.figures: issue 8's table, each figure beside its floor (same run)")
-    one_way, message_cpu = one_way_and_cpu()
+    plain_one_way, plain_message_cpu = one_way_and_cpu()
+    # The clusters run mutual TLS: their floors are measured the same way.
+    one_way, message_cpu = one_way_and_cpu(tls=True)
     commit = {"full": commit_seconds(), "normal": commit_seconds(synchronous="NORMAL")}
     hop = {sync: one_way + seconds for sync, seconds in commit.items()}
     table(
         "Floor",
         ["what", "p50 ms"],
         [
-            ["one-way latency, one message on a loopback gRPC stream", f"{one_way * 1e3:.3f}"],
+            [
+                "one-way latency, one message on a loopback gRPC stream, plaintext",
+                f"{plain_one_way * 1e3:.3f}",
+            ],
+            [
+                "the same with mutual TLS (as the clusters run; the floors below use it)",
+                f"{one_way * 1e3:.3f}",
+            ],
             [
                 "one SQLite commit (WAL, synchronous=NORMAL, the default)",
                 f"{commit['normal'] * 1e3:.3f}",
@@ -322,9 +346,10 @@ def main() -> None:
             ["one hop = one-way + one commit (NORMAL)", f"{hop['normal'] * 1e3:.3f}"],
             ["one hop = one-way + one commit (FULL)", f"{hop['full'] * 1e3:.3f}"],
             [
-                "CPU of one message on that stream, both ends (mean, not p50)",
-                f"{message_cpu * 1e3:.3f}",
+                "CPU of one message on that stream, both ends (mean, not p50), plaintext",
+                f"{plain_message_cpu * 1e3:.3f}",
             ],
+            ["the same with mutual TLS (the CPU floor below)", f"{message_cpu * 1e3:.3f}"],
         ],
     )
 
