@@ -3,9 +3,9 @@
 Every producer on the event loop (a Channel stream, the workload, a
 StartSnapshot call, the reporter) `submit`s an event and gets a future. The
 committer task takes *everything queued so far* (up to `max_batch`) as one
-batch: `prepare` on the loop, `commit` on the single writer thread (the loop
-keeps reading frames, writing frames and answering RPCs meanwhile, and those
-events queue up for the next batch), then `publish` on the loop and resolve
+batch: `prepare` on the loop, `commit` (on the loop, or on the single writer
+thread under FULL: see below; what arrives meanwhile queues up for the next
+batch), then `publish` on the loop and resolve
 the futures. It never waits for a batch to fill: a lone marker is committed
 and forwarded at once; under load, batches grow by themselves to whatever
 arrived during the previous commit. One batch is in flight at a time, so a

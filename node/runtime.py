@@ -9,7 +9,7 @@ in batches, in three steps:
                      # (core JSON, recorded messages, outbox frames, next seqs,
                      # last applied seqs, final reports, Lamport clock).
                      # Only the core is mutated; everything else is batch-local.
-    commit(batch)    # on the writer thread: one SQLite transaction
+    commit(batch)    # one SQLite transaction (the committer's writer thread under FULL)
     publish(batch)   # on the event loop, only after the commit succeeded:
                      # outbox, last applied seqs (acks), reports, timeline,
                      # status; the transport then sends and acks
@@ -55,8 +55,9 @@ frame is stamped with the core's epoch; a received frame is admitted by
 `restore.admit` before anything else looks at it, and an ack of another
 epoch acknowledges nothing.
 
-Not thread-safe: one event loop owns a runtime; only `commit` runs on the
-writer thread, and it touches nothing but the store and the batch.
+Not thread-safe: one event loop owns a runtime; only `commit` may run on
+another thread (the committer's writer, under FULL), and it touches nothing
+but the store and the batch.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Everything a node does runs as tasks on one event loop (grpc.aio): the gRPC
 server and its handlers, one sender task per outgoing channel, the group
 committer, the reporter and the workload. The only other thread the node
-adds is the committer's writer thread, which runs SQLite commits; gRPC's
+may add is the committer's writer thread, which runs SQLite commits under
+`synchronous=full` (node/committer.py); gRPC's
 C core keeps a few threads of its own. So the thread count does not grow
 with the number of channels or streams, and a slow or hostile peer holds no
 thread: health, status and StartSnapshot are always answered.

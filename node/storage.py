@@ -47,7 +47,8 @@ which the node may have acked frames it no longer has. This class's own
 default stays FULL.
 
 The store is not thread-safe: the runtime calls it from one thread at a time
-(the writer thread while a batch commits, the event loop otherwise).
+(the committer's writer thread while a batch commits under FULL, the event
+loop otherwise).
 """
 
 from __future__ import annotations
