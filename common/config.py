@@ -173,7 +173,8 @@ def yaml_problem(source: str, cause: yaml.YAMLError) -> str:
 # forbidden), so the errors are the same.
 
 
-def _node_id(value: Any) -> str:
+def checked_node_id(value: Any) -> str:
+    """`value` if it is a valid node id, else ValueError saying what one is."""
     if not isinstance(value, str) or not NODE_ID_PATTERN.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid node id (a letter, then letters, digits, - or _)"
@@ -283,7 +284,7 @@ def cluster_schema() -> CoreSchema:
 
     node = mapping(
         {
-            "id": required(rule(_node_id, cs.str_schema())),
+            "id": required(rule(checked_node_id, cs.str_schema())),
             "address": required(rule(_node_address, cs.str_schema())),
             "balance": required(rule(_balance, cs.int_schema())),
         }

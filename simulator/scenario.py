@@ -29,7 +29,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
-from common.config import NODE_ID_PATTERN, read_yaml, resolve_channels
+from common.config import checked_node_id, read_yaml, resolve_channels
 from common.validation import field_and_problem
 from node.core import InvalidSnapshotId, NodeCore, validate_snapshot_id
 from simulator.engine import CoreFactory, Simulation, SimulationError
@@ -218,14 +218,6 @@ def _events(value: Any) -> list[Any]:
     return value
 
 
-def _node_id(value: Any) -> str:
-    if not isinstance(value, str) or not NODE_ID_PATTERN.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid node id (a letter, then letters, digits, - or _)"
-        )
-    return value
-
-
 def _balance(value: Any) -> int:
     if not _is_int(value) or value < 0:
         raise ValueError(f"expected a non-negative integer balance, got {value!r}")
@@ -249,7 +241,7 @@ class _ScenarioDoc(_Doc):
 class _NodeEntry(_Doc):
     """The cluster file's list form; `address` is allowed and ignored."""
 
-    id: Annotated[str, BeforeValidator(_node_id)]
+    id: Annotated[str, BeforeValidator(checked_node_id)]
     balance: Annotated[int, BeforeValidator(_balance)]
     address: Any = None
 
@@ -317,11 +309,10 @@ def _parse_nodes(raw: Any, fail: Fail) -> dict[str, int]:
         )
     nodes: dict[str, int] = {}
     for where, node_id, balance in entries:
-        if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
-            raise fail(
-                where,
-                f"{node_id!r} is not a valid node id (a letter, then letters, digits, - or _)",
-            )
+        try:
+            checked_node_id(node_id)
+        except ValueError as error:
+            raise fail(where, str(error)) from None
         if node_id in nodes:
             raise fail(where, f"duplicate node id {node_id!r}")
         if not _is_int(balance) or balance < 0:

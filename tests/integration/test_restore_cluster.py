@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from common.healthcheck import check
-from demo.local_cluster import LocalCluster
+from demo.local_cluster import COLLECTOR, LocalCluster
 from initiator import operations
 from initiator.client import take_snapshot
 from initiator.summary import format_summary
@@ -196,19 +196,16 @@ def paused_verified_snapshot(
     return s, before, cluster.node_status("n1").epoch
 
 
-def restart_armed(
-    cluster: LocalCluster,
-    name: str,
-    step: str,
-    *,
-    stop: Callable[[], None],
-    start: Callable[[], None],
-) -> None:
-    """Restart `name` with CL_CRASH_AT set, so that it SIGKILLs itself at `step`."""
-    stop()
+def restart_armed(cluster: LocalCluster, name: str, step: str) -> None:
+    """Restart `name` (a node or the collector) with CL_CRASH_AT set, so that
+    it SIGKILLs itself at `step`."""
+    cluster.stop_process(name)
     cluster.env["CL_CRASH_AT"] = f"{name}:{step}"
     try:
-        start()
+        if name == COLLECTOR:
+            cluster.start_collector()
+        else:
+            cluster.start_node(name)
         cluster.wait_healthy([name])
     finally:
         del cluster.env["CL_CRASH_AT"]
@@ -219,13 +216,7 @@ def test_a_node_killed_at_each_restore_step_completes_or_rolls_back(
     cluster: LocalCluster, step: str
 ) -> None:
     s, before, epoch_before = paused_verified_snapshot(cluster, f"s-node-{step}")
-    restart_armed(
-        cluster,
-        "n3",
-        step,
-        stop=lambda: cluster.stop_node("n3"),
-        start=lambda: cluster.start_node("n3"),
-    )
+    restart_armed(cluster, "n3", step)
     number = next_restore_number(cluster)
     request_restore(cluster, s["snapshot_id"])
     process = cluster.processes["n3"]
@@ -246,13 +237,7 @@ def test_the_collector_killed_at_each_restore_step_completes_or_rolls_back(
     cluster: LocalCluster, step: str
 ) -> None:
     s, before, epoch_before = paused_verified_snapshot(cluster, f"s-coll-{step}")
-    restart_armed(
-        cluster,
-        "collector",
-        step,
-        stop=lambda: cluster.stop_process("collector"),
-        start=cluster.start_collector,
-    )
+    restart_armed(cluster, COLLECTOR, step)
     number = next_restore_number(cluster)
     request_restore(cluster, s["snapshot_id"])
     process = cluster.processes["collector"]
