@@ -20,12 +20,10 @@ from common.config import ClusterConfig
 from common.net import describe_rpc_error
 from common.tls import TlsFiles
 from initiator.client import RPC_TIMEOUT, Connections, InitiatorError, connections_for
-from initiator.options import LIVE_STATUS, add_options, wanted  # noqa: F401 (see below)
 from protos import chandy_lamport_pb2 as pb
 
-# LIVE_STATUS, add_options and wanted: the operations' options, in
-# initiator/options.py so that building the parser imports no gRPC; callers
-# still reach them here.
+# The operations' options (LIVE_STATUS, add_options, wanted) are in
+# initiator/options.py, so that building the parser imports no gRPC.
 
 EXIT_RESTORE_ABORTED = 3
 EXIT_RESTORE_PENDING = 1

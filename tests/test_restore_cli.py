@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from deploy.cli import parse_args
-from initiator import operations
+from initiator import operations, options
 from initiator.__main__ import build_parser, main
 from protos import chandy_lamport_pb2 as pb
 
@@ -11,9 +11,9 @@ from protos import chandy_lamport_pb2 as pb
 def test_status_alone_is_the_live_cluster_and_with_a_value_filters_the_list() -> None:
     parser = build_parser()
     live = parser.parse_args(["--status"])
-    assert live.status is operations.LIVE_STATUS and operations.wanted(live)
+    assert live.status is options.LIVE_STATUS and options.wanted(live)
     filtered = parser.parse_args(["--list", "--status", "complete"])
-    assert filtered.status == "complete" and not operations.wanted(filtered)
+    assert filtered.status == "complete" and not options.wanted(filtered)
 
 
 def test_operations_exclude_each_other(capsys) -> None:  # type: ignore[no-untyped-def]
