@@ -265,3 +265,37 @@ def test_values_from_documents_and_nodes_are_escaped() -> None:
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
     assert "<img src=x>" not in home and "&lt;img src=x&gt;" in home
     assert "<b>refused</b>" not in home
+
+
+class FinishingSource(DocumentsSource):
+    """A snapshot that finishes while the app asks whether it is pending: the
+    collector writes its document under the lock `pending()` waits for."""
+
+    def __init__(self, document: dict[str, object]) -> None:
+        super().__init__([])
+        self.document = document
+
+    def pending(self) -> list[str]:
+        sid = str(self.document["snapshot_id"])
+        self.texts[sid] = json.dumps(self.document)  # finished meanwhile
+        return []
+
+
+def test_a_snapshot_finishing_during_the_request_is_served_not_lost() -> None:
+    import asyncio
+
+    from collector.web.app import create_app
+
+    document = aborted_document()
+    sid = str(document["snapshot_id"])
+
+    async def fetch(path: str) -> httpx.Response:
+        app = create_app(FinishingSource(document))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get(path)
+
+    api = asyncio.run(fetch(f"/api/snapshots/{sid}"))
+    assert api.status_code == 200 and api.json()["status"] == "aborted"
+    page = asyncio.run(fetch(f"/snapshots/{sid}"))
+    assert page.status_code == 200 and f'data-snapshot="{sid}"' in page.text

@@ -129,23 +129,36 @@ def create_app(source: DashboardSource, registry: CollectorRegistry | None = Non
     async def dashboard_fragment(request: Request) -> Response:
         return HTMLResponse(fragment(request))
 
-    def load(snapshot_id: str) -> dict[str, Any] | None:
+    def document_text(snapshot_id: str) -> tuple[str | None, bool]:
+        """(the document's text, False); (None, True) while the snapshot is
+        pending; (None, False) if it is unknown. A snapshot that finishes
+        between the first read and `pending()` is neither on disk then nor
+        pending now: its document is written under the collector's lock, which
+        `pending()` waits for, so it is read once more."""
         text = source.read_text(snapshot_id)
-        return None if text is None else dict(json.loads(text))
+        if text is not None:
+            return text, False
+        if snapshot_id in source.pending():
+            return None, True
+        return source.read_text(snapshot_id), False
+
+    def load(snapshot_id: str) -> tuple[dict[str, Any] | None, bool]:
+        text, pending = document_text(snapshot_id)
+        return (None if text is None else dict(json.loads(text))), pending
 
     async def snapshot(request: Request) -> Response:
         name = str(request.path_params["name"])
         for suffix, render in ((".svg", _svg_response), (".png", _png_response)):
             if name.endswith(suffix):
                 snapshot_id = _snapshot_id(name[: -len(suffix)])
-                document = load(snapshot_id)
+                document, _ = load(snapshot_id)
                 if document is None:
                     return _not_found(snapshot_id, source, html=False)
                 return render(document, _axis(request))
         snapshot_id = _snapshot_id(name)
-        document = load(snapshot_id)
+        document, pending = load(snapshot_id)
         if document is None:
-            if snapshot_id in source.pending():
+            if pending:
                 return HTMLResponse(pages.pending_page(snapshot_id))
             return _not_found(snapshot_id, source, html=True)
         axis = _axis(request)
@@ -173,9 +186,9 @@ def create_app(source: DashboardSource, registry: CollectorRegistry | None = Non
 
     async def api_snapshot(request: Request) -> Response:
         snapshot_id = _snapshot_id(str(request.path_params["snapshot_id"]))
-        text = source.read_text(snapshot_id)
+        text, pending = document_text(snapshot_id)
         if text is None:
-            if snapshot_id in source.pending():
+            if pending:
                 return JSONResponse({"snapshot_id": snapshot_id, "status": "pending"})
             return _not_found(snapshot_id, source, html=False)
         return Response(text, media_type="application/json")
